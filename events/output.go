@@ -1,0 +1,119 @@
+package events
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Source is the CloudEvents source of everything cartlift emits.
+const Source = "cartlift"
+
+// Encode builds the CloudEvents structured-JSON value of one event. data is
+// any of this package's payload types (or a Decision or Outcome).
+func Encode(id, source, typ string, t time.Time, subject string, data any) ([]byte, error) {
+	raw, err := json.Marshal(data)
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(Envelope{
+		SpecVersion:     SpecVersion,
+		ID:              id,
+		Source:          source,
+		Type:            typ,
+		Time:            t.UTC(),
+		Subject:         subject,
+		DataContentType: "application/json",
+		Data:            raw,
+	})
+}
+
+// CartSnapshot is the state of one cart as cartlift emits it in decisions
+// and outcomes.
+type CartSnapshot struct {
+	CartID      string            `json:"cart_id"`
+	CartType    string            `json:"cart_type,omitempty"`
+	Site        string            `json:"site,omitempty"`
+	Channel     string            `json:"channel,omitempty"`
+	Currency    string            `json:"currency"`
+	LegalEntity string            `json:"legal_entity,omitempty"`
+	Items       []Item            `json:"items"`
+	TotalMinor  int64             `json:"total_minor"`
+	ItemCount   int64             `json:"item_count"`
+	Version     int64             `json:"version"`
+	CreatedAt   time.Time         `json:"created_at"`
+	ModifiedAt  time.Time         `json:"modified_at"`
+	Metadata    map[string]string `json:"metadata,omitempty"`
+}
+
+// CustomerSnapshot is what a decision carries about the customer. It holds
+// personal data: consumers must not log it.
+type CustomerSnapshot struct {
+	Key              string `json:"key"`
+	CustomerID       string `json:"customer_id,omitempty"`
+	Email            string `json:"email,omitempty"`
+	Name             string `json:"name,omitempty"`
+	Locale           string `json:"locale,omitempty"`
+	TimeZone         string `json:"time_zone,omitempty"`
+	MarketingConsent bool   `json:"marketing_consent"`
+}
+
+// Discount is an offer attached to a decision step. Exactly one of Percent
+// and AmountMinor is non-zero; MaxMinor caps a percentage discount.
+type Discount struct {
+	Percent         int64  `json:"percent,omitempty"`
+	AmountMinor     int64  `json:"amount_minor,omitempty"`
+	MaxMinor        int64  `json:"max_minor,omitempty"`
+	ValidForSeconds int64  `json:"valid_for_seconds,omitempty"`
+	Prefix          string `json:"prefix,omitempty"`
+}
+
+// Decision is the data of a cart.abandonment.decided event on the
+// decisions topic. ID is deterministic: the same cart, flow, step and cart
+// version always give the same ID, so consumers de-duplicate on it.
+type Decision struct {
+	ID         string           `json:"decision_id"`
+	Flow       string           `json:"flow"`
+	Step       string           `json:"step"`
+	StepIndex  int              `json:"step_index"`
+	Action     string           `json:"action"`
+	Template   string           `json:"template,omitempty"`
+	Discount   *Discount        `json:"discount,omitempty"`
+	Holdout    bool             `json:"holdout"`
+	Cart       CartSnapshot     `json:"cart"`
+	Customer   CustomerSnapshot `json:"customer"`
+	DecidedAt  time.Time        `json:"decided_at"`
+	ValidUntil time.Time        `json:"valid_until"`
+}
+
+// Outcome kinds on the outcomes topic.
+const (
+	OutcomeRecovered        = "recovered"
+	OutcomeConverted        = "converted"
+	OutcomeConvertedHoldout = "converted_holdout"
+	OutcomeLost             = "lost"
+	OutcomeDiscarded        = "discarded"
+	OutcomeMerged           = "merged"
+)
+
+// Outcome is the data of a cart.outcome event. ID is deterministic (cart,
+// kind, cart version). For recovered and converted_holdout outcomes,
+// DecisionID, Flow and Step name the decision the outcome is attributed to.
+type Outcome struct {
+	ID           string    `json:"outcome_id"`
+	Kind         string    `json:"kind"`
+	CustomerKey  string    `json:"customer_key"`
+	CartID       string    `json:"cart_id"`
+	CartType     string    `json:"cart_type,omitempty"`
+	Site         string    `json:"site,omitempty"`
+	Channel      string    `json:"channel,omitempty"`
+	Currency     string    `json:"currency"`
+	ValueMinor   int64     `json:"value_minor"`
+	OrderID      string    `json:"order_id,omitempty"`
+	DecisionID   string    `json:"decision_id,omitempty"`
+	Flow         string    `json:"flow,omitempty"`
+	Step         string    `json:"step,omitempty"`
+	Holdout      bool      `json:"holdout"`
+	Decisions    int       `json:"decisions"`
+	At           time.Time `json:"at"`
+	SinceDecided int64     `json:"since_decision_seconds,omitempty"`
+}
