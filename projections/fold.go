@@ -1,0 +1,510 @@
+package projections
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"strconv"
+	"time"
+
+	"github.com/cartlift/cartlift/events"
+)
+
+// MaxDecisionHistory bounds a cart's decision history; older records are
+// dropped first.
+const MaxDecisionHistory = 32
+
+// TimerChange moves a cart's timer from Old to New. A zero Old means the
+// cart had no timer; a zero New means it has none now. The store keeps one
+// timer per (customer key, cart id), ordered by due time.
+type TimerChange struct {
+	CartID string
+	Old    time.Time
+	New    time.Time
+}
+
+// Effects is what one Apply or Fire produces. The runtime must persist all
+// of it atomically, together with the input position.
+type Effects struct {
+	// State is the customer's new state; nil means the state is deleted.
+	// It may be the same pointer Apply or Fire was given.
+	State *CustomerState
+	// Timers lists the carts whose timer moved.
+	Timers []TimerChange
+	// Decisions and Outcomes to publish, in order.
+	Decisions []events.Decision
+	Outcomes  []events.Outcome
+	// OpenCartsDelta is the change in the number of open carts.
+	OpenCartsDelta int
+}
+
+// Apply folds one event into a customer's state. key is the customer key
+// (the record key); state is nil for a customer seen for the first time.
+//
+// Apply takes ownership of state and may modify it in place: callers that
+// need the old state must copy it first. It is pure: the same state, event
+// and config always give the same effects.
+func Apply(state *CustomerState, key string, ev *events.Event, cfg *Config) Effects {
+	f := begin(state, key, cfg)
+	t := ev.Time
+	switch {
+	case ev.ItemAdded != nil:
+		d := ev.ItemAdded
+		if c := f.mutateCart(d.CartRef, t, true); c != nil {
+			addItem(c, d.Item)
+			f.touched(c)
+		}
+	case ev.ItemUpdated != nil:
+		d := ev.ItemUpdated
+		if c := f.mutateCart(d.CartRef, t, false); c != nil {
+			updateItem(c, d.SKU, d.Quantity, d.UnitPriceMinor)
+			f.touched(c)
+		}
+	case ev.ItemRemoved != nil:
+		d := ev.ItemRemoved
+		if c := f.mutateCart(d.CartRef, t, false); c != nil {
+			updateItem(c, d.SKU, 0, 0)
+			f.touched(c)
+		}
+	case ev.CartUpdated != nil:
+		d := ev.CartUpdated
+		if c := f.mutateCart(d.CartRef, t, true); c != nil {
+			setItems(c, d.Items)
+			f.touched(c)
+		}
+	case ev.CartAssigned != nil:
+		d := ev.CartAssigned
+		if c := f.mutateCart(d.CartRef, t, true); c != nil {
+			setItems(c, d.Items)
+			if !d.CreatedAt.IsZero() && d.CreatedAt.Before(c.CreatedAt) {
+				c.CreatedAt = d.CreatedAt
+			}
+			f.touched(c)
+		}
+	case ev.CheckoutStarted != nil:
+		if c := f.mutateCart(ev.CheckoutStarted.CartRef, t, false); c != nil {
+			f.touched(c)
+		}
+	case ev.CartDiscarded != nil:
+		if c := f.mutateCart(ev.CartDiscarded.CartRef, t, false); c != nil {
+			f.close(c, StatusDiscarded, t)
+			f.outcome(c, events.OutcomeDiscarded, c.TotalMinor, t, nil, "")
+		}
+	case ev.CheckoutCompleted != nil:
+		f.checkout(ev.CheckoutCompleted, t)
+	case ev.CustomerLoggedIn != nil:
+		p := &f.s.Profile
+		p.CustomerID = ev.CustomerLoggedIn.CustomerID
+		p.LastLoginAt = later(p.LastLoginAt, t)
+	case ev.CustomerUpdated != nil:
+		f.updateProfile(ev.CustomerUpdated, t)
+	case ev.CustomerErased != nil:
+		f.s.Carts = nil
+		f.s.Profile = Profile{}
+	}
+	return f.end()
+}
+
+// Fire runs the timer of one cart at time now: it emits the decision of the
+// latest inactivity step due by now, expires the cart, or drops a closed
+// cart whose retention is over, and sets the cart's next timer. A timer
+// that is not due by now, or whose cart is gone, has no effect.
+//
+// now is the partition's effective time, chosen by the runtime; Fire never
+// reads the clock. Ownership of state is as for Apply.
+func Fire(state *CustomerState, key, cartID string, now time.Time, cfg *Config) Effects {
+	f := begin(state, key, cfg)
+	c := f.s.Cart(cartID)
+	if c == nil || c.WakeAt.IsZero() || c.WakeAt.After(now) {
+		return f.end()
+	}
+	switch {
+	case !c.IsOpen():
+		if !now.Before(c.ClosedAt.Add(f.cfg.ClosedRetention)) {
+			f.s.removeCart(c.ID)
+			return f.end()
+		}
+	case !now.Before(f.expiry(c)):
+		at := f.expiry(c)
+		f.close(c, StatusExpired, at)
+		if len(c.Items) == 0 {
+			f.s.removeCart(c.ID) // an empty cart was never abandoned
+			return f.end()
+		}
+		f.outcome(c, events.OutcomeLost, c.TotalMinor, at, nil, "")
+	case len(c.Items) > 0:
+		for i := range f.cfg.Flows {
+			fl := &f.cfg.Flows[i]
+			if fl.Match.Matches(c) {
+				f.fireFlow(c, fl, now)
+			}
+		}
+	}
+	f.schedule(c)
+	return f.end()
+}
+
+// fold carries one Apply or Fire.
+type fold struct {
+	s          *CustomerState
+	key        string
+	cfg        *Config
+	wakes      []TimerChange // carts' timers before, by cart id
+	openBefore int
+	eff        Effects
+}
+
+func begin(s *CustomerState, key string, cfg *Config) *fold {
+	if s == nil {
+		s = &CustomerState{Key: key}
+	}
+	f := &fold{s: s, key: key, cfg: cfg, openBefore: s.OpenCarts()}
+	for _, c := range s.Carts {
+		if !c.WakeAt.IsZero() {
+			f.wakes = append(f.wakes, TimerChange{CartID: c.ID, Old: c.WakeAt})
+		}
+	}
+	return f
+}
+
+// end diffs the carts' timers against those at begin and returns the
+// effects.
+func (f *fold) end() Effects {
+	for i := range f.wakes {
+		w := &f.wakes[i]
+		if c := f.s.Cart(w.CartID); c != nil {
+			w.New = c.WakeAt
+		}
+		if !w.New.Equal(w.Old) {
+			f.eff.Timers = append(f.eff.Timers, *w)
+		}
+	}
+	for _, c := range f.s.Carts {
+		if !c.WakeAt.IsZero() && !f.hadTimer(c.ID) {
+			f.eff.Timers = append(f.eff.Timers, TimerChange{CartID: c.ID, New: c.WakeAt})
+		}
+	}
+	f.eff.OpenCartsDelta = f.s.OpenCarts() - f.openBefore
+	if !f.s.empty() {
+		f.eff.State = f.s
+	}
+	return f.eff
+}
+
+func (f *fold) hadTimer(id string) bool {
+	for _, w := range f.wakes {
+		if w.CartID == id {
+			return true
+		}
+	}
+	return false
+}
+
+// mutateCart returns the cart an activity is about, opening it when create
+// is set, or nil when the activity does not apply (unknown or closed cart
+// and !create). It counts the activity: version, modification time, and
+// the cart's attributes from the event.
+func (f *fold) mutateCart(ref events.CartRef, t time.Time, create bool) *Cart {
+	c := f.s.Cart(ref.CartID)
+	switch {
+	case c == nil:
+		if !create {
+			return nil
+		}
+		c = &Cart{ID: ref.CartID, Status: StatusOpen, CreatedAt: t}
+		f.s.addCart(c)
+	case !c.IsOpen():
+		if !create {
+			return nil
+		}
+		// A closed cart that sees new items starts a new life. An expired
+		// cart keeps its items: the shop still shows them to the customer.
+		if c.Status != StatusExpired {
+			c.Items, c.CreatedAt = nil, t
+		}
+		c.Status, c.ClosedAt, c.OrderID = StatusOpen, time.Time{}, ""
+	}
+	if ref.CartType != "" {
+		c.Type = ref.CartType
+	}
+	if ref.Site != "" {
+		c.Site = ref.Site
+	}
+	if ref.Channel != "" {
+		c.Channel = ref.Channel
+	}
+	if ref.Currency != "" {
+		c.Currency = ref.Currency
+	}
+	if ref.LegalEntity != "" {
+		c.LegalEntity = ref.LegalEntity
+	}
+	if len(ref.Metadata) > 0 {
+		c.Metadata = ref.Metadata
+	}
+	c.Version++
+	c.ModifiedAt = later(c.ModifiedAt, t)
+	c.LastActivity = later(c.LastActivity, t)
+	return c
+}
+
+// touched finishes an activity on an open cart.
+func (f *fold) touched(c *Cart) {
+	c.recompute()
+	f.schedule(c)
+}
+
+func (f *fold) close(c *Cart, status string, at time.Time) {
+	c.Status, c.ClosedAt = status, at
+	f.schedule(c)
+}
+
+func (f *fold) checkout(d *events.CheckoutCompleted, t time.Time) {
+	c := f.s.Cart(d.CartID)
+	if c == nil || (c.Status != StatusOpen && c.Status != StatusExpired) {
+		return // unknown cart, or a duplicate checkout
+	}
+	c.Version++
+	c.OrderID = d.OrderID
+	c.ModifiedAt = later(c.ModifiedAt, t)
+	f.close(c, StatusCheckedOut, t)
+
+	kind := events.OutcomeConverted
+	var attributed *DecisionRecord
+	if r := lastDecisionBefore(c, t); r != nil && t.Sub(r.At) <= f.attributionWindow(r.Flow) {
+		attributed, kind = r, events.OutcomeRecovered
+		if r.Holdout {
+			kind = events.OutcomeConvertedHoldout
+		}
+	}
+	f.outcome(c, kind, d.TotalMinor, t, attributed, d.OrderID)
+}
+
+// lastDecisionBefore returns the newest emitted decision made at or before t.
+func lastDecisionBefore(c *Cart, t time.Time) *DecisionRecord {
+	for i := len(c.Decisions) - 1; i >= 0; i-- {
+		r := &c.Decisions[i]
+		if !r.Skipped && !r.At.After(t) {
+			return r
+		}
+	}
+	return nil
+}
+
+func (f *fold) attributionWindow(flow string) time.Duration {
+	for i := range f.cfg.Flows {
+		if f.cfg.Flows[i].Name == flow {
+			return f.cfg.Flows[i].AttributionWindow
+		}
+	}
+	return DefaultAttributionWindow
+}
+
+func (f *fold) updateProfile(d *events.CustomerUpdated, t time.Time) {
+	p := &f.s.Profile
+	p.CustomerID = d.CustomerID
+	set := func(dst *string, src *string) {
+		if src != nil {
+			*dst = *src
+		}
+	}
+	set(&p.Email, d.Email)
+	set(&p.Name, d.Name)
+	set(&p.Locale, d.Locale)
+	set(&p.TimeZone, d.TimeZone)
+	set(&p.Segment, d.Segment)
+	if d.MarketingConsent != nil {
+		p.MarketingConsent = *d.MarketingConsent
+	}
+	p.UpdatedAt = later(p.UpdatedAt, t)
+}
+
+// expiry is when an open cart expires: its last activity plus the longest
+// expire_after of the flows that match it, or IdleExpireAfter when none do.
+func (f *fold) expiry(c *Cart) time.Time {
+	var d time.Duration
+	for i := range f.cfg.Flows {
+		if fl := &f.cfg.Flows[i]; fl.Match.Matches(c) {
+			d = max(d, fl.ExpireAfter)
+		}
+	}
+	if d == 0 {
+		d = f.cfg.IdleExpireAfter
+	}
+	return c.LastActivity.Add(d)
+}
+
+// nextStep returns the index of the flow's first step not yet decided in
+// the cart's current version, or -1 when all are.
+func nextStep(c *Cart, fl *Flow) int {
+	next := 0
+	for i := range c.Decisions {
+		r := &c.Decisions[i]
+		if r.Version == c.Version && r.Flow == fl.Name && r.StepIndex >= next {
+			next = r.StepIndex + 1
+		}
+	}
+	if next >= len(fl.Steps) {
+		return -1
+	}
+	return next
+}
+
+// fireFlow decides the latest step of fl that is due by now. Earlier steps
+// due at the same time are recorded as skipped: a customer gets one message,
+// not a burst of all the ones that were missed.
+func (f *fold) fireFlow(c *Cart, fl *Flow, now time.Time) {
+	first := nextStep(c, fl)
+	if first < 0 {
+		return
+	}
+	last := -1
+	for i := first; i < len(fl.Steps); i++ {
+		if !c.LastActivity.Add(fl.Steps[i].After).After(now) {
+			last = i
+		}
+	}
+	if last < 0 {
+		return
+	}
+	holdout := fl.InHoldout(f.key)
+	for i := first; i < last; i++ {
+		f.record(c, DecisionRecord{Flow: fl.Name, Step: fl.Steps[i].Name, StepIndex: i, Version: c.Version,
+			At: c.LastActivity.Add(fl.Steps[i].After), Skipped: true})
+	}
+	st := &fl.Steps[last]
+	due := c.LastActivity.Add(st.After)
+	validUntil := f.expiry(c)
+	if last+1 < len(fl.Steps) {
+		validUntil = c.LastActivity.Add(fl.Steps[last+1].After)
+	}
+	id := DecisionID(f.key, c.ID, fl.Name, st.Name, c.Version)
+	f.record(c, DecisionRecord{ID: id, Flow: fl.Name, Step: st.Name, StepIndex: last, Version: c.Version,
+		At: due, Holdout: holdout, Discount: st.Discount != nil})
+	p := &f.s.Profile
+	f.eff.Decisions = append(f.eff.Decisions, events.Decision{
+		ID: id, Flow: fl.Name, Step: st.Name, StepIndex: last, Action: st.Action, Template: st.Template,
+		Discount: st.Discount, Holdout: holdout, Cart: c.Snapshot(),
+		Customer: events.CustomerSnapshot{Key: f.key, CustomerID: p.CustomerID, Email: p.Email, Name: p.Name,
+			Locale: p.Locale, TimeZone: p.TimeZone, MarketingConsent: p.MarketingConsent},
+		DecidedAt: due, ValidUntil: validUntil,
+	})
+}
+
+func (f *fold) record(c *Cart, r DecisionRecord) {
+	c.Decisions = append(c.Decisions, r)
+	if n := len(c.Decisions) - MaxDecisionHistory; n > 0 {
+		c.Decisions = append(c.Decisions[:0], c.Decisions[n:]...)
+	}
+}
+
+// schedule sets the cart's WakeAt: for an open cart the earliest of its
+// next step due in any matching flow and its expiry; for a closed cart the
+// end of its retention.
+func (f *fold) schedule(c *Cart) {
+	if !c.IsOpen() {
+		c.WakeAt = c.ClosedAt.Add(f.cfg.ClosedRetention)
+		return
+	}
+	next := f.expiry(c)
+	if len(c.Items) > 0 {
+		for i := range f.cfg.Flows {
+			fl := &f.cfg.Flows[i]
+			if !fl.Match.Matches(c) {
+				continue
+			}
+			if j := nextStep(c, fl); j >= 0 {
+				if due := c.LastActivity.Add(fl.Steps[j].After); due.Before(next) {
+					next = due
+				}
+			}
+		}
+	}
+	c.WakeAt = next
+}
+
+func (f *fold) outcome(c *Cart, kind string, value int64, at time.Time, r *DecisionRecord, orderID string) {
+	o := events.Outcome{
+		ID: OutcomeID(f.key, c.ID, kind, c.Version), Kind: kind, CustomerKey: f.key, CartID: c.ID,
+		CartType: c.Type, Site: c.Site, Channel: c.Channel, Currency: c.Currency, ValueMinor: value,
+		OrderID: orderID, At: at,
+	}
+	for i := range c.Decisions {
+		if !c.Decisions[i].Skipped {
+			o.Decisions++
+		}
+	}
+	if r != nil {
+		o.DecisionID, o.Flow, o.Step, o.Holdout = r.ID, r.Flow, r.Step, r.Holdout
+		o.SinceDecided = int64(at.Sub(r.At) / time.Second)
+	}
+	f.eff.Outcomes = append(f.eff.Outcomes, o)
+}
+
+func addItem(c *Cart, it events.Item) {
+	for i := range c.Items {
+		if li := &c.Items[i]; li.SKU == it.SKU {
+			li.Quantity = min(li.Quantity+it.Quantity, events.MaxQuantity)
+			li.UnitPriceMinor = it.UnitPriceMinor
+			li.Name, li.Category, li.ImageURL = it.Name, it.Category, it.ImageURL
+			return
+		}
+	}
+	if len(c.Items) >= events.MaxItems {
+		return // bounded state: further lines are ignored
+	}
+	c.Items = append(c.Items, LineItem{SKU: it.SKU, Name: it.Name, Quantity: it.Quantity,
+		UnitPriceMinor: it.UnitPriceMinor, Category: it.Category, ImageURL: it.ImageURL})
+}
+
+// updateItem sets a line's quantity (0 removes it) and, when price > 0, its
+// unit price. Unknown SKUs are ignored.
+func updateItem(c *Cart, sku string, qty, price int64) {
+	for i := range c.Items {
+		if li := &c.Items[i]; li.SKU == sku {
+			if qty == 0 {
+				c.Items = append(c.Items[:i], c.Items[i+1:]...)
+				return
+			}
+			li.Quantity = qty
+			if price > 0 {
+				li.UnitPriceMinor = price
+			}
+			return
+		}
+	}
+}
+
+func setItems(c *Cart, items []events.Item) {
+	c.Items = c.Items[:0]
+	for _, it := range items {
+		addItem(c, it)
+	}
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+// DecisionID is the deterministic id of the decision for one step of one
+// flow on one version of a cart.
+func DecisionID(key, cartID, flow, step string, version int64) string {
+	return "d-" + hashID(key, cartID, flow, step, strconv.FormatInt(version, 10))
+}
+
+// OutcomeID is the deterministic id of an outcome of one version of a cart.
+func OutcomeID(key, cartID, kind string, version int64) string {
+	return "o-" + hashID(key, cartID, kind, strconv.FormatInt(version, 10))
+}
+
+func hashID(parts ...string) string {
+	h := sha256.New()
+	for _, p := range parts {
+		h.Write([]byte(p))
+		h.Write([]byte{0})
+	}
+	var sum [sha256.Size]byte
+	return hex.EncodeToString(h.Sum(sum[:0])[:16])
+}

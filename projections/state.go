@@ -1,0 +1,173 @@
+// Package projections is cartlift's pure fold: the per-customer state, and
+// Apply and Fire, which turn an event or a timer into effects (new state,
+// timer changes, decisions, outcomes). Nothing here reads the clock, does
+// I/O or starts goroutines; all of cartlift's business rules live here so
+// they can be tested in microseconds and replayed deterministically.
+package projections
+
+import (
+	"slices"
+	"time"
+
+	"github.com/cartlift/cartlift/events"
+)
+
+// Cart statuses.
+const (
+	StatusOpen       = "open"
+	StatusCheckedOut = "checked_out"
+	StatusDiscarded  = "discarded"
+	StatusExpired    = "expired"
+	StatusMerged     = "merged"
+)
+
+// CustomerState is everything cartlift knows about one customer key: the
+// profile and the carts, open and recently closed. It is the unit of state
+// in the store, keyed by the customer key.
+type CustomerState struct {
+	Key     string  `json:"key"`
+	Profile Profile `json:"profile"`
+	// Carts sorted by ID.
+	Carts []*Cart `json:"carts"`
+}
+
+// Profile is the customer's profile as known from customer.* events.
+type Profile struct {
+	CustomerID       string    `json:"customer_id,omitempty"`
+	Email            string    `json:"email,omitempty"`
+	Name             string    `json:"name,omitempty"`
+	Locale           string    `json:"locale,omitempty"`
+	TimeZone         string    `json:"time_zone,omitempty"`
+	Segment          string    `json:"segment,omitempty"`
+	MarketingConsent bool      `json:"marketing_consent"`
+	LastLoginAt      time.Time `json:"last_login_at,omitzero"`
+	UpdatedAt        time.Time `json:"updated_at,omitzero"`
+}
+
+// LineItem is one line of a cart. LineTotalMinor = Quantity * UnitPriceMinor.
+type LineItem struct {
+	SKU            string `json:"sku"`
+	Name           string `json:"name,omitempty"`
+	Quantity       int64  `json:"quantity"`
+	UnitPriceMinor int64  `json:"unit_price_minor"`
+	LineTotalMinor int64  `json:"line_total_minor"`
+	Category       string `json:"category,omitempty"`
+	ImageURL       string `json:"image_url,omitempty"`
+}
+
+// Cart is one cart of a customer.
+type Cart struct {
+	ID          string            `json:"id"`
+	Type        string            `json:"type,omitempty"`
+	Site        string            `json:"site,omitempty"`
+	Channel     string            `json:"channel,omitempty"`
+	Currency    string            `json:"currency"`
+	LegalEntity string            `json:"legal_entity,omitempty"`
+	Metadata    map[string]string `json:"metadata,omitempty"`
+	Items       []LineItem        `json:"items"`
+	TotalMinor  int64             `json:"total_minor"`
+	ItemCount   int64             `json:"item_count"`
+	Status      string            `json:"status"`
+	// Version counts the cart's activities (every accepted event about it).
+	// Decision and outcome ids include it.
+	Version    int64     `json:"version"`
+	CreatedAt  time.Time `json:"created_at"`
+	ModifiedAt time.Time `json:"modified_at"`
+	// LastActivity is the newest event time of any activity on the cart;
+	// inactivity steps count from it.
+	LastActivity time.Time `json:"last_activity"`
+	ClosedAt     time.Time `json:"closed_at,omitzero"`
+	OrderID      string    `json:"order_id,omitempty"`
+	// Decisions is the cart's decision history, oldest first.
+	Decisions []DecisionRecord `json:"decisions,omitempty"`
+	// WakeAt is when the fold next needs to look at the cart (the next step,
+	// expiry, or removal of a closed cart); zero for none. The store keeps
+	// one timer per cart at this time.
+	WakeAt time.Time `json:"wake_at,omitzero"`
+}
+
+// DecisionRecord is one entry of a cart's decision history. Skipped records
+// mark steps that came due together with a later step (after downtime, say)
+// and were passed over in favour of the later one; they emit nothing.
+type DecisionRecord struct {
+	ID        string    `json:"id,omitempty"`
+	Flow      string    `json:"flow"`
+	Step      string    `json:"step"`
+	StepIndex int       `json:"step_index"`
+	Version   int64     `json:"version"`
+	At        time.Time `json:"at"`
+	Holdout   bool      `json:"holdout,omitempty"`
+	Skipped   bool      `json:"skipped,omitempty"`
+	Discount  bool      `json:"discount,omitempty"`
+}
+
+// IsOpen reports whether the cart is open.
+func (c *Cart) IsOpen() bool { return c.Status == StatusOpen }
+
+// Cart returns the cart with the given id, or nil.
+func (s *CustomerState) Cart(id string) *Cart {
+	i, ok := slices.BinarySearchFunc(s.Carts, id, func(c *Cart, id string) int { return cmpString(c.ID, id) })
+	if !ok {
+		return nil
+	}
+	return s.Carts[i]
+}
+
+// OpenCarts returns the number of open carts.
+func (s *CustomerState) OpenCarts() int {
+	n := 0
+	for _, c := range s.Carts {
+		if c.IsOpen() {
+			n++
+		}
+	}
+	return n
+}
+
+func (s *CustomerState) addCart(c *Cart) {
+	i, _ := slices.BinarySearchFunc(s.Carts, c.ID, func(c *Cart, id string) int { return cmpString(c.ID, id) })
+	s.Carts = slices.Insert(s.Carts, i, c)
+}
+
+func (s *CustomerState) removeCart(id string) {
+	s.Carts = slices.DeleteFunc(s.Carts, func(c *Cart) bool { return c.ID == id })
+}
+
+// empty reports whether the state holds nothing worth storing.
+func (s *CustomerState) empty() bool {
+	return len(s.Carts) == 0 && s.Profile == (Profile{})
+}
+
+func cmpString(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// recompute refreshes the cart's derived totals.
+func (c *Cart) recompute() {
+	c.TotalMinor, c.ItemCount = 0, 0
+	for i := range c.Items {
+		it := &c.Items[i]
+		it.LineTotalMinor = it.Quantity * it.UnitPriceMinor
+		c.TotalMinor += it.LineTotalMinor
+		c.ItemCount += it.Quantity
+	}
+}
+
+// Snapshot returns the cart as emitted in decisions and outcomes.
+func (c *Cart) Snapshot() events.CartSnapshot {
+	items := make([]events.Item, len(c.Items))
+	for i, it := range c.Items {
+		items[i] = events.Item{SKU: it.SKU, Name: it.Name, Quantity: it.Quantity, UnitPriceMinor: it.UnitPriceMinor, Category: it.Category, ImageURL: it.ImageURL}
+	}
+	return events.CartSnapshot{
+		CartID: c.ID, CartType: c.Type, Site: c.Site, Channel: c.Channel, Currency: c.Currency,
+		LegalEntity: c.LegalEntity, Items: items, TotalMinor: c.TotalMinor, ItemCount: c.ItemCount,
+		Version: c.Version, CreatedAt: c.CreatedAt, ModifiedAt: c.ModifiedAt, Metadata: c.Metadata,
+	}
+}
