@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"time"
+	_ "time/tzdata" // time zone names validate the same on every host
 	"unicode/utf8"
 )
 
@@ -90,20 +92,23 @@ func Decode(value []byte, now time.Time) (*Event, error) {
 	var v validator
 	switch env.Type {
 	case TypeItemAdded:
-		ev.ItemAdded = &ItemAdded{}
+		// absent marks required numbers whose zero value is valid: a
+		// field missing from the JSON (or null) keeps it.
+		ev.ItemAdded = &ItemAdded{Item: Item{UnitPriceMinor: absent}}
 		if err := decodeData(env.Data, ev.ItemAdded); err != nil {
 			return nil, err
 		}
 		v.cartRef("data", &ev.ItemAdded.CartRef, true)
 		v.item("data.item", &ev.ItemAdded.Item)
 	case TypeItemUpdated:
-		d := &ItemUpdated{}
+		d := &ItemUpdated{Quantity: absent}
 		ev.ItemUpdated = d
 		if err := decodeData(env.Data, d); err != nil {
 			return nil, err
 		}
 		v.cartRef("data", &d.CartRef, false)
 		v.id("data.sku", d.SKU)
+		v.present("data.quantity", d.Quantity)
 		v.rangeInt("data.quantity", d.Quantity, 0, MaxQuantity)
 		v.rangeInt("data.unit_price_minor", d.UnitPriceMinor, 0, MaxUnitPriceMinor)
 	case TypeItemRemoved:
@@ -121,6 +126,7 @@ func Decode(value []byte, now time.Time) (*Event, error) {
 			return nil, err
 		}
 		v.cartRef("data", &d.CartRef, true)
+		v.pricesPresent("data.items", env.Data)
 		v.items("data.items", d.Items)
 	case TypeCartDiscarded:
 		d := &CartDiscarded{}
@@ -138,13 +144,14 @@ func Decode(value []byte, now time.Time) (*Event, error) {
 		}
 		v.cartRef("data", &d.CartRef, false)
 	case TypeCheckoutCompleted:
-		d := &CheckoutCompleted{}
+		d := &CheckoutCompleted{TotalMinor: absent}
 		ev.CheckoutCompleted = d
 		if err := decodeData(env.Data, d); err != nil {
 			return nil, err
 		}
 		v.cartRef("data", &d.CartRef, false)
 		v.id("data.order_id", d.OrderID)
+		v.present("data.total_minor", d.TotalMinor)
 		v.rangeInt("data.total_minor", d.TotalMinor, 0, MaxTotalMinor)
 		if len(d.DiscountCodes) > MaxDiscountCodes {
 			v.fail("data.discount_codes", "has %d codes, the limit is %d", len(d.DiscountCodes), MaxDiscountCodes)
@@ -174,7 +181,8 @@ func Decode(value []byte, now time.Time) (*Event, error) {
 		v.optText("data.locale", d.Locale, 35)
 		v.optText("data.segment", d.Segment, MaxIDLen)
 		if d.TimeZone != nil && *d.TimeZone != "" {
-			if _, err := time.LoadLocation(*d.TimeZone); err != nil || len(*d.TimeZone) > 64 {
+			// LoadLocation also takes "Local", the processor's own zone.
+			if _, err := time.LoadLocation(*d.TimeZone); err != nil || len(*d.TimeZone) > 64 || *d.TimeZone == "Local" {
 				v.fail("data.time_zone", "%q is not an IANA time zone", *d.TimeZone)
 			}
 		}
@@ -197,6 +205,7 @@ func Decode(value []byte, now time.Time) (*Event, error) {
 			v.fail("data.customer_id", "is required")
 		}
 		v.id("data.from_key", d.FromKey)
+		v.pricesPresent("data.items", env.Data)
 		v.items("data.items", d.Items)
 	case TypeDecision, TypeOutcome:
 		return nil, invalid(ReasonNotForInput, "type", "%q is an output type of cartlift, not an input event", env.Type)
@@ -225,6 +234,10 @@ func validateEnvelope(env *Envelope, now time.Time) error {
 	}
 	if env.Time.IsZero() {
 		v.fail("time", "is required (RFC 3339)")
+	} else if y := env.Time.UTC().Year(); y < 1 || y > 9999 {
+		// Outside these years the UTC time has no RFC 3339 form, so the
+		// event could not be encoded again.
+		v.fail("time", "year %d (UTC) is outside 1..9999", y)
 	} else if !now.IsZero() && env.Time.After(now.Add(MaxFutureSkew)) {
 		return invalid(ReasonFutureTime, "time", "%s is more than %s ahead of the processor's clock", env.Time.Format(time.RFC3339), MaxFutureSkew)
 	}
@@ -304,6 +317,38 @@ func (v *validator) noAnonPrefix(field, s string) {
 	}
 }
 
+// absent is the value Decode presets in required integer fields whose zero
+// value is valid, so that a missing (or null) field can be told from 0.
+const absent = math.MinInt64
+
+func (v *validator) present(field string, n int64) {
+	if n == absent {
+		v.fail(field, "is required")
+	}
+}
+
+// pricesPresent checks that every item in data's "items" array has a
+// unit_price_minor: a missing price must not silently become 0.
+func (v *validator) pricesPresent(path string, data json.RawMessage) {
+	if v.err != nil {
+		return
+	}
+	var p struct {
+		Items []struct {
+			UnitPriceMinor *int64 `json:"unit_price_minor"`
+		} `json:"items"`
+	}
+	if err := json.Unmarshal(data, &p); err != nil {
+		return // cannot happen: data was decoded into a superset already
+	}
+	for i, it := range p.Items {
+		if it.UnitPriceMinor == nil {
+			v.fail(fmt.Sprintf("%s[%d].unit_price_minor", path, i), "is required")
+			return
+		}
+	}
+}
+
 func (v *validator) rangeInt(field string, n, lo, hi int64) {
 	if n < lo || n > hi {
 		v.fail(field, "must be between %d and %d, got %d", lo, hi, n)
@@ -342,6 +387,7 @@ func (v *validator) item(path string, it *Item) {
 	v.text(path+".category", it.Category, MaxTextLen)
 	v.text(path+".image_url", it.ImageURL, MaxURLLen)
 	v.rangeInt(path+".quantity", it.Quantity, 1, MaxQuantity)
+	v.present(path+".unit_price_minor", it.UnitPriceMinor)
 	v.rangeInt(path+".unit_price_minor", it.UnitPriceMinor, 0, MaxUnitPriceMinor)
 }
 

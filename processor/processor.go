@@ -1,0 +1,507 @@
+// Package processor is cartlift's runtime: a franz-go consumer group with
+// one worker goroutine per assigned partition, the Pebble store that holds
+// each partition's state, timers, outbox and input offset, the timer
+// driver and the outbox relay. The business rules are in projections; this
+// package moves data between Kafka, Pebble and the fold.
+//
+// Exactly-once in effect: each fetched batch of a partition (and each round
+// of due timers) becomes one Pebble batch holding the state changes, timer
+// changes, outbox entries and the next input offset. On assignment a worker
+// resumes from the offset in Pebble, never from the group's committed
+// offset; with no local state it rebuilds the partition from its earliest
+// offset. Output records have deterministic ids, so the re-emissions that a
+// crash can cause are de-duplicated by every consumer.
+package processor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cockroachdb/pebble"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/cartlift/cartlift/events"
+	"github.com/cartlift/cartlift/projections"
+)
+
+// Topics names the topics the processor reads and writes.
+type Topics struct {
+	Events    string // input; default events.TopicEvents
+	Decisions string // default events.TopicDecisions
+	Outcomes  string // default events.TopicOutcomes
+	DLQ       string // default events.TopicDLQ
+}
+
+// Hooks are optional callbacks through which the processor reports what
+// it does (Prometheus lives at the edge, in cmd). They are called from
+// worker goroutines, concurrently, and must not block.
+type Hooks struct {
+	// EventRejected is called for each record sent to the DLQ.
+	EventRejected func(reason string)
+	// EventSkipped is called for each record of an unknown type.
+	EventSkipped func(detail string)
+	// TimerFired is called for each timer fired by the wall clock, with how
+	// late it fired.
+	TimerFired func(lateness time.Duration)
+	// BatchCommitted is called after each committed batch of input.
+	BatchCommitted func(partition int32, events int, took time.Duration)
+}
+
+// Config configures a Processor. Zero fields take the documented defaults.
+type Config struct {
+	// Brokers to bootstrap from. Required.
+	Brokers []string
+	// Group is the consumer group; default "cartlift-processor".
+	Group string
+	// InstanceID enables static group membership: an instance restarted
+	// with the same id takes its partitions back at once instead of waiting
+	// for its old session to time out. It must be unique per store; the
+	// command derives it from the host and data directory.
+	InstanceID string
+	// SessionTimeout of the group member; default 15s.
+	SessionTimeout time.Duration
+	Topics         Topics
+	// Partitions for topics the processor creates; default 8.
+	Partitions int32
+	// DataDir holds the Pebble store. Required.
+	DataDir string
+	// Flows is the fold's configuration. Required.
+	Flows *projections.Config
+	// SyncWrites fsyncs every Pebble batch, so that a machine crash (not
+	// only a process crash) loses nothing. Default false via the zero
+	// value; the command turns it on.
+	SyncWrites bool
+	// TimerTick is how often idle, caught-up partitions check for due
+	// timers; default 100ms.
+	TimerTick time.Duration
+	// LagPoll is how often end offsets are polled; default 1s.
+	LagPoll time.Duration
+	// DrainTimeout bounds how long a stopping relay keeps producing; default 5s.
+	DrainTimeout time.Duration
+	// Clock is the wall clock; default time.Now. Only the timer driver and
+	// the decoder's future-time check read it.
+	Clock func() time.Time
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+	Hooks  Hooks
+	// KafkaOpts are extra franz-go options for both clients (TLS, SASL).
+	KafkaOpts []kgo.Opt
+}
+
+func (c *Config) fill() error {
+	if len(c.Brokers) == 0 {
+		return errors.New("processor: Brokers is required")
+	}
+	if c.DataDir == "" {
+		return errors.New("processor: DataDir is required")
+	}
+	if c.Flows == nil {
+		return errors.New("processor: Flows is required")
+	}
+	def := func(s *string, d string) {
+		if *s == "" {
+			*s = d
+		}
+	}
+	def(&c.Group, "cartlift-processor")
+	def(&c.Topics.Events, events.TopicEvents)
+	def(&c.Topics.Decisions, events.TopicDecisions)
+	def(&c.Topics.Outcomes, events.TopicOutcomes)
+	def(&c.Topics.DLQ, events.TopicDLQ)
+	names := []string{c.Topics.Events, c.Topics.Decisions, c.Topics.Outcomes, c.Topics.DLQ}
+	if len(slices.Compact(slices.Sorted(slices.Values(names)))) != len(names) {
+		return fmt.Errorf("processor: topic names must differ, got %v", names)
+	}
+	if c.Partitions == 0 {
+		c.Partitions = 8
+	}
+	if c.SessionTimeout == 0 {
+		c.SessionTimeout = 15 * time.Second
+	}
+	if c.TimerTick == 0 {
+		c.TimerTick = 100 * time.Millisecond
+	}
+	if c.LagPoll == 0 {
+		c.LagPoll = time.Second
+	}
+	if c.DrainTimeout == 0 {
+		c.DrainTimeout = 5 * time.Second
+	}
+	if c.Clock == nil {
+		c.Clock = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return nil
+}
+
+// Processor runs the processing pipeline. Create it with New, run it with
+// Run, and Close it after Run returned.
+type Processor struct {
+	cfg      Config
+	flows    *projections.Config
+	log      *slog.Logger
+	db       *pebble.DB
+	consumer *kgo.Client
+	producer *kgo.Client
+
+	// mu guards workers. The group callbacks mutate it (serially with the
+	// poll loop, see BlockRebalanceOnPoll); Stats and Ready read it.
+	mu      sync.Mutex
+	workers map[int32]*worker
+
+	errOnce sync.Once
+	errc    chan error
+	stats   counters
+}
+
+type counters struct {
+	eventsConsumed, eventsRejected, eventsSkipped atomic.Int64
+	decisionsMade, outcomesMade, timersFired      atomic.Int64
+	decisionsEmitted, outcomesEmitted             atomic.Int64
+	deadLettered                                  atomic.Int64
+}
+
+// New opens the store and creates the Kafka clients. It does not contact
+// the brokers; Run does.
+func New(cfg Config) (*Processor, error) {
+	if err := cfg.fill(); err != nil {
+		return nil, err
+	}
+	db, err := openDB(cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("open store in %s: %w", cfg.DataDir, err)
+	}
+	p := &Processor{cfg: cfg, flows: cfg.Flows, log: cfg.Logger, db: db,
+		workers: make(map[int32]*worker), errc: make(chan error, 1)}
+
+	common := append([]kgo.Opt{kgo.SeedBrokers(cfg.Brokers...)}, cfg.KafkaOpts...)
+	p.producer, err = kgo.NewClient(append(common,
+		kgo.ProducerLinger(2*time.Millisecond),
+		kgo.MaxBufferedRecords(2*relayBatch),
+		kgo.RecordRetries(10),
+	)...)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	group := []kgo.Opt{
+		kgo.ConsumerGroup(cfg.Group),
+		kgo.ConsumeTopics(cfg.Topics.Events),
+		kgo.Balancers(kgo.CooperativeStickyBalancer()),
+		kgo.OnPartitionsAssigned(p.assigned),
+		kgo.OnPartitionsRevoked(p.revoked),
+		kgo.OnPartitionsLost(p.revoked),
+		kgo.AdjustFetchOffsetsFn(p.adjustOffsets),
+		kgo.BlockRebalanceOnPoll(),
+		kgo.AutoCommitMarks(),
+		kgo.SessionTimeout(cfg.SessionTimeout),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.FetchMaxBytes(32 << 20),
+		kgo.FetchMaxPartitionBytes(4 << 20),
+	}
+	if cfg.InstanceID != "" {
+		group = append(group, kgo.InstanceID(cfg.InstanceID))
+	}
+	p.consumer, err = kgo.NewClient(append(common, group...)...)
+	if err != nil {
+		p.producer.Close()
+		db.Close()
+		return nil, err
+	}
+	return p, nil
+}
+
+// fail stops Run with err; the first error wins.
+func (p *Processor) fail(err error) {
+	p.errOnce.Do(func() { p.errc <- err })
+}
+
+// Run consumes until ctx is cancelled or a worker fails. On return every
+// worker has committed its last batch and stopped.
+func (p *Processor) Run(ctx context.Context) error {
+	if err := EnsureTopics(ctx, p.producer, p.cfg.Partitions,
+		p.cfg.Topics.Events, p.cfg.Topics.Decisions, p.cfg.Topics.Outcomes, p.cfg.Topics.DLQ); err != nil {
+		return err
+	}
+	lagCtx, stopLag := context.WithCancel(ctx)
+	var lagDone sync.WaitGroup
+	lagDone.Go(func() { p.pollEndOffsets(lagCtx) })
+	defer func() {
+		stopLag()
+		lagDone.Wait()
+	}()
+
+	var runErr error
+loop:
+	for {
+		fetches := p.consumer.PollRecords(ctx, 20_000)
+		select {
+		case runErr = <-p.errc:
+			break loop
+		default:
+		}
+		if ctx.Err() != nil || fetches.IsClientClosed() {
+			break loop
+		}
+		fetches.EachError(func(topic string, part int32, err error) {
+			if !errors.Is(err, context.Canceled) {
+				p.log.Warn("fetch error", "topic", topic, "partition", part, "err", err)
+			}
+		})
+		fetches.EachPartition(func(ftp kgo.FetchTopicPartition) {
+			if ftp.Err != nil {
+				return
+			}
+			w := p.workerFor(ftp.Partition)
+			if w == nil {
+				return
+			}
+			select {
+			case w.in <- fetched{records: ftp.Records, end: ftp.LastStableOffset}:
+			case <-w.done:
+			}
+		})
+		p.consumer.AllowRebalance()
+	}
+	p.stopWorkers(slices.Collect(maps.Keys(p.snapshotWorkers())))
+	// Commit the group offsets the workers marked, for lag monitoring.
+	cctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	_ = p.consumer.CommitMarkedOffsets(cctx)
+	cancel()
+	p.consumer.CloseAllowingRebalance()
+	return runErr
+}
+
+// Close flushes the producer and closes the store. Call it after Run.
+func (p *Processor) Close() error {
+	p.producer.Close()
+	return p.db.Close()
+}
+
+func (p *Processor) workerFor(part int32) *worker {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.workers[part]
+}
+
+func (p *Processor) snapshotWorkers() map[int32]*worker {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return maps.Clone(p.workers)
+}
+
+func (p *Processor) assigned(_ context.Context, _ *kgo.Client, assigned map[string][]int32) {
+	for _, part := range assigned[p.cfg.Topics.Events] {
+		w, err := newWorker(p, part)
+		if err != nil {
+			p.fail(err)
+			continue
+		}
+		p.mu.Lock()
+		p.workers[part] = w
+		p.mu.Unlock()
+		w.start()
+	}
+	p.log.Info("partitions assigned", "partitions", assigned[p.cfg.Topics.Events])
+}
+
+func (p *Processor) revoked(_ context.Context, _ *kgo.Client, revoked map[string][]int32) {
+	p.stopWorkers(revoked[p.cfg.Topics.Events])
+	if len(revoked[p.cfg.Topics.Events]) > 0 {
+		p.log.Info("partitions revoked", "partitions", revoked[p.cfg.Topics.Events])
+	}
+}
+
+func (p *Processor) stopWorkers(parts []int32) {
+	var wg sync.WaitGroup
+	for _, part := range parts {
+		p.mu.Lock()
+		w := p.workers[part]
+		delete(p.workers, part)
+		p.mu.Unlock()
+		if w != nil {
+			wg.Go(w.stop)
+		}
+	}
+	wg.Wait()
+}
+
+// adjustOffsets replaces the group's committed offsets with the offsets in
+// the store: the state is only consistent with its own offset. A partition
+// without local state starts from its earliest offset, to rebuild it.
+func (p *Processor) adjustOffsets(_ context.Context, offsets map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
+	for topic, parts := range offsets {
+		if topic != p.cfg.Topics.Events {
+			continue
+		}
+		for part := range parts {
+			meta, err := loadMeta(p.db, part)
+			if err != nil {
+				return nil, err
+			}
+			if meta.NextOffset < 0 {
+				parts[part] = kgo.NewOffset().AtStart()
+			} else {
+				parts[part] = kgo.NewOffset().At(meta.NextOffset)
+			}
+		}
+	}
+	return offsets, nil
+}
+
+// pollEndOffsets tells every worker its partition's end offset, so that a
+// partition with nothing new to fetch learns it has caught up and its
+// timers fire on the wall clock.
+func (p *Processor) pollEndOffsets(ctx context.Context) {
+	t := time.NewTicker(p.cfg.LagPoll)
+	defer t.Stop()
+	for {
+		ws := p.snapshotWorkers()
+		if len(ws) > 0 {
+			ends, err := ListEndOffsets(ctx, p.producer, p.cfg.Topics.Events, slices.Collect(maps.Keys(ws)))
+			if err != nil && ctx.Err() == nil {
+				p.log.Debug("listing end offsets", "err", err)
+			}
+			for part, end := range ends {
+				if w := ws[part]; w != nil {
+					w.setEnd(end)
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// ListEndOffsets returns the last stable offsets of the given partitions.
+func ListEndOffsets(ctx context.Context, cl *kgo.Client, topic string, parts []int32) (map[int32]int64, error) {
+	req := kmsg.NewPtrListOffsetsRequest()
+	req.IsolationLevel = 1 // read committed: the last stable offset
+	rt := kmsg.NewListOffsetsRequestTopic()
+	rt.Topic = topic
+	for _, part := range parts {
+		rp := kmsg.NewListOffsetsRequestTopicPartition()
+		rp.Partition = part
+		rp.Timestamp = -1 // latest
+		rt.Partitions = append(rt.Partitions, rp)
+	}
+	req.Topics = append(req.Topics, rt)
+	out := make(map[int32]int64, len(parts))
+	var firstErr error
+	for _, shard := range cl.RequestSharded(ctx, req) {
+		if shard.Err != nil {
+			firstErr = shard.Err
+			continue
+		}
+		resp := shard.Resp.(*kmsg.ListOffsetsResponse)
+		for _, t := range resp.Topics {
+			for _, rp := range t.Partitions {
+				if err := kerr.ErrorForCode(rp.ErrorCode); err != nil {
+					firstErr = err
+					continue
+				}
+				out[rp.Partition] = rp.Offset
+			}
+		}
+	}
+	return out, firstErr
+}
+
+// EnsureTopics creates the topics that do not exist yet, with the given
+// number of partitions and the brokers' default replication.
+func EnsureTopics(ctx context.Context, cl *kgo.Client, partitions int32, topics ...string) error {
+	req := kmsg.NewPtrCreateTopicsRequest()
+	req.TimeoutMillis = 10_000
+	for _, t := range topics {
+		rt := kmsg.NewCreateTopicsRequestTopic()
+		rt.Topic = t
+		rt.NumPartitions = partitions
+		rt.ReplicationFactor = -1
+		req.Topics = append(req.Topics, rt)
+	}
+	var resp *kmsg.CreateTopicsResponse
+	var err error
+	for attempt := 0; ; attempt++ {
+		resp, err = req.RequestWith(ctx, cl)
+		if err == nil || attempt == 20 || ctx.Err() != nil {
+			break
+		}
+		select {
+		case <-time.After(500 * time.Millisecond):
+		case <-ctx.Done():
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("creating topics: %w", err)
+	}
+	for _, t := range resp.Topics {
+		if err := kerr.ErrorForCode(t.ErrorCode); err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+			return fmt.Errorf("creating topic %s: %w", t.Topic, err)
+		}
+	}
+	return nil
+}
+
+// Stats is a snapshot of what the processor did since it started, and of
+// the partitions it owns now.
+type Stats struct {
+	EventsConsumed   int64 // input records processed (valid or not)
+	EventsRejected   int64 // records sent to the DLQ
+	EventsSkipped    int64 // records of unknown types
+	DecisionsMade    int64 // decisions committed to the outbox
+	OutcomesMade     int64
+	DecisionsEmitted int64 // decisions acknowledged by the brokers
+	OutcomesEmitted  int64
+	DeadLettered     int64 // DLQ records acknowledged by the brokers
+	TimersFired      int64
+	Partitions       int   // assigned partitions
+	CaughtUp         int   // assigned partitions caught up with their end
+	OpenCarts        int64 // in assigned partitions
+	PendingTimers    int64 // in assigned partitions
+	Lag              int64 // records between the processed and the end offsets
+}
+
+// Stats returns a snapshot. It is safe to call from any goroutine.
+func (p *Processor) Stats() Stats {
+	s := Stats{
+		EventsConsumed: p.stats.eventsConsumed.Load(), EventsRejected: p.stats.eventsRejected.Load(),
+		EventsSkipped: p.stats.eventsSkipped.Load(), DecisionsMade: p.stats.decisionsMade.Load(),
+		OutcomesMade: p.stats.outcomesMade.Load(), DecisionsEmitted: p.stats.decisionsEmitted.Load(),
+		OutcomesEmitted: p.stats.outcomesEmitted.Load(), DeadLettered: p.stats.deadLettered.Load(),
+		TimersFired: p.stats.timersFired.Load(),
+	}
+	for _, w := range p.snapshotWorkers() {
+		s.Partitions++
+		if w.caughtUp.Load() {
+			s.CaughtUp++
+		}
+		s.OpenCarts += w.openCarts.Load()
+		s.PendingTimers += w.timers.Load()
+		if end := w.end.Load(); end >= 0 {
+			s.Lag += max(0, end-w.next.Load())
+		}
+	}
+	return s
+}
+
+// Ready reports whether the processor owns partitions and all of them
+// have caught up with the end of their log.
+func (p *Processor) Ready() bool {
+	s := p.Stats()
+	return s.Partitions > 0 && s.CaughtUp == s.Partitions
+}

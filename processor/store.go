@@ -1,0 +1,300 @@
+package processor
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"time"
+
+	"github.com/cockroachdb/pebble"
+
+	"github.com/cartlift/cartlift/projections"
+)
+
+// Pebble layout. Every key starts with the 4-byte big-endian input
+// partition, so one partition's data is one contiguous key range that can
+// be dropped, restored or shipped as a unit. After the partition comes one
+// byte naming the kind of record:
+//
+//	[p]{kindMeta}{metaX}                      partition metadata (offset, counters)
+//	[p]{kindState}customerKey                 JSON projections.CustomerState
+//	[p]{kindTimer}due(8)customerKey 0x00 cartID   empty value; the timer index
+//	[p]{kindOutbox}seq(8)                     an encoded outboxEntry
+//
+// Customer keys and cart ids never contain 0x00 (events.Decode rejects
+// control characters), so the timer key splits unambiguously.
+const (
+	kindMeta   byte = 1
+	kindState  byte = 2
+	kindTimer  byte = 3
+	kindOutbox byte = 4
+)
+
+// Metadata records of a partition.
+const (
+	metaNextOffset byte = 'o' // next input offset to process
+	metaOutboxSeq  byte = 's' // next outbox sequence number
+	metaEventTime  byte = 't' // newest processed event time (unix nanos)
+	metaOpenCarts  byte = 'c' // open carts in the partition
+	metaTimers     byte = 'n' // pending timers in the partition
+)
+
+func partPrefix(p int32, kind byte) []byte {
+	k := make([]byte, 5, 64)
+	binary.BigEndian.PutUint32(k, uint32(p))
+	k[4] = kind
+	return k
+}
+
+// partRange returns the bounds of all keys of one kind in a partition.
+func partRange(p int32, kind byte) (lower, upper []byte) {
+	return partPrefix(p, kind), partPrefix(p, kind+1)
+}
+
+func metaKey(p int32, m byte) []byte { return append(partPrefix(p, kindMeta), m) }
+
+func stateKey(p int32, customer string) []byte {
+	return append(partPrefix(p, kindState), customer...)
+}
+
+// encodeDue maps a time to 8 bytes that sort like the time.
+func encodeDue(dst []byte, t time.Time) []byte {
+	return binary.BigEndian.AppendUint64(dst, uint64(t.UnixNano())^(1<<63))
+}
+
+func decodeDue(b []byte) time.Time {
+	return time.Unix(0, int64(binary.BigEndian.Uint64(b)^(1<<63))).UTC()
+}
+
+func timerKey(p int32, due time.Time, customer, cart string) []byte {
+	k := encodeDue(partPrefix(p, kindTimer), due)
+	k = append(k, customer...)
+	k = append(k, 0)
+	return append(k, cart...)
+}
+
+// timerUpTo returns the exclusive upper bound of the timers of partition p
+// due at or before t.
+func timerUpTo(p int32, t time.Time) []byte {
+	if t.UnixNano() == math.MaxInt64 {
+		return partPrefix(p, kindTimer+1)
+	}
+	return encodeDue(partPrefix(p, kindTimer), t.Add(1))
+}
+
+// parseTimerKey splits a timer key of any partition.
+func parseTimerKey(k []byte) (due time.Time, customer, cart string, err error) {
+	if len(k) < 5+8+1 || k[4] != kindTimer {
+		return time.Time{}, "", "", fmt.Errorf("malformed timer key %x", k)
+	}
+	due = decodeDue(k[5:13])
+	rest := k[13:]
+	for i, c := range rest {
+		if c == 0 {
+			return due, string(rest[:i]), string(rest[i+1:]), nil
+		}
+	}
+	return time.Time{}, "", "", fmt.Errorf("malformed timer key %x", k)
+}
+
+func outboxKey(p int32, seq uint64) []byte {
+	return binary.BigEndian.AppendUint64(partPrefix(p, kindOutbox), seq)
+}
+
+// outboxEntry is one record waiting to be produced by the relay.
+type outboxEntry struct {
+	Topic   string
+	Key     []byte
+	Value   []byte
+	Headers [][2]string
+}
+
+func (e *outboxEntry) appendTo(b []byte) []byte {
+	b = appendBytes(b, []byte(e.Topic))
+	b = appendBytes(b, e.Key)
+	b = appendBytes(b, e.Value)
+	b = binary.AppendUvarint(b, uint64(len(e.Headers)))
+	for _, h := range e.Headers {
+		b = appendBytes(b, []byte(h[0]))
+		b = appendBytes(b, []byte(h[1]))
+	}
+	return b
+}
+
+func appendBytes(b, v []byte) []byte {
+	b = binary.AppendUvarint(b, uint64(len(v)))
+	return append(b, v...)
+}
+
+var errCorrupt = errors.New("corrupt outbox entry")
+
+func decodeOutboxEntry(b []byte) (outboxEntry, error) {
+	var e outboxEntry
+	next := func() ([]byte, error) {
+		n, w := binary.Uvarint(b)
+		if w <= 0 || uint64(len(b)-w) < n {
+			return nil, errCorrupt
+		}
+		v := b[w : w+int(n)]
+		b = b[w+int(n):]
+		return v, nil
+	}
+	topic, err := next()
+	if err != nil {
+		return e, err
+	}
+	e.Topic = string(topic)
+	if e.Key, err = next(); err != nil {
+		return e, err
+	}
+	if e.Value, err = next(); err != nil {
+		return e, err
+	}
+	n, w := binary.Uvarint(b)
+	if w <= 0 || n > 64 {
+		return e, errCorrupt
+	}
+	b = b[w:]
+	for range n {
+		k, err := next()
+		if err != nil {
+			return e, err
+		}
+		v, err := next()
+		if err != nil {
+			return e, err
+		}
+		e.Headers = append(e.Headers, [2]string{string(k), string(v)})
+	}
+	return e, nil
+}
+
+// partitionMeta is a partition's metadata as stored.
+type partitionMeta struct {
+	// NextOffset is the next input offset to process; -1 when the store
+	// holds nothing for the partition.
+	NextOffset int64
+	OutboxSeq  uint64
+	EventTime  time.Time
+	OpenCarts  int64
+	Timers     int64
+}
+
+func getInt(r pebble.Reader, key []byte) (int64, bool, error) {
+	v, closer, err := r.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, err
+	}
+	defer closer.Close()
+	if len(v) != 8 {
+		return 0, false, fmt.Errorf("meta %x: bad length %d", key, len(v))
+	}
+	return int64(binary.BigEndian.Uint64(v)), true, nil
+}
+
+func loadMeta(r pebble.Reader, p int32) (partitionMeta, error) {
+	m := partitionMeta{NextOffset: -1}
+	var err error
+	read := func(k byte) int64 {
+		if err != nil {
+			return 0
+		}
+		v, ok, e := getInt(r, metaKey(p, k))
+		if e != nil {
+			err = e
+		}
+		if !ok && k == metaNextOffset {
+			return -1
+		}
+		return v
+	}
+	m.NextOffset = read(metaNextOffset)
+	m.OutboxSeq = uint64(read(metaOutboxSeq))
+	if t := read(metaEventTime); t != 0 {
+		m.EventTime = time.Unix(0, t).UTC()
+	}
+	m.OpenCarts = read(metaOpenCarts)
+	m.Timers = read(metaTimers)
+	return m, err
+}
+
+func putInt(b *pebble.Batch, key []byte, v int64) error {
+	return b.Set(key, binary.BigEndian.AppendUint64(nil, uint64(v)), nil)
+}
+
+func storeMeta(b *pebble.Batch, p int32, m partitionMeta) error {
+	var et int64
+	if !m.EventTime.IsZero() {
+		et = m.EventTime.UnixNano()
+	}
+	for _, kv := range []struct {
+		k byte
+		v int64
+	}{{metaNextOffset, m.NextOffset}, {metaOutboxSeq, int64(m.OutboxSeq)}, {metaEventTime, et},
+		{metaOpenCarts, m.OpenCarts}, {metaTimers, m.Timers}} {
+		if err := putInt(b, metaKey(p, kv.k), kv.v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// loadState reads a customer's state; nil when there is none.
+func loadState(r pebble.Reader, p int32, customer string) (*projections.CustomerState, error) {
+	v, closer, err := r.Get(stateKey(p, customer))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer closer.Close()
+	var s projections.CustomerState
+	if err := json.Unmarshal(v, &s); err != nil {
+		return nil, fmt.Errorf("state of partition %d: %w", p, err)
+	}
+	return &s, nil
+}
+
+// ReadState returns the stored state of a customer in partition p, or nil.
+// It reads committed data only and is safe to call from any goroutine.
+func (pr *Processor) ReadState(p int32, customer string) (*projections.CustomerState, error) {
+	return loadState(pr.db, p, customer)
+}
+
+func openDB(dir string) (*pebble.DB, error) {
+	opts := &pebble.Options{
+		Cache:                       pebble.NewCache(256 << 20),
+		MemTableSize:                64 << 20,
+		MemTableStopWritesThreshold: 4,
+		MaxConcurrentCompactions:    func() int { return 2 },
+		Logger:                      quietLogger{},
+	}
+	defer opts.Cache.Unref()
+	opts.Levels = make([]pebble.LevelOptions, 7)
+	for i := range opts.Levels {
+		opts.Levels[i] = pebble.LevelOptions{Compression: pebble.SnappyCompression, BlockSize: 32 << 10}
+		if i == 0 {
+			opts.Levels[i].FilterPolicy = nil
+		}
+	}
+	return pebble.Open(dir, opts)
+}
+
+// quietLogger keeps Pebble's informational chatter out of our logs; fatal
+// errors still stop the process.
+type quietLogger struct{}
+
+func (quietLogger) Infof(string, ...any) {}
+func (quietLogger) Errorf(format string, args ...any) {
+	slog.Error("pebble: " + fmt.Sprintf(format, args...))
+}
+func (quietLogger) Fatalf(format string, args ...any) {
+	panic(fmt.Sprintf("pebble: "+format, args...))
+}

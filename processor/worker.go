@@ -1,0 +1,495 @@
+package processor
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/cockroachdb/pebble"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/cartlift/cartlift/events"
+	"github.com/cartlift/cartlift/projections"
+)
+
+// DLQ headers. The value and key of a dead-lettered record are the
+// original ones, unchanged.
+const (
+	HeaderErrorReason     = "cartlift-error-reason"
+	HeaderError           = "cartlift-error"
+	HeaderSourceTopic     = "cartlift-source-topic"
+	HeaderSourcePartition = "cartlift-source-partition"
+	HeaderSourceOffset    = "cartlift-source-offset"
+)
+
+// Bounds of a worker's work per Pebble batch and of its state cache.
+const (
+	maxFiresPerBatch = 20_000
+	maxCachedStates  = 200_000
+)
+
+// fetched is one fetch's records of a partition, handed to its worker.
+type fetched struct {
+	records []*kgo.Record
+	// end is the partition's end offset (last stable offset) at the time
+	// of the fetch.
+	end int64
+}
+
+// worker owns one input partition: its goroutine is the only one that
+// reads or writes the partition's state, timers, outbox tail and offset.
+// It turns each fetched batch, and each round of due timers, into one
+// Pebble batch.
+type worker struct {
+	pr   *Processor
+	part int32
+	log  *slog.Logger
+
+	in   chan fetched
+	quit chan struct{}
+	done chan struct{}
+
+	// end is the newest known end offset of the partition (set by fetches
+	// and by the lag poller); caughtUp is whether next >= end.
+	end      atomic.Int64
+	next     atomic.Int64
+	caughtUp atomic.Bool
+	// gauges read by Stats.
+	openCarts atomic.Int64
+	timers    atomic.Int64
+
+	meta  partitionMeta
+	relay *relay
+
+	// cache holds committed states (decoded) of recently seen customers.
+	cache map[string]*projections.CustomerState
+	// Per Pebble batch: the batch (indexed, so timer scans see the timer
+	// changes made earlier in the same batch) and the states it changes;
+	// a nil state means delete.
+	b     *pebble.Batch
+	dirty map[string]*projections.CustomerState
+	// nextDue is the earliest timer due time, when nextDueKnown; it lets
+	// the worker skip timer scans while nothing can be due.
+	nextDue      time.Time
+	nextDueKnown bool
+	changed      bool // the batch holds changes to commit
+
+	keyBuf []byte
+}
+
+func newWorker(pr *Processor, part int32) (*worker, error) {
+	meta, err := loadMeta(pr.db, part)
+	if err != nil {
+		return nil, fmt.Errorf("partition %d: %w", part, err)
+	}
+	w := &worker{
+		pr: pr, part: part, meta: meta,
+		log:   pr.log.With("partition", part),
+		in:    make(chan fetched, 2),
+		quit:  make(chan struct{}),
+		done:  make(chan struct{}),
+		cache: make(map[string]*projections.CustomerState),
+		dirty: make(map[string]*projections.CustomerState),
+	}
+	if meta.NextOffset < 0 {
+		w.meta.NextOffset = 0
+		w.log.Info("no local state for partition: rebuilding it from the earliest offset")
+	} else {
+		w.log.Info("resuming partition from local state", "offset", meta.NextOffset, "open_carts", meta.OpenCarts, "timers", meta.Timers)
+	}
+	w.next.Store(w.meta.NextOffset)
+	w.end.Store(-1)
+	w.openCarts.Store(meta.OpenCarts)
+	w.timers.Store(meta.Timers)
+	w.relay = newRelay(pr, part)
+	return w, nil
+}
+
+func (w *worker) start() {
+	go w.relay.run()
+	go w.run()
+}
+
+// stop asks the worker to finish its current batch and waits for it and
+// its relay to exit.
+func (w *worker) stop() {
+	close(w.quit)
+	<-w.done
+	w.relay.stop()
+}
+
+func (w *worker) run() {
+	defer close(w.done)
+	w.b = w.pr.db.NewIndexedBatch()
+	defer func() { w.b.Close() }()
+	tick := time.NewTicker(w.pr.cfg.TimerTick)
+	defer tick.Stop()
+	for {
+		var err error
+		select {
+		case <-w.quit:
+			return
+		case f := <-w.in:
+			err = w.process(f)
+		case <-tick.C:
+			err = w.tick()
+		}
+		if err != nil {
+			w.pr.fail(fmt.Errorf("partition %d: %w", w.part, err))
+			return
+		}
+	}
+}
+
+// setEnd records a newer end offset of the partition.
+func (w *worker) setEnd(end int64) {
+	for {
+		cur := w.end.Load()
+		if end <= cur || w.end.CompareAndSwap(cur, end) {
+			break
+		}
+	}
+	w.caughtUp.Store(w.next.Load() >= w.end.Load())
+}
+
+// effectiveNow is the partition's effective time for timers: the wall
+// clock once the worker has caught up with the end of the partition, the
+// newest processed event time while it lags. ok is false while the worker
+// does not yet know whether it has caught up.
+func (w *worker) wallNow() (time.Time, bool) {
+	if !w.caughtUp.Load() {
+		return time.Time{}, false
+	}
+	return w.pr.cfg.Clock().UTC(), true
+}
+
+func (w *worker) tick() error {
+	now, ok := w.wallNow()
+	if !ok {
+		return nil
+	}
+	for {
+		n, err := w.fireDue(now, true)
+		if err != nil {
+			return err
+		}
+		if err := w.commit(); err != nil {
+			return err
+		}
+		if n < maxFiresPerBatch {
+			return nil
+		}
+	}
+}
+
+func (w *worker) process(f fetched) error {
+	start := time.Now()
+	consumed := 0
+	if now, ok := w.wallNow(); ok {
+		if _, err := w.fireDue(now, true); err != nil {
+			return err
+		}
+	}
+	for _, r := range f.records {
+		if r.Offset < w.meta.NextOffset {
+			continue // already in the store
+		}
+		if err := w.processRecord(r); err != nil {
+			return err
+		}
+		w.meta.NextOffset = r.Offset + 1
+		consumed++
+	}
+	w.changed = w.changed || consumed > 0
+	if err := w.commit(); err != nil {
+		return err
+	}
+	w.pr.stats.eventsConsumed.Add(int64(consumed))
+	if h := w.pr.cfg.Hooks.BatchCommitted; h != nil && consumed > 0 {
+		h(w.part, consumed, time.Since(start))
+	}
+	w.setEnd(f.end)
+	return nil
+}
+
+func (w *worker) processRecord(r *kgo.Record) error {
+	ev, err := events.Decode(r.Value, w.pr.cfg.Clock())
+	if err == nil && string(r.Key) != ev.Key() {
+		err = &events.ValidationError{Reason: events.ReasonKeyMismatch, Field: "key",
+			Msg: fmt.Sprintf("record key %q is not the event's customer key %q", truncate(string(r.Key), 64), ev.Key())}
+	}
+	if err != nil {
+		var ve *events.ValidationError
+		if !errors.As(err, &ve) {
+			return err
+		}
+		if errors.Is(err, events.ErrUnknownType) {
+			w.pr.stats.eventsSkipped.Add(1)
+			if h := w.pr.cfg.Hooks.EventSkipped; h != nil {
+				h(ve.Msg)
+			}
+			return nil
+		}
+		w.pr.stats.eventsRejected.Add(1)
+		if h := w.pr.cfg.Hooks.EventRejected; h != nil {
+			h(ve.Reason)
+		}
+		w.log.Warn("event rejected to the DLQ", "offset", r.Offset, "reason", ve.Reason, "field", ve.Field)
+		return w.deadLetter(r, ve)
+	}
+	// Timers due before this event fire first: in event time, they came
+	// due before the customer's activity (an event exactly at a due time
+	// counts as activity first).
+	if _, err := w.fireDue(ev.Time.Add(-1), false); err != nil {
+		return err
+	}
+	key := ev.Key()
+	st, err := w.state(key)
+	if err != nil {
+		return err
+	}
+	if err := w.apply(key, projections.Apply(st, key, ev, w.pr.flows)); err != nil {
+		return err
+	}
+	if ev.Time.After(w.meta.EventTime) {
+		w.meta.EventTime = ev.Time
+	}
+	return nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
+}
+
+func (w *worker) deadLetter(r *kgo.Record, ve *events.ValidationError) error {
+	e := outboxEntry{Topic: w.pr.cfg.Topics.DLQ, Key: r.Key, Value: r.Value}
+	for _, h := range r.Headers {
+		e.Headers = append(e.Headers, [2]string{h.Key, string(h.Value)})
+	}
+	e.Headers = append(e.Headers,
+		[2]string{HeaderErrorReason, ve.Reason},
+		[2]string{HeaderError, ve.Error()},
+		[2]string{HeaderSourceTopic, r.Topic},
+		[2]string{HeaderSourcePartition, strconv.Itoa(int(r.Partition))},
+		[2]string{HeaderSourceOffset, strconv.FormatInt(r.Offset, 10)},
+	)
+	return w.enqueue(&e)
+}
+
+// state returns the customer's current state (nil for none), from the
+// batch's changes, the cache or the store, in that order.
+func (w *worker) state(key string) (*projections.CustomerState, error) {
+	if st, ok := w.dirty[key]; ok {
+		return st, nil
+	}
+	if st, ok := w.cache[key]; ok {
+		return st, nil
+	}
+	return loadState(w.pr.db, w.part, key)
+}
+
+// apply records the effects of one Apply or Fire in the batch.
+func (w *worker) apply(key string, eff projections.Effects) error {
+	w.dirty[key] = eff.State
+	w.changed = true
+	for _, tc := range eff.Timers {
+		if !tc.Old.IsZero() {
+			if err := w.b.Delete(timerKey(w.part, tc.Old, key, tc.CartID), nil); err != nil {
+				return err
+			}
+			w.meta.Timers--
+		}
+		if !tc.New.IsZero() {
+			if err := w.b.Set(timerKey(w.part, tc.New, key, tc.CartID), nil, nil); err != nil {
+				return err
+			}
+			w.meta.Timers++
+			if w.nextDueKnown && tc.New.Before(w.nextDue) {
+				w.nextDue = tc.New
+			}
+		}
+	}
+	w.meta.OpenCarts += int64(eff.OpenCartsDelta)
+	for i := range eff.Decisions {
+		d := &eff.Decisions[i]
+		v, err := events.Encode(d.ID, events.Source, events.TypeDecision, d.DecidedAt, d.Cart.CartID, d)
+		if err != nil {
+			return err
+		}
+		if err := w.enqueue(&outboxEntry{Topic: w.pr.cfg.Topics.Decisions, Key: []byte(key), Value: v,
+			Headers: [][2]string{{"ce_id", d.ID}, {"ce_type", events.TypeDecision}}}); err != nil {
+			return err
+		}
+	}
+	for i := range eff.Outcomes {
+		o := &eff.Outcomes[i]
+		v, err := events.Encode(o.ID, events.Source, events.TypeOutcome, o.At, o.CartID, o)
+		if err != nil {
+			return err
+		}
+		if err := w.enqueue(&outboxEntry{Topic: w.pr.cfg.Topics.Outcomes, Key: []byte(key), Value: v,
+			Headers: [][2]string{{"ce_id", o.ID}, {"ce_type", events.TypeOutcome}}}); err != nil {
+			return err
+		}
+	}
+	w.pr.stats.decisionsMade.Add(int64(len(eff.Decisions)))
+	w.pr.stats.outcomesMade.Add(int64(len(eff.Outcomes)))
+	return nil
+}
+
+func (w *worker) enqueue(e *outboxEntry) error {
+	w.keyBuf = e.appendTo(w.keyBuf[:0])
+	err := w.b.Set(outboxKey(w.part, w.meta.OutboxSeq), w.keyBuf, nil)
+	w.meta.OutboxSeq++
+	w.changed = true
+	return err
+}
+
+// fireDue fires the timers of the partition due at or before now, in due
+// order, at most maxFiresPerBatch of them. wall says now is the wall clock
+// (for the lateness measure). It returns how many timers fired.
+func (w *worker) fireDue(now time.Time, wall bool) (int, error) {
+	if w.nextDueKnown && w.nextDue.After(now) {
+		return 0, nil
+	}
+	lower, _ := partRange(w.part, kindTimer)
+	fired := 0
+	for fired < maxFiresPerBatch {
+		keys, err := w.dueKeys(lower, timerUpTo(w.part, now), min(1024, maxFiresPerBatch-fired))
+		if err != nil {
+			return fired, err
+		}
+		if len(keys) == 0 {
+			break
+		}
+		for _, k := range keys {
+			due, customer, cart, err := parseTimerKey(k)
+			if err != nil {
+				return fired, err
+			}
+			st, err := w.state(customer)
+			if err != nil {
+				return fired, err
+			}
+			eff := projections.Fire(st, customer, cart, now, w.pr.flows)
+			if !movesTimer(eff.Timers, cart, due) {
+				// A stale entry (its cart moved on or is gone): drop it.
+				if err := w.b.Delete(k, nil); err != nil {
+					return fired, err
+				}
+				w.meta.Timers--
+			}
+			if err := w.apply(customer, eff); err != nil {
+				return fired, err
+			}
+			fired++
+			if wall {
+				if h := w.pr.cfg.Hooks.TimerFired; h != nil {
+					h(now.Sub(due))
+				}
+			}
+		}
+	}
+	w.pr.stats.timersFired.Add(int64(fired))
+	// Learn the next due time, for cheap checks until then.
+	keys, err := w.dueKeys(lower, partPrefix(w.part, kindTimer+1), 1)
+	if err != nil {
+		return fired, err
+	}
+	w.nextDueKnown = true
+	w.nextDue = time.Unix(0, math.MaxInt64)
+	if len(keys) == 1 {
+		w.nextDue, _, _, _ = parseTimerKey(keys[0])
+	}
+	return fired, nil
+}
+
+func movesTimer(tcs []projections.TimerChange, cart string, due time.Time) bool {
+	for _, tc := range tcs {
+		if tc.CartID == cart && tc.Old.Equal(due) {
+			return true
+		}
+	}
+	return false
+}
+
+// dueKeys returns up to n timer keys in [lower, upper), copied.
+func (w *worker) dueKeys(lower, upper []byte, n int) ([][]byte, error) {
+	it, err := w.b.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return nil, err
+	}
+	var keys [][]byte
+	for ok := it.First(); ok && len(keys) < n; ok = it.Next() {
+		keys = append(keys, append([]byte(nil), it.Key()...))
+	}
+	if err := it.Close(); err != nil {
+		return nil, err
+	}
+	return keys, nil
+}
+
+// commit writes the batch's state changes and the partition's metadata in
+// one atomic Pebble batch, then lets the relay and the group know.
+func (w *worker) commit() error {
+	if !w.changed {
+		return nil
+	}
+	for key, st := range w.dirty {
+		k := stateKey(w.part, key)
+		if st == nil {
+			if err := w.b.Delete(k, nil); err != nil {
+				return err
+			}
+			delete(w.cache, key)
+			continue
+		}
+		v, err := json.Marshal(st)
+		if err != nil {
+			return err
+		}
+		if err := w.b.Set(k, v, nil); err != nil {
+			return err
+		}
+	}
+	if err := storeMeta(w.b, w.part, w.meta); err != nil {
+		return err
+	}
+	opts := pebble.NoSync
+	if w.pr.cfg.SyncWrites {
+		opts = pebble.Sync
+	}
+	if err := w.b.Commit(opts); err != nil {
+		return err
+	}
+	w.b.Close()
+	w.b = w.pr.db.NewIndexedBatch()
+	if len(w.cache)+len(w.dirty) > maxCachedStates {
+		clear(w.cache)
+	}
+	for key, st := range w.dirty {
+		if st != nil {
+			w.cache[key] = st
+		}
+	}
+	clear(w.dirty)
+	w.changed = false
+	w.next.Store(w.meta.NextOffset)
+	w.openCarts.Store(w.meta.OpenCarts)
+	w.timers.Store(w.meta.Timers)
+	w.caughtUp.Store(w.meta.NextOffset >= w.end.Load() && w.end.Load() >= 0)
+	w.relay.notify()
+	w.pr.consumer.MarkCommitOffsets(map[string]map[int32]kgo.EpochOffset{
+		w.pr.cfg.Topics.Events: {w.part: {Epoch: -1, Offset: w.meta.NextOffset}},
+	})
+	return nil
+}
+
