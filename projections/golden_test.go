@@ -1,0 +1,387 @@
+package projections
+
+// Golden-file tests of the fold. Each script in testdata/golden/*.txt is a
+// flows file and a list of commands; the test runs the commands through a
+// miniature runtime and compares what happened (decisions, outcomes, timer
+// changes, and the final states) with the .golden file next to the script.
+// Rewrite the golden files after an intended change with
+//
+//	go test ./projections -run TestGolden -update
+//
+// and review the diff: it is the behaviour change.
+//
+// Script format:
+//
+//	# a comment, copied to the output
+//	config idle_expire_after=48h closed_retention=24h   (optional)
+//	flows:
+//	  - name: ...                  (a flows file, parsed with ParseFlows)
+//	---
+//	event   TIME cust KEY TYPE {data JSON}   apply one event (encoded and
+//	                                        decoded like a producer's record)
+//	fire    TIME cust KEY cart ID            run one cart's timer at TIME
+//	advance TIME                             fire every timer due at or before
+//	                                        TIME, in due order (then key, cart),
+//	                                        each with now = TIME, as the
+//	                                        runtime's timer driver does
+//	state   [KEY]                            print the carts of one or all customers
+//	timers                                   print the timer index
+//
+// `event` only applies the event: timers fire through `fire` and `advance`
+// alone, so a script says exactly when time passes. Trailing "# comments"
+// are allowed on every command.
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cartlift/cartlift/events"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files of TestGolden")
+
+func TestGolden(t *testing.T) {
+	scripts, err := filepath.Glob("testdata/golden/*.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(scripts) == 0 {
+		t.Fatal("no scripts in testdata/golden")
+	}
+	for _, path := range scripts {
+		name := strings.TrimSuffix(filepath.Base(path), ".txt")
+		t.Run(name, func(t *testing.T) {
+			src, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := runScript(t, path, src)
+			goldenPath := strings.TrimSuffix(path, ".txt") + ".golden"
+			if *update {
+				if err := os.WriteFile(goldenPath, got, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			want, err := os.ReadFile(goldenPath)
+			if err != nil {
+				t.Fatalf("%v (run with -update to create it)", err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Errorf("%s differs from the output (run with -update to accept):\n%s", goldenPath, lineDiff(want, got))
+			}
+		})
+	}
+}
+
+// runScript runs one script and returns its output. Invariant violations
+// fail the test and are also written into the output.
+func runScript(t *testing.T, path string, src []byte) []byte {
+	t.Helper()
+	header, body, ok := bytes.Cut(src, []byte("\n---\n"))
+	if !ok {
+		t.Fatalf("%s: no --- line between the flows and the commands", path)
+	}
+	cfg, err := scriptConfig(path, header)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newSim(cfg)
+	var out bytes.Buffer
+	indent := "  "
+	s.observe = func(st *step) { writeStep(&out, indent, st) }
+	bodyLine := bytes.Count(header, []byte("\n")) + 2
+	sc := bufio.NewScanner(bytes.NewReader(body))
+	sc.Buffer(nil, 1<<20)
+	for n := bodyLine + 1; sc.Scan(); n++ {
+		line := strings.TrimRight(sc.Text(), " \t")
+		trimmed := strings.TrimSpace(line)
+		if trimmed == "" || strings.HasPrefix(trimmed, "#") {
+			out.WriteString(line + "\n")
+			continue
+		}
+		out.WriteString(line + "\n")
+		fail := func(format string, args ...any) {
+			t.Fatalf("%s:%d: %s", path, n, fmt.Sprintf(format, args...))
+		}
+		cmd, rest, _ := strings.Cut(trimmed, " ")
+		rest = strings.TrimSpace(rest)
+		var runErr error
+		switch cmd {
+		case "event":
+			f := strings.Fields(rest)
+			if len(f) < 5 || f[1] != "cust" {
+				fail("want: event TIME cust KEY TYPE {json}")
+			}
+			at := parseScriptTime(t, path, n, f[0])
+			key, typ := f[2], f[3]
+			_, after, _ := strings.Cut(rest, " "+typ+" ")
+			data, err := scriptJSON(after)
+			if err != nil {
+				fail("%v", err)
+			}
+			ev, err := encodeEvent(fmt.Sprintf("e-%d", n), typ, at, data)
+			if err != nil {
+				fmt.Fprintf(&out, "%srejected: %v\n", indent, err)
+				break
+			}
+			if k := ev.Key(); k != key {
+				fmt.Fprintf(&out, "%snote: the event's own key is %q\n", indent, k)
+			}
+			runErr = s.apply(key, ev)
+		case "fire":
+			f := strings.Fields(stripComment(rest))
+			if len(f) != 5 || f[1] != "cust" || f[3] != "cart" {
+				fail("want: fire TIME cust KEY cart ID")
+			}
+			now := parseScriptTime(t, path, n, f[0])
+			due := s.timers[timerKey{f[2], f[4]}]
+			if !due.IsZero() && due.After(now) {
+				fmt.Fprintf(&out, "%snot due (timer at %s)\n", indent, fmtTime(due))
+			}
+			runErr = s.fire(f[2], f[4], due, now)
+		case "advance":
+			f := strings.Fields(stripComment(rest))
+			if len(f) != 1 {
+				fail("want: advance TIME")
+			}
+			at := parseScriptTime(t, path, n, f[0])
+			s.observe = func(st *step) {
+				fmt.Fprintf(&out, "%sfire %s/%s due %s now %s\n", indent, st.Key, st.CartID, fmtTime(st.Due), fmtTime(st.Now))
+				writeStep(&out, indent+"  ", st)
+			}
+			runErr = s.advance(at)
+			s.observe = func(st *step) { writeStep(&out, indent, st) }
+		case "state":
+			f := strings.Fields(stripComment(rest))
+			keys := f
+			if len(keys) == 0 {
+				keys = slices.Sorted(maps.Keys(s.states))
+			}
+			for _, k := range keys {
+				writeCustomer(&out, indent, k, s.states[k])
+			}
+		case "timers":
+			for _, e := range s.timers.sorted() {
+				fmt.Fprintf(&out, "%s%s %s/%s\n", indent, fmtTime(e.Due), e.Key, e.CartID)
+			}
+			if len(s.timers) == 0 {
+				fmt.Fprintf(&out, "%s(none)\n", indent)
+			}
+		default:
+			fail("unknown command %q", cmd)
+		}
+		if runErr == nil {
+			runErr = s.check()
+		}
+		if runErr != nil {
+			fmt.Fprintf(&out, "%sINVARIANT VIOLATED: %v\n", indent, runErr)
+			t.Errorf("%s:%d: %v", path, n, runErr)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	out.WriteString("\n== final timers\n")
+	for _, e := range s.timers.sorted() {
+		fmt.Fprintf(&out, "%s %s/%s\n", fmtTime(e.Due), e.Key, e.CartID)
+	}
+	out.WriteString("\n== final states\n")
+	for _, k := range slices.Sorted(maps.Keys(s.states)) {
+		b, err := json.MarshalIndent(s.states[k], "", "  ")
+		if err != nil {
+			t.Fatal(err)
+		}
+		out.Write(b)
+		out.WriteString("\n")
+	}
+	return out.Bytes()
+}
+
+// scriptConfig parses a script's header: config lines and a flows file.
+func scriptConfig(path string, header []byte) (*Config, error) {
+	var yamlLines []string
+	var cfg Config
+	for i, line := range strings.Split(string(header), "\n") {
+		rest, ok := strings.CutPrefix(line, "config ")
+		if !ok {
+			yamlLines = append(yamlLines, line)
+			continue
+		}
+		yamlLines = append(yamlLines, "") // keep ParseFlows' line numbers right
+		for _, kv := range strings.Fields(stripComment(rest)) {
+			k, v, _ := strings.Cut(kv, "=")
+			d, err := ParseDuration(v)
+			if err != nil {
+				return nil, fmt.Errorf("%s:%d: %s: %v", path, i+1, k, err)
+			}
+			switch k {
+			case "idle_expire_after":
+				cfg.IdleExpireAfter = d
+			case "closed_retention":
+				cfg.ClosedRetention = d
+			default:
+				return nil, fmt.Errorf("%s:%d: unknown config %q", path, i+1, k)
+			}
+		}
+	}
+	flows, err := ParseFlows(path, []byte(strings.Join(yamlLines, "\n")))
+	if err != nil {
+		return nil, err
+	}
+	cfg.Flows = flows
+	cfg = cfg.withDefaults()
+	return &cfg, nil
+}
+
+func stripComment(s string) string {
+	if i := strings.Index(s, "#"); i >= 0 {
+		s = s[:i]
+	}
+	return strings.TrimSpace(s)
+}
+
+// scriptJSON returns the JSON object at the start of s; what follows it
+// may only be a comment.
+func scriptJSON(s string) (json.RawMessage, error) {
+	dec := json.NewDecoder(strings.NewReader(s))
+	var raw json.RawMessage
+	if err := dec.Decode(&raw); err != nil {
+		return nil, fmt.Errorf("event data: %v", err)
+	}
+	if tail := strings.TrimSpace(s[dec.InputOffset():]); tail != "" && !strings.HasPrefix(tail, "#") {
+		return nil, fmt.Errorf("event data: unexpected %q after the JSON", tail)
+	}
+	return raw, nil
+}
+
+func parseScriptTime(t *testing.T, path string, line int, s string) time.Time {
+	t.Helper()
+	at, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		t.Fatalf("%s:%d: %v", path, line, err)
+	}
+	return at.UTC()
+}
+
+// writeStep writes the effects of one Apply or Fire.
+func writeStep(out *bytes.Buffer, indent string, st *step) {
+	e := st.Eff
+	for _, d := range e.Decisions {
+		writeDecision(out, indent, d)
+	}
+	for _, o := range e.Outcomes {
+		writeOutcome(out, indent, o)
+	}
+	for _, tc := range e.Timers {
+		fmt.Fprintf(out, "%stimer %s/%s %s -> %s\n", indent, st.Key, tc.CartID, fmtTime(tc.Old), fmtTime(tc.New))
+	}
+	if e.OpenCartsDelta != 0 {
+		fmt.Fprintf(out, "%sopen carts %+d\n", indent, e.OpenCartsDelta)
+	}
+	if e.State == nil && st.Before {
+		fmt.Fprintf(out, "%sstate of %s deleted\n", indent, st.Key)
+	}
+	if len(e.Decisions) == 0 && len(e.Outcomes) == 0 && len(e.Timers) == 0 && e.OpenCartsDelta == 0 && !(e.State == nil && st.Before) {
+		fmt.Fprintf(out, "%s(no effects)\n", indent)
+	}
+}
+
+func writeDecision(out *bytes.Buffer, indent string, d events.Decision) {
+	fmt.Fprintf(out, "%sdecision %s flow=%s step=%s#%d action=%s template=%s holdout=%v\n",
+		indent, d.ID, d.Flow, d.Step, d.StepIndex, d.Action, d.Template, d.Holdout)
+	fmt.Fprintf(out, "%s  decided_at=%s valid_until=%s", indent, fmtTime(d.DecidedAt), fmtTime(d.ValidUntil))
+	if x := d.Discount; x != nil {
+		fmt.Fprintf(out, " discount={percent=%d amount_minor=%d max_minor=%d valid_for=%ds prefix=%s}",
+			x.Percent, x.AmountMinor, x.MaxMinor, x.ValidForSeconds, x.Prefix)
+	}
+	out.WriteString("\n")
+	c := d.Cart
+	fmt.Fprintf(out, "%s  cart %s v%d %s/%s/%s/%s total=%d count=%d items=[%s] created=%s modified=%s\n",
+		indent, c.CartID, c.Version, c.CartType, c.Site, c.Channel, c.Currency, c.TotalMinor, c.ItemCount,
+		fmtEventItems(c.Items), fmtTime(c.CreatedAt), fmtTime(c.ModifiedAt))
+	p := d.Customer
+	fmt.Fprintf(out, "%s  customer key=%s id=%s email=%q name=%q locale=%s tz=%s consent=%v\n",
+		indent, p.Key, p.CustomerID, p.Email, p.Name, p.Locale, p.TimeZone, p.MarketingConsent)
+}
+
+func writeOutcome(out *bytes.Buffer, indent string, o events.Outcome) {
+	fmt.Fprintf(out, "%soutcome %s %s cart=%s value=%d %s order=%s decisions=%d at=%s\n",
+		indent, o.ID, o.Kind, o.CartID, o.ValueMinor, o.Currency, o.OrderID, o.Decisions, fmtTime(o.At))
+	if o.DecisionID != "" {
+		fmt.Fprintf(out, "%s  attributed to %s flow=%s step=%s holdout=%v since_decision_seconds=%d\n",
+			indent, o.DecisionID, o.Flow, o.Step, o.Holdout, o.SinceDecided)
+	}
+}
+
+func writeCustomer(out *bytes.Buffer, indent, key string, st *CustomerState) {
+	if st == nil {
+		fmt.Fprintf(out, "%s%s: no state\n", indent, key)
+		return
+	}
+	p := st.Profile
+	fmt.Fprintf(out, "%s%s: profile id=%s email=%q name=%q locale=%s tz=%s segment=%s consent=%v last_login=%s\n",
+		indent, key, p.CustomerID, p.Email, p.Name, p.Locale, p.TimeZone, p.Segment, p.MarketingConsent, fmtTime(p.LastLoginAt))
+	for _, c := range st.Carts {
+		fmt.Fprintf(out, "%s  cart %s %s v%d %s/%s/%s/%s total=%d count=%d items=[%s]\n",
+			indent, c.ID, c.Status, c.Version, c.Type, c.Site, c.Channel, c.Currency, c.TotalMinor, c.ItemCount, fmtLines(c.Items))
+		fmt.Fprintf(out, "%s    created=%s last_activity=%s closed=%s wake=%s\n",
+			indent, fmtTime(c.CreatedAt), fmtTime(c.LastActivity), fmtTime(c.ClosedAt), fmtTime(c.WakeAt))
+		for _, r := range c.Decisions {
+			what := r.ID
+			if r.Skipped {
+				what = "skipped"
+			}
+			fmt.Fprintf(out, "%s    %s/%s#%d v%d at %s %s holdout=%v\n", indent, r.Flow, r.Step, r.StepIndex, r.Version, fmtTime(r.At), what, r.Holdout)
+		}
+	}
+}
+
+func fmtEventItems(items []events.Item) string {
+	parts := make([]string, len(items))
+	for i, it := range items {
+		parts[i] = fmt.Sprintf("%s %dx%d", it.SKU, it.Quantity, it.UnitPriceMinor)
+	}
+	return strings.Join(parts, ", ")
+}
+
+func fmtLines(items []LineItem) string {
+	parts := make([]string, len(items))
+	for i, it := range items {
+		parts[i] = fmt.Sprintf("%s %dx%d=%d", it.SKU, it.Quantity, it.UnitPriceMinor, it.LineTotalMinor)
+	}
+	return strings.Join(parts, ", ")
+}
+
+// lineDiff shows where two outputs first differ, with context.
+func lineDiff(want, got []byte) string {
+	w := strings.Split(string(want), "\n")
+	g := strings.Split(string(got), "\n")
+	i := 0
+	for i < len(w) && i < len(g) && w[i] == g[i] {
+		i++
+	}
+	var b strings.Builder
+	from := max(0, i-3)
+	fmt.Fprintf(&b, "first difference at line %d\n", i+1)
+	for j := from; j < i; j++ {
+		fmt.Fprintf(&b, "   %s\n", w[j])
+	}
+	for j := i; j < min(len(w), i+8); j++ {
+		fmt.Fprintf(&b, " - %s\n", w[j])
+	}
+	for j := i; j < min(len(g), i+8); j++ {
+		fmt.Fprintf(&b, " + %s\n", g[j])
+	}
+	return b.String()
+}

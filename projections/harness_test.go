@@ -1,0 +1,561 @@
+package projections
+
+// The test harness shared by the golden, replay, fuzz and benchmark tests:
+// a miniature runtime that keeps customer states and a timer index the way
+// the processor does, fires timers in due order, and checks the fold's
+// invariants after every step.
+
+import (
+	"cmp"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/cartlift/cartlift/events"
+)
+
+// timerKey names the one timer a cart may have.
+type timerKey struct {
+	Key    string
+	CartID string
+}
+
+// timerEntry is one entry of the timer index. The index is ordered by due
+// time, then customer key, then cart id, as the processor's Pebble index is.
+type timerEntry struct {
+	Due    time.Time `json:"due"`
+	Key    string    `json:"key"`
+	CartID string    `json:"cart_id"`
+}
+
+func cmpTimers(a, b timerEntry) int {
+	if c := a.Due.Compare(b.Due); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(a.Key, b.Key); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.CartID, b.CartID)
+}
+
+// timerIndex maps each cart with a timer to its due time.
+type timerIndex map[timerKey]time.Time
+
+// apply moves timers as the fold says, checking that every change starts
+// from what the index holds: a TimerChange whose Old disagrees with the
+// index would leave a stale timer behind in the real store.
+func (ix timerIndex) apply(key string, changes []TimerChange) error {
+	for _, tc := range changes {
+		k := timerKey{key, tc.CartID}
+		cur, ok := ix[k]
+		switch {
+		case tc.Old.IsZero() && ok:
+			return fmt.Errorf("timer %s/%s: change from none, but the index holds %s", key, tc.CartID, fmtTime(cur))
+		case !tc.Old.IsZero() && !ok:
+			return fmt.Errorf("timer %s/%s: change from %s, but the index holds none", key, tc.CartID, fmtTime(tc.Old))
+		case !tc.Old.IsZero() && !cur.Equal(tc.Old):
+			return fmt.Errorf("timer %s/%s: change from %s, but the index holds %s", key, tc.CartID, fmtTime(tc.Old), fmtTime(cur))
+		case tc.Old.Equal(tc.New):
+			return fmt.Errorf("timer %s/%s: change from %s to itself", key, tc.CartID, fmtTime(tc.Old))
+		}
+		if tc.New.IsZero() {
+			delete(ix, k)
+		} else {
+			ix[k] = tc.New
+		}
+	}
+	return nil
+}
+
+// first returns the earliest timer.
+func (ix timerIndex) first() (timerEntry, bool) {
+	var best timerEntry
+	found := false
+	for k, due := range ix {
+		e := timerEntry{Due: due, Key: k.Key, CartID: k.CartID}
+		if !found || cmpTimers(e, best) < 0 {
+			best, found = e, true
+		}
+	}
+	return best, found
+}
+
+func (ix timerIndex) sorted() []timerEntry {
+	out := make([]timerEntry, 0, len(ix))
+	for k, due := range ix {
+		out = append(out, timerEntry{Due: due, Key: k.Key, CartID: k.CartID})
+	}
+	slices.SortFunc(out, cmpTimers)
+	return out
+}
+
+// step is one Apply or Fire as the sim ran it, handed to observers.
+type step struct {
+	Kind   string // "event" or "fire"
+	Key    string
+	CartID string    // fire only
+	Due    time.Time // fire only: the timer's due time
+	Now    time.Time // fire only
+	Event  *events.Event
+	Eff    Effects
+	Before bool // the customer had state before the step
+}
+
+// sim is a miniature runtime: customer states, the timer index and the
+// partition's effective time, driven the way the processor drives the
+// fold. It is not safe for concurrent use.
+type sim struct {
+	cfg    *Config
+	states map[string]*CustomerState
+	timers timerIndex
+	// eff is the effective time: the newest event time seen.
+	eff time.Time
+	// open is the running sum of OpenCartsDelta.
+	open int
+	// observe, when set, sees every step after it ran.
+	observe func(*step)
+	chk     *checker
+}
+
+func newSim(cfg *Config) *sim {
+	return &sim{cfg: cfg, states: map[string]*CustomerState{}, timers: timerIndex{}, chk: newChecker(cfg)}
+}
+
+// apply folds one event into the state of key.
+func (s *sim) apply(key string, ev *events.Event) error {
+	pre := s.chk.before(s.states[key], ev)
+	_, had := s.states[key]
+	eff := Apply(s.states[key], key, ev, s.cfg)
+	st := &step{Kind: "event", Key: key, Event: ev, Eff: eff, Before: had}
+	if err := s.store(key, eff); err != nil {
+		return fmt.Errorf("apply %s %s at %s: %w", key, ev.Type, fmtTime(ev.Time), err)
+	}
+	if err := s.chk.afterApply(key, ev, pre, eff, s.states[key]); err != nil {
+		return fmt.Errorf("apply %s %s at %s: %w", key, ev.Type, fmtTime(ev.Time), err)
+	}
+	if s.observe != nil {
+		s.observe(st)
+	}
+	return nil
+}
+
+// fire runs the timer of one cart at now.
+func (s *sim) fire(key, cartID string, due, now time.Time) error {
+	_, had := s.states[key]
+	eff := Fire(s.states[key], key, cartID, now, s.cfg)
+	st := &step{Kind: "fire", Key: key, CartID: cartID, Due: due, Now: now, Eff: eff, Before: had}
+	if err := s.store(key, eff); err != nil {
+		return fmt.Errorf("fire %s/%s at %s: %w", key, cartID, fmtTime(now), err)
+	}
+	if err := s.chk.afterFire(key, cartID, now, eff, s.states[key]); err != nil {
+		return fmt.Errorf("fire %s/%s at %s: %w", key, cartID, fmtTime(now), err)
+	}
+	if s.observe != nil {
+		s.observe(st)
+	}
+	return nil
+}
+
+func (s *sim) store(key string, eff Effects) error {
+	if eff.State == nil {
+		delete(s.states, key)
+	} else {
+		if eff.State.Key != key {
+			return fmt.Errorf("state of %q has key %q", key, eff.State.Key)
+		}
+		s.states[key] = eff.State
+	}
+	s.open += eff.OpenCartsDelta
+	return s.timers.apply(key, eff.Timers)
+}
+
+// fireDue fires, in due order, every timer due before limit (strict) or at
+// or before it (!strict), each with the given now. A fired timer that moves
+// to another due time in range fires again.
+func (s *sim) fireDue(limit, now time.Time, strict bool) error {
+	for n := 0; ; n++ {
+		e, ok := s.timers.first()
+		if !ok || e.Due.After(limit) || (strict && e.Due.Equal(limit)) {
+			return nil
+		}
+		if n > 100+10*len(s.timers) {
+			return fmt.Errorf("timers do not make progress: %s/%s due %s keeps firing", e.Key, e.CartID, fmtTime(e.Due))
+		}
+		if err := s.fire(e.Key, e.CartID, e.Due, now); err != nil {
+			return err
+		}
+		if due, ok := s.timers[timerKey{e.Key, e.CartID}]; ok && due.Equal(e.Due) {
+			return fmt.Errorf("timer %s/%s due %s fired at %s and did not move", e.Key, e.CartID, fmtTime(e.Due), fmtTime(now))
+		}
+	}
+}
+
+// event is the runtime's loop body for one input record: the effective time
+// moves to the newest event time seen, every timer due strictly before it
+// fires (with now = the effective time), then the event is applied.
+func (s *sim) event(key string, ev *events.Event) error {
+	if ev.Time.After(s.eff) {
+		s.eff = ev.Time
+	}
+	if err := s.fireDue(s.eff, s.eff, true); err != nil {
+		return err
+	}
+	return s.apply(key, ev)
+}
+
+// advance moves the effective time to t (if later) and fires every timer
+// due at or before it, like an idle partition's timer driver.
+func (s *sim) advance(t time.Time) error {
+	if t.After(s.eff) {
+		s.eff = t
+	}
+	return s.fireDue(s.eff, s.eff, false)
+}
+
+// snapshot is everything a runtime persists: states, timers, effective
+// time. Its JSON is what the restart test round-trips.
+type snapshot struct {
+	Eff    time.Time        `json:"eff"`
+	Open   int              `json:"open"`
+	States []*CustomerState `json:"states"`
+	Timers []timerEntry     `json:"timers"`
+}
+
+func (s *sim) snapshot() snapshot {
+	snap := snapshot{Eff: s.eff, Open: s.open, Timers: s.timers.sorted()}
+	for _, k := range slices.Sorted(maps.Keys(s.states)) {
+		snap.States = append(snap.States, s.states[k])
+	}
+	return snap
+}
+
+func (s *sim) marshal() []byte {
+	b, err := json.Marshal(s.snapshot())
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+// restore replaces the sim's state by a snapshot's JSON.
+func (s *sim) restore(data []byte) error {
+	var snap snapshot
+	if err := json.Unmarshal(data, &snap); err != nil {
+		return err
+	}
+	s.eff, s.open = snap.Eff, snap.Open
+	s.states = map[string]*CustomerState{}
+	for _, st := range snap.States {
+		s.states[st.Key] = st
+	}
+	s.timers = timerIndex{}
+	for _, e := range snap.Timers {
+		s.timers[timerKey{e.Key, e.CartID}] = e.Due
+	}
+	return nil
+}
+
+// check verifies the invariants that tie states and the timer index
+// together.
+func (s *sim) check() error {
+	var errs []error
+	open := 0
+	for key, st := range s.states {
+		if st == nil {
+			errs = append(errs, fmt.Errorf("%s: nil state stored", key))
+			continue
+		}
+		if st.empty() {
+			errs = append(errs, fmt.Errorf("%s: empty state stored instead of deleted", key))
+		}
+		for i, c := range st.Carts {
+			if i > 0 && st.Carts[i-1].ID >= c.ID {
+				errs = append(errs, fmt.Errorf("%s: carts not sorted by id or duplicated: %q then %q", key, st.Carts[i-1].ID, c.ID))
+			}
+			if c.IsOpen() {
+				open++
+			}
+			if err := checkCart(c); err != nil {
+				errs = append(errs, fmt.Errorf("%s/%s: %w", key, c.ID, err))
+			}
+			due, ok := s.timers[timerKey{key, c.ID}]
+			switch {
+			case c.WakeAt.IsZero() && ok:
+				errs = append(errs, fmt.Errorf("%s/%s: no WakeAt, but the index holds a timer at %s", key, c.ID, fmtTime(due)))
+			case !c.WakeAt.IsZero() && !ok:
+				errs = append(errs, fmt.Errorf("%s/%s: WakeAt %s, but the index holds no timer", key, c.ID, fmtTime(c.WakeAt)))
+			case ok && !due.Equal(c.WakeAt):
+				errs = append(errs, fmt.Errorf("%s/%s: WakeAt %s, but the index holds %s", key, c.ID, fmtTime(c.WakeAt), fmtTime(due)))
+			}
+		}
+	}
+	for k, due := range s.timers {
+		st := s.states[k.Key]
+		if st == nil || st.Cart(k.CartID) == nil {
+			errs = append(errs, fmt.Errorf("timer %s/%s at %s has no cart", k.Key, k.CartID, fmtTime(due)))
+		}
+	}
+	if open != s.open {
+		errs = append(errs, fmt.Errorf("%d open carts, but the OpenCartsDelta sum is %d", open, s.open))
+	}
+	return errors.Join(errs...)
+}
+
+// checkCart verifies a cart's derived fields.
+func checkCart(c *Cart) error {
+	var total, count int64
+	for _, it := range c.Items {
+		if it.LineTotalMinor != it.Quantity*it.UnitPriceMinor {
+			return fmt.Errorf("line %s: line total %d != %d x %d", it.SKU, it.LineTotalMinor, it.Quantity, it.UnitPriceMinor)
+		}
+		if it.Quantity <= 0 || it.Quantity > events.MaxQuantity {
+			return fmt.Errorf("line %s: quantity %d out of range", it.SKU, it.Quantity)
+		}
+		total += it.LineTotalMinor
+		count += it.Quantity
+	}
+	switch {
+	case total != c.TotalMinor:
+		return fmt.Errorf("total %d, but the lines sum to %d", c.TotalMinor, total)
+	case count != c.ItemCount:
+		return fmt.Errorf("item count %d, but the lines sum to %d", c.ItemCount, count)
+	case len(c.Items) > events.MaxItems:
+		return fmt.Errorf("%d lines, the limit is %d", len(c.Items), events.MaxItems)
+	case len(c.Decisions) > MaxDecisionHistory:
+		return fmt.Errorf("%d decision records, the limit is %d", len(c.Decisions), MaxDecisionHistory)
+	case c.IsOpen() && !c.ClosedAt.IsZero():
+		return fmt.Errorf("open, but closed at %s", fmtTime(c.ClosedAt))
+	case !c.IsOpen() && c.ClosedAt.IsZero():
+		return fmt.Errorf("%s, but no closing time", c.Status)
+	case c.Version <= 0:
+		return fmt.Errorf("version %d", c.Version)
+	}
+	skus := map[string]bool{}
+	for _, it := range c.Items {
+		if skus[it.SKU] {
+			return fmt.Errorf("sku %s on two lines", it.SKU)
+		}
+		skus[it.SKU] = true
+	}
+	return nil
+}
+
+// checker follows a run's outputs and checks the rules that span steps:
+// decision and outcome ids are unique, decisions come only from timers and
+// never for a cart whose checkout (or discard) came before the step's due
+// time, and outcomes are attributed to decisions that were emitted.
+type checker struct {
+	cfg       *Config
+	decisions map[string]decisionInfo
+	outcomes  map[string]events.Outcome
+	closes    map[timerKey]closeInfo
+	// allowRederive accepts a repeated decision id when it names the very
+	// same cart life, version, flow and step (a dropped cart re-created by
+	// a stale event at its old creation time derives the same decision).
+	allowRederive bool
+}
+
+type decisionInfo struct {
+	Key       string
+	Cart      string
+	Created   time.Time
+	Version   int64
+	Flow      string
+	Step      string
+	DecidedAt time.Time
+	Holdout   bool
+}
+
+// closeInfo tracks the latest checkout or discard of a cart that closed
+// it, and the newest activity time seen after it in log order.
+type closeInfo struct {
+	ClosedAt      time.Time
+	ActivityAfter time.Time
+}
+
+func newChecker(cfg *Config) *checker {
+	return &checker{cfg: cfg, decisions: map[string]decisionInfo{}, outcomes: map[string]events.Outcome{},
+		closes: map[timerKey]closeInfo{}}
+}
+
+type preApply struct {
+	cartStatus string // "" for no cart
+}
+
+func (ck *checker) before(st *CustomerState, ev *events.Event) preApply {
+	var p preApply
+	if ref, ok := ev.Cart(); ok && st != nil {
+		if c := st.Cart(ref.CartID); c != nil {
+			p.cartStatus = c.Status
+		}
+	}
+	return p
+}
+
+func isActivity(ev *events.Event) bool {
+	return ev.ItemAdded != nil || ev.ItemUpdated != nil || ev.ItemRemoved != nil || ev.CartUpdated != nil ||
+		ev.CartAssigned != nil || ev.CheckoutStarted != nil
+}
+
+func (ck *checker) afterApply(key string, ev *events.Event, pre preApply, eff Effects, st *CustomerState) error {
+	if len(eff.Decisions) > 0 {
+		return fmt.Errorf("Apply emitted %d decisions; only timers decide", len(eff.Decisions))
+	}
+	if ev.CustomerErased != nil {
+		if eff.State != nil {
+			return fmt.Errorf("customer.erased left state behind: %d carts", len(eff.State.Carts))
+		}
+		for k := range ck.closes {
+			if k.Key == key {
+				delete(ck.closes, k)
+			}
+		}
+	}
+	if ref, ok := ev.Cart(); ok {
+		k := timerKey{key, ref.CartID}
+		var c *Cart
+		if st != nil {
+			c = st.Cart(ref.CartID)
+		}
+		closing := ev.CheckoutCompleted != nil || ev.CartDiscarded != nil
+		switch {
+		case c == nil:
+			delete(ck.closes, k)
+		case closing && !c.IsOpen() && pre.cartStatus != c.Status:
+			ck.closes[k] = closeInfo{ClosedAt: ev.Time}
+		case isActivity(ev) && c.IsOpen():
+			if ci, ok := ck.closes[k]; ok && ev.Time.After(ci.ActivityAfter) {
+				ci.ActivityAfter = ev.Time
+				ck.closes[k] = ci
+			}
+		}
+	}
+	for _, o := range eff.Outcomes {
+		if err := ck.outcome(key, o, ev.Time); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (ck *checker) afterFire(key, cartID string, now time.Time, eff Effects, st *CustomerState) error {
+	if st == nil || st.Cart(cartID) == nil {
+		delete(ck.closes, timerKey{key, cartID})
+	}
+	for _, d := range eff.Decisions {
+		if d.Cart.CartID != cartID {
+			return fmt.Errorf("the timer of cart %s decided about cart %s", cartID, d.Cart.CartID)
+		}
+		if d.DecidedAt.After(now) {
+			return fmt.Errorf("decision %s decided at %s, after now %s", d.ID, fmtTime(d.DecidedAt), fmtTime(now))
+		}
+		if !d.ValidUntil.After(now) {
+			return fmt.Errorf("decision %s valid until %s, not after now %s", d.ID, fmtTime(d.ValidUntil), fmtTime(now))
+		}
+		if d.Customer.Key != key {
+			return fmt.Errorf("decision %s for customer %q under key %q", d.ID, d.Customer.Key, key)
+		}
+		var sum int64
+		for _, it := range d.Cart.Items {
+			sum += it.Quantity * it.UnitPriceMinor
+		}
+		if sum != d.Cart.TotalMinor || len(d.Cart.Items) == 0 {
+			return fmt.Errorf("decision %s: cart total %d, lines sum to %d (%d lines)", d.ID, d.Cart.TotalMinor, sum, len(d.Cart.Items))
+		}
+		if ci, ok := ck.closes[timerKey{key, cartID}]; ok && d.DecidedAt.After(ci.ClosedAt) && !ci.ActivityAfter.After(ci.ClosedAt) {
+			return fmt.Errorf("decision %s (%s/%s due %s) for cart %s, which was checked out or discarded at %s with no activity since",
+				d.ID, d.Flow, d.Step, fmtTime(d.DecidedAt), cartID, fmtTime(ci.ClosedAt))
+		}
+		info := decisionInfo{Key: key, Cart: cartID, Created: d.Cart.CreatedAt, Version: d.Cart.Version, Flow: d.Flow,
+			Step: d.Step, DecidedAt: d.DecidedAt, Holdout: d.Holdout}
+		if prev, dup := ck.decisions[d.ID]; dup {
+			if !ck.allowRederive || !prev.sameDecision(info) {
+				return fmt.Errorf("decision id %s emitted twice: %+v and now %+v", d.ID, prev, info)
+			}
+		}
+		ck.decisions[d.ID] = info
+	}
+	for _, o := range eff.Outcomes {
+		if o.Kind != events.OutcomeLost {
+			return fmt.Errorf("a timer emitted a %s outcome", o.Kind)
+		}
+		if err := ck.outcome(key, o, now); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (a decisionInfo) sameDecision(b decisionInfo) bool {
+	return a.Key == b.Key && a.Cart == b.Cart && a.Created.Equal(b.Created) && a.Version == b.Version &&
+		a.Flow == b.Flow && a.Step == b.Step
+}
+
+func (ck *checker) outcome(key string, o events.Outcome, stepTime time.Time) error {
+	if o.CustomerKey != key {
+		return fmt.Errorf("outcome %s for customer %q under key %q", o.ID, o.CustomerKey, key)
+	}
+	if prev, dup := ck.outcomes[o.ID]; dup && !ck.allowRederive {
+		return fmt.Errorf("outcome id %s emitted twice: %+v and now %+v", o.ID, prev, o)
+	}
+	ck.outcomes[o.ID] = o
+	switch o.Kind {
+	case events.OutcomeRecovered, events.OutcomeConvertedHoldout:
+		d, ok := ck.decisions[o.DecisionID]
+		if !ok {
+			return fmt.Errorf("outcome %s (%s) attributed to decision %q, which was never emitted", o.ID, o.Kind, o.DecisionID)
+		}
+		if d.Key != key || d.Cart != o.CartID || d.Flow != o.Flow || d.Step != o.Step || d.Holdout != o.Holdout {
+			return fmt.Errorf("outcome %s attributed to decision %s of %+v", o.ID, o.DecisionID, d)
+		}
+		if (o.Kind == events.OutcomeConvertedHoldout) != d.Holdout {
+			return fmt.Errorf("outcome %s is %s for a decision with holdout=%v", o.ID, o.Kind, d.Holdout)
+		}
+		if d.DecidedAt.After(o.At) {
+			return fmt.Errorf("outcome %s at %s attributed to a decision made later, at %s", o.ID, fmtTime(o.At), fmtTime(d.DecidedAt))
+		}
+		if w := ck.window(d.Flow); o.At.Sub(d.DecidedAt) > w {
+			return fmt.Errorf("outcome %s at %s attributed to a decision at %s, outside the %s window", o.ID, fmtTime(o.At), fmtTime(d.DecidedAt), w)
+		}
+		if want := int64(o.At.Sub(d.DecidedAt) / time.Second); o.SinceDecided != want {
+			return fmt.Errorf("outcome %s: since_decision_seconds %d, want %d", o.ID, o.SinceDecided, want)
+		}
+		if o.Decisions == 0 {
+			return fmt.Errorf("outcome %s attributed, but counts no decisions", o.ID)
+		}
+	default:
+		if o.DecisionID != "" || o.SinceDecided != 0 {
+			return fmt.Errorf("outcome %s (%s) carries an attribution", o.ID, o.Kind)
+		}
+	}
+	return nil
+}
+
+func (ck *checker) window(flow string) time.Duration {
+	for _, f := range ck.cfg.Flows {
+		if f.Name == flow {
+			return f.AttributionWindow
+		}
+	}
+	return DefaultAttributionWindow
+}
+
+// encodeEvent builds an event the way a producer would and runs it through
+// the real decoder.
+func encodeEvent(id, typ string, t time.Time, data any) (*events.Event, error) {
+	raw, err := events.Encode(id, "test", typ, t, "", data)
+	if err != nil {
+		return nil, err
+	}
+	return events.Decode(raw, time.Time{})
+}
+
+func fmtTime(t time.Time) string {
+	if t.IsZero() {
+		return "none"
+	}
+	return t.UTC().Format(time.RFC3339Nano)
+}
