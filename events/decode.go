@@ -2,13 +2,16 @@ package events
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
+	"strings"
+	"sync"
 	"time"
 	_ "time/tzdata" // time zone names validate the same on every host
 	"unicode/utf8"
+
+	json "github.com/goccy/go-json"
 )
 
 // Bounds enforced by Decode. They protect the processor's memory and the
@@ -218,6 +221,20 @@ func Decode(value []byte, now time.Time) (*Event, error) {
 	return ev, nil
 }
 
+var zones sync.Map // time zone name -> bool
+
+// KnownTimeZone reports whether name is an IANA time zone name this
+// machine's time zone database knows. Results are cached.
+func KnownTimeZone(name string) bool {
+	if ok, hit := zones.Load(name); hit {
+		return ok.(bool)
+	}
+	_, err := time.LoadLocation(name)
+	ok := err == nil && len(name) <= 64 && name != "Local"
+	zones.Store(name, ok)
+	return ok
+}
+
 func validateEnvelope(env *Envelope, now time.Time) error {
 	var v validator
 	if env.SpecVersion != SpecVersion {
@@ -262,7 +279,10 @@ func decodeData(raw json.RawMessage, dst any) error {
 	if err := dec.Decode(dst); err != nil {
 		var ute *json.UnmarshalTypeError
 		if errors.As(err, &ute) {
-			return invalid(ReasonData, "data."+ute.Field, "must be a JSON %s", ute.Type.Kind())
+			// encoding/json names the embedded CartRef in the path; its
+			// fields are at the top of data in JSON.
+			field := strings.TrimPrefix(ute.Field, "CartRef.")
+			return invalid(ReasonData, "data."+field, "must be a JSON %s", ute.Type.Kind())
 		}
 		return invalid(ReasonData, "data", "%v", err)
 	}

@@ -215,9 +215,9 @@ func parsePath(s string) docPath {
 	return p
 }
 
-// set sets the value at path in a copy of doc, creating objects on the
+// with sets the value at path in a copy of doc, creating objects on the
 // way; a nil value deletes the key (use jsonNull for an explicit null).
-func set(doc map[string]any, p string, value any) map[string]any {
+func with(doc map[string]any, p string, value any) map[string]any {
 	out := deepCopy(doc).(map[string]any)
 	setPath(out, parsePath(p), value)
 	return out
@@ -227,7 +227,7 @@ type jsonNullT struct{}
 
 func (jsonNullT) MarshalJSON() ([]byte, error) { return []byte("null"), nil }
 
-// jsonNull stands for an explicit JSON null in set.
+// jsonNull stands for an explicit JSON null in with.
 var jsonNull = jsonNullT{}
 
 func setPath(cur any, p docPath, value any) {

@@ -1,8 +1,9 @@
 package events
 
 import (
-	"encoding/json"
 	"time"
+
+	gojson "github.com/goccy/go-json"
 )
 
 // Source is the CloudEvents source of everything cartlift emits.
@@ -11,11 +12,11 @@ const Source = "cartlift"
 // Encode builds the CloudEvents structured-JSON value of one event. data is
 // any of this package's payload types (or a Decision or Outcome).
 func Encode(id, source, typ string, t time.Time, subject string, data any) ([]byte, error) {
-	raw, err := json.Marshal(data)
+	raw, err := gojson.Marshal(data)
 	if err != nil {
 		return nil, err
 	}
-	return json.Marshal(Envelope{
+	return gojson.Marshal(Envelope{
 		SpecVersion:     SpecVersion,
 		ID:              id,
 		Source:          source,

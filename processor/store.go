@@ -2,7 +2,6 @@ package processor
 
 import (
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble"
+	json "github.com/goccy/go-json"
 
 	"github.com/cartlift/cartlift/projections"
 )

@@ -1,7 +1,6 @@
 package processor
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble"
+	json "github.com/goccy/go-json"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/cartlift/cartlift/events"
@@ -492,4 +492,3 @@ func (w *worker) commit() error {
 	})
 	return nil
 }
-

@@ -219,7 +219,14 @@ func (f *fold) mutateCart(ref events.CartRef, t time.Time, create bool) *Cart {
 		// A closed cart that sees new items starts a new life. An expired
 		// cart keeps its items: the shop still shows them to the customer.
 		if c.Status != StatusExpired {
-			c.Items, c.CreatedAt = nil, t
+			if !t.After(c.ClosedAt) {
+				// A late event from before the checkout or discard: it is
+				// about the life that ended, not a new one.
+				return nil
+			}
+			// The new life has no decisions yet: the old life's must not
+			// claim its checkout.
+			c.Items, c.CreatedAt, c.Decisions = nil, t, nil
 		}
 		c.Status, c.ClosedAt, c.OrderID = StatusOpen, time.Time{}, ""
 	}
@@ -334,12 +341,20 @@ func (f *fold) expiry(c *Cart) time.Time {
 }
 
 // nextStep returns the index of the flow's first step not yet decided in
-// the cart's current version, or -1 when all are.
+// the cart's current inactivity period, or -1 when all are. A step counts
+// as decided when a record of it has the cart's current version, or has an
+// older version but the same due time: a late event (older than the cart's
+// last activity) bumps the version without starting a new period, and must
+// not send the period's steps again.
 func nextStep(c *Cart, fl *Flow) int {
 	next := 0
 	for i := range c.Decisions {
 		r := &c.Decisions[i]
-		if r.Version == c.Version && r.Flow == fl.Name && r.StepIndex >= next {
+		if r.Flow != fl.Name || r.StepIndex < next {
+			continue
+		}
+		samePeriod := r.StepIndex < len(fl.Steps) && r.At.Equal(c.LastActivity.Add(fl.Steps[r.StepIndex].After))
+		if r.Version == c.Version || samePeriod {
 			next = r.StepIndex + 1
 		}
 	}
@@ -377,7 +392,7 @@ func (f *fold) fireFlow(c *Cart, fl *Flow, now time.Time) {
 	if last+1 < len(fl.Steps) {
 		validUntil = c.LastActivity.Add(fl.Steps[last+1].After)
 	}
-	id := DecisionID(f.key, c.ID, fl.Name, st.Name, c.Version)
+	id := DecisionID(f.key, c.ID, c.CreatedAt, fl.Name, st.Name, c.Version)
 	f.record(c, DecisionRecord{ID: id, Flow: fl.Name, Step: st.Name, StepIndex: last, Version: c.Version,
 		At: due, Holdout: holdout, Discount: st.Discount != nil})
 	p := &f.s.Profile
@@ -424,7 +439,7 @@ func (f *fold) schedule(c *Cart) {
 
 func (f *fold) outcome(c *Cart, kind string, value int64, at time.Time, r *DecisionRecord, orderID string) {
 	o := events.Outcome{
-		ID: OutcomeID(f.key, c.ID, kind, c.Version), Kind: kind, CustomerKey: f.key, CartID: c.ID,
+		ID: OutcomeID(f.key, c.ID, c.CreatedAt, kind, c.Version), Kind: kind, CustomerKey: f.key, CartID: c.ID,
 		CartType: c.Type, Site: c.Site, Channel: c.Channel, Currency: c.Currency, ValueMinor: value,
 		OrderID: orderID, At: at,
 	}
@@ -489,14 +504,22 @@ func later(a, b time.Time) time.Time {
 }
 
 // DecisionID is the deterministic id of the decision for one step of one
-// flow on one version of a cart.
-func DecisionID(key, cartID, flow, step string, version int64) string {
-	return "d-" + hashID(key, cartID, flow, step, strconv.FormatInt(version, 10))
+// flow on one version of a cart. created is the cart's creation time: it
+// tells the lives of a cart id apart, since a cart that is dropped from
+// state (retention over, emptied and expired, customer erased) and comes
+// back starts again at version 1.
+func DecisionID(key, cartID string, created time.Time, flow, step string, version int64) string {
+	return "d-" + hashID(key, cartID, idTime(created), flow, step, strconv.FormatInt(version, 10))
 }
 
-// OutcomeID is the deterministic id of an outcome of one version of a cart.
-func OutcomeID(key, cartID, kind string, version int64) string {
-	return "o-" + hashID(key, cartID, kind, strconv.FormatInt(version, 10))
+// OutcomeID is the deterministic id of an outcome of one version of a cart
+// created at created (see DecisionID).
+func OutcomeID(key, cartID string, created time.Time, kind string, version int64) string {
+	return "o-" + hashID(key, cartID, idTime(created), kind, strconv.FormatInt(version, 10))
+}
+
+func idTime(t time.Time) string {
+	return strconv.FormatInt(t.Unix(), 10) + "." + strconv.Itoa(t.Nanosecond())
 }
 
 func hashID(parts ...string) string {

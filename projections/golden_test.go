@@ -156,11 +156,16 @@ func runScript(t *testing.T, path string, src []byte) []byte {
 				fail("want: advance TIME")
 			}
 			at := parseScriptTime(t, path, n, f[0])
+			fired := 0
 			s.observe = func(st *step) {
+				fired++
 				fmt.Fprintf(&out, "%sfire %s/%s due %s now %s\n", indent, st.Key, st.CartID, fmtTime(st.Due), fmtTime(st.Now))
 				writeStep(&out, indent+"  ", st)
 			}
 			runErr = s.advance(at)
+			if fired == 0 && runErr == nil {
+				fmt.Fprintf(&out, "%s(nothing due)\n", indent)
+			}
 			s.observe = func(st *step) { writeStep(&out, indent, st) }
 		case "state":
 			f := strings.Fields(stripComment(rest))
@@ -182,7 +187,7 @@ func runScript(t *testing.T, path string, src []byte) []byte {
 			fail("unknown command %q", cmd)
 		}
 		if runErr == nil {
-			runErr = s.check()
+			runErr = s.checkAll()
 		}
 		if runErr != nil {
 			fmt.Fprintf(&out, "%sINVARIANT VIOLATED: %v\n", indent, runErr)

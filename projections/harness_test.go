@@ -118,10 +118,13 @@ type sim struct {
 	// observe, when set, sees every step after it ran.
 	observe func(*step)
 	chk     *checker
+	// touched holds the customers changed since the last check.
+	touched map[string]bool
 }
 
 func newSim(cfg *Config) *sim {
-	return &sim{cfg: cfg, states: map[string]*CustomerState{}, timers: timerIndex{}, chk: newChecker(cfg)}
+	return &sim{cfg: cfg, states: map[string]*CustomerState{}, timers: timerIndex{}, chk: newChecker(cfg),
+		touched: map[string]bool{}}
 }
 
 // apply folds one event into the state of key.
@@ -160,6 +163,7 @@ func (s *sim) fire(key, cartID string, due, now time.Time) error {
 }
 
 func (s *sim) store(key string, eff Effects) error {
+	s.touched[key] = true
 	if eff.State == nil {
 		delete(s.states, key)
 	} else {
@@ -176,12 +180,16 @@ func (s *sim) store(key string, eff Effects) error {
 // or before it (!strict), each with the given now. A fired timer that moves
 // to another due time in range fires again.
 func (s *sim) fireDue(limit, now time.Time, strict bool) error {
+	// A timer fires at most once per step of a flow, then for the expiry,
+	// then for the drop: more fires than this means a timer that moves but
+	// never out of range.
+	bound := 10 * (len(s.timers) + 10)
 	for n := 0; ; n++ {
 		e, ok := s.timers.first()
 		if !ok || e.Due.After(limit) || (strict && e.Due.Equal(limit)) {
 			return nil
 		}
-		if n > 100+10*len(s.timers) {
+		if n > bound {
 			return fmt.Errorf("timers do not make progress: %s/%s due %s keeps firing", e.Key, e.CartID, fmtTime(e.Due))
 		}
 		if err := s.fire(e.Key, e.CartID, e.Due, now); err != nil {
@@ -193,17 +201,23 @@ func (s *sim) fireDue(limit, now time.Time, strict bool) error {
 	}
 }
 
-// event is the runtime's loop body for one input record: the effective time
-// moves to the newest event time seen, every timer due strictly before it
-// fires (with now = the effective time), then the event is applied.
+// event is the runtime's loop body for one input record, as in
+// processor/worker.go: every timer due strictly before the event's time
+// fires first, with now just before it (an event exactly at a due time
+// counts as activity first); then the event is applied, and the effective
+// time moves to the newest event time seen.
 func (s *sim) event(key string, ev *events.Event) error {
+	before := ev.Time.Add(-1)
+	if err := s.fireDue(before, before, false); err != nil {
+		return err
+	}
+	if err := s.apply(key, ev); err != nil {
+		return err
+	}
 	if ev.Time.After(s.eff) {
 		s.eff = ev.Time
 	}
-	if err := s.fireDue(s.eff, s.eff, true); err != nil {
-		return err
-	}
-	return s.apply(key, ev)
+	return nil
 }
 
 // advance moves the effective time to t (if later) and fires every timer
@@ -259,11 +273,34 @@ func (s *sim) restore(data []byte) error {
 }
 
 // check verifies the invariants that tie states and the timer index
-// together.
+// together, for the customers changed since the last check.
 func (s *sim) check() error {
+	keys := s.touched
+	s.touched = map[string]bool{}
+	return s.checkKeys(keys)
+}
+
+// checkAll verifies the invariants for every customer, and the open-carts
+// count.
+func (s *sim) checkAll() error {
+	s.touched = map[string]bool{}
+	return s.checkKeys(nil)
+}
+
+// checkKeys checks the given customers, or all when keys is nil.
+func (s *sim) checkKeys(keys map[string]bool) error {
 	var errs []error
 	open := 0
+	timers := map[string]int{}
+	for k := range s.timers {
+		if keys == nil || keys[k.Key] {
+			timers[k.Key]++
+		}
+	}
 	for key, st := range s.states {
+		if keys != nil && !keys[key] {
+			continue
+		}
 		if st == nil {
 			errs = append(errs, fmt.Errorf("%s: nil state stored", key))
 			continue
@@ -282,6 +319,9 @@ func (s *sim) check() error {
 				errs = append(errs, fmt.Errorf("%s/%s: %w", key, c.ID, err))
 			}
 			due, ok := s.timers[timerKey{key, c.ID}]
+			if ok {
+				timers[key]--
+			}
 			switch {
 			case c.WakeAt.IsZero() && ok:
 				errs = append(errs, fmt.Errorf("%s/%s: no WakeAt, but the index holds a timer at %s", key, c.ID, fmtTime(due)))
@@ -292,13 +332,12 @@ func (s *sim) check() error {
 			}
 		}
 	}
-	for k, due := range s.timers {
-		st := s.states[k.Key]
-		if st == nil || st.Cart(k.CartID) == nil {
-			errs = append(errs, fmt.Errorf("timer %s/%s at %s has no cart", k.Key, k.CartID, fmtTime(due)))
+	for key, n := range timers {
+		if n != 0 {
+			errs = append(errs, fmt.Errorf("%s: %d timers in the index without a cart", key, n))
 		}
 	}
-	if open != s.open {
+	if keys == nil && open != s.open {
 		errs = append(errs, fmt.Errorf("%d open carts, but the OpenCartsDelta sum is %d", open, s.open))
 	}
 	return errors.Join(errs...)
@@ -352,6 +391,12 @@ type checker struct {
 	decisions map[string]decisionInfo
 	outcomes  map[string]events.Outcome
 	closes    map[timerKey]closeInfo
+	// credited holds the decisions a recovered or converted_holdout
+	// outcome was attributed to: a decision earns one conversion at most.
+	credited map[string]string
+	// sent holds every emitted decision by cart, flow, step and due time:
+	// the same step of the same inactivity period goes out once.
+	sent map[sentKey]string
 	// allowRederive accepts a repeated decision id when it names the very
 	// same cart life, version, flow and step (a dropped cart re-created by
 	// a stale event at its old creation time derives the same decision).
@@ -378,7 +423,12 @@ type closeInfo struct {
 
 func newChecker(cfg *Config) *checker {
 	return &checker{cfg: cfg, decisions: map[string]decisionInfo{}, outcomes: map[string]events.Outcome{},
-		closes: map[timerKey]closeInfo{}}
+		closes: map[timerKey]closeInfo{}, credited: map[string]string{}, sent: map[sentKey]string{}}
+}
+
+type sentKey struct {
+	Key, Cart, Flow, Step string
+	Due                   int64
 }
 
 type preApply struct {
@@ -477,6 +527,11 @@ func (ck *checker) afterFire(key, cartID string, now time.Time, eff Effects, st 
 			}
 		}
 		ck.decisions[d.ID] = info
+		sk := sentKey{key, cartID, d.Flow, d.Step, d.DecidedAt.UnixNano()}
+		if prev, dup := ck.sent[sk]; dup && prev != d.ID {
+			return fmt.Errorf("decision %s repeats %s: %s/%s of cart %s due %s was already sent", d.ID, prev, d.Flow, d.Step, cartID, fmtTime(d.DecidedAt))
+		}
+		ck.sent[sk] = d.ID
 	}
 	for _, o := range eff.Outcomes {
 		if o.Kind != events.OutcomeLost {
@@ -526,6 +581,10 @@ func (ck *checker) outcome(key string, o events.Outcome, stepTime time.Time) err
 		if o.Decisions == 0 {
 			return fmt.Errorf("outcome %s attributed, but counts no decisions", o.ID)
 		}
+		if prev, dup := ck.credited[o.DecisionID]; dup {
+			return fmt.Errorf("outcome %s (%s) credits decision %s, which outcome %s already credited", o.ID, o.Kind, o.DecisionID, prev)
+		}
+		ck.credited[o.DecisionID] = o.ID
 	default:
 		if o.DecisionID != "" || o.SinceDecided != 0 {
 			return fmt.Errorf("outcome %s (%s) carries an attribution", o.ID, o.Kind)

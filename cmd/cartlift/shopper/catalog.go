@@ -13,6 +13,8 @@ type product struct {
 	category string
 	image    string
 	eurMinor int64
+	// the product's Item JSON before the quantity and after the price
+	head, tail []byte
 }
 
 // category describes one shelf of the catalogue: a SKU prefix, the words
@@ -53,7 +55,7 @@ func catalogue() []product {
 	for n := 0; n < productsPerCategory; n++ {
 		for ci, c := range categories {
 			a := c.adjectives[n%len(c.adjectives)]
-			noun := c.nouns[(n/len(c.adjectives)+n)%len(c.nouns)]
+			noun := c.nouns[(n/len(c.adjectives)+n%len(c.adjectives))%len(c.nouns)]
 			sku := "SKU-" + c.prefix + "-" + pad3(n+1)
 			h := mix(uint64(ci)<<32 | uint64(n))
 			span := c.maxEUR - c.minEUR
@@ -78,6 +80,9 @@ func catalogue() []product {
 				eurMinor: whole*100 + cents,
 			})
 		}
+	}
+	for i := range out {
+		out[i].head, out[i].tail = itemJSON(&out[i])
 	}
 	return out
 }

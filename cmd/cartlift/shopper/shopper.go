@@ -79,10 +79,10 @@ type Options struct {
 	Sites []string
 
 	// CheckoutShare is the share of first visits that end in a checkout.
-	// Returning shoppers check out more often (45%), so the share of all
-	// carts that are checked out ends up a few points higher, about 30-35%
+	// Returning shoppers check out more often (35%), so the share of all
+	// carts that are checked out ends up a few points higher, about 30%
 	// with the defaults once returns have had time to happen. Default
-	// 0.27; negative means never.
+	// 0.25; negative means never.
 	CheckoutShare float64
 
 	// ReturnShare is the share of abandoned carts whose shopper comes back
@@ -116,14 +116,14 @@ const (
 	DefaultGuestShare    = 0.4
 	DefaultLoginShare    = 0.35
 	DefaultB2BShare      = 0.1
-	DefaultCheckoutShare = 0.27
+	DefaultCheckoutShare = 0.25
 	DefaultReturnShare   = 0.3
 	DefaultDiscardShare  = 0.1
 	DefaultReturnAfter   = 2 * time.Minute
 	DefaultEraseShare    = 0.002
 
 	// returnCheckoutShare is the share of returning visits that check out.
-	returnCheckoutShare = 0.45
+	returnCheckoutShare = 0.35
 	// maxReturns is how often one cart may come back.
 	maxReturns = 2
 )
@@ -252,6 +252,7 @@ type cart struct {
 	device   string
 	utm      string
 	items    []line
+	ref      []byte // cartRefJSON, built with the cart's first event
 	returns  int
 	metaSent bool
 }

@@ -1,0 +1,55 @@
+# cartlift — the two commands a newcomer needs:
+#   make demo   runs everything on the embedded default, with live progress
+#   make test   runs every test
+SHELL := /bin/bash
+GO    ?= go
+BIN   := bin/cartlift
+PKGS  := ./...
+# How long `make demo` runs; Ctrl-C stops it earlier, with the summary.
+DEMO_DURATION ?= 60s
+DEMO_RATE     ?= 400
+
+.PHONY: all build demo test test-short bench bench-e2e lint fuzz clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/cartlift
+
+demo: build
+	CARTLIFT_FLOWS=$${CARTLIFT_FLOWS:-deploy/flows/demo.yaml} \
+	CARTLIFT_DATA_DIR=$${CARTLIFT_DATA_DIR:-./data/demo} \
+	./$(BIN) demo -duration $(DEMO_DURATION) -rate $(DEMO_RATE)
+
+# Every test: unit, golden, property, fuzz seeds, and the integration tests
+# against an in-process Kafka-protocol broker and subprocesses of the binary.
+test: lint
+	$(GO) test -count=1 -timeout 20m $(PKGS)
+
+test-short:
+	$(GO) test -count=1 -short $(PKGS)
+
+# Microbenchmarks of the hot paths, then the end-to-end load through the
+# Kafka protocol (broker in a separate process, processor on one core).
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./events ./projections ./processor
+	$(MAKE) bench-e2e
+
+bench-e2e: build
+	@set -e; dir=$$(mktemp -d); \
+	CARTLIFT_BROKER_ADDR=127.0.0.1:19092 CARTLIFT_DATA_DIR=$$dir ./$(BIN) broker >/dev/null 2>&1 & bpid=$$!; \
+	trap 'kill $$bpid 2>/dev/null; wait $$bpid 2>/dev/null; rm -rf $$dir' EXIT; \
+	for i in $$(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/19092) 2>/dev/null && break; sleep 0.1; done; \
+	GOMAXPROCS=1 ./$(BIN) load -brokers 127.0.0.1:19092 -events $${LOAD_EVENTS:-1000000}
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 60s ./events
+	$(GO) test -run '^$$' -fuzz FuzzApply -fuzztime 60s ./projections
+
+clean:
+	rm -rf bin data

@@ -1,0 +1,179 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/sethvargo/go-envconfig"
+
+	"github.com/cartlift/cartlift/projections"
+)
+
+// brokerConfig configures the embedded broker (cartlift broker, and
+// cartlift run without KAFKA_BROKERS).
+type brokerConfig struct {
+	// Addr the embedded broker listens on.
+	Addr string `env:"CARTLIFT_BROKER_ADDR, default=127.0.0.1:9092"`
+	// DataDir: the broker persists its log under DataDir/broker.
+	DataDir string `env:"CARTLIFT_DATA_DIR, default=./data"`
+	// Partitions of the topics it creates.
+	Partitions int32 `env:"CARTLIFT_PARTITIONS, default=8"`
+}
+
+// runConfig configures cartlift run. Every field is documented in the
+// README's configuration table.
+type runConfig struct {
+	Broker brokerConfig
+	// Brokers of an external Kafka cluster; empty starts the embedded broker.
+	Brokers []string `env:"KAFKA_BROKERS"`
+	// FlowsFile is the flows YAML file.
+	FlowsFile string `env:"CARTLIFT_FLOWS, default=deploy/flows/default.yaml"`
+	// HTTPAddr serves /healthz, /readyz and /metrics; "off" disables it.
+	HTTPAddr string `env:"CARTLIFT_HTTP_ADDR, default=127.0.0.1:8080"`
+	// Group is the processor's consumer group.
+	Group string `env:"CARTLIFT_GROUP, default=cartlift-processor"`
+	// InstanceID for static group membership; default derived from the
+	// host name and the data directory, so a restarted instance takes its
+	// partitions back at once.
+	InstanceID string `env:"CARTLIFT_INSTANCE_ID"`
+
+	TopicEvents    string `env:"CARTLIFT_TOPIC_EVENTS, default=cart-events"`
+	TopicDecisions string `env:"CARTLIFT_TOPIC_DECISIONS, default=cart-decisions"`
+	TopicOutcomes  string `env:"CARTLIFT_TOPIC_OUTCOMES, default=cart-outcomes"`
+	TopicDLQ       string `env:"CARTLIFT_TOPIC_DLQ, default=cart-events.dlq"`
+
+	// SyncWrites fsyncs every state batch (survives machine crashes, not
+	// only process crashes).
+	SyncWrites bool `env:"CARTLIFT_SYNC_WRITES, default=false"`
+	// TimerTick is how often caught-up partitions check for due timers.
+	TimerTick time.Duration `env:"CARTLIFT_TIMER_TICK, default=100ms"`
+
+	LogLevel  string `env:"CARTLIFT_LOG_LEVEL, default=info"`
+	LogFormat string `env:"CARTLIFT_LOG_FORMAT, default=text"`
+}
+
+// configError names the environment variable at fault.
+func configError(env, format string, args ...any) error {
+	return fmt.Errorf("config: %s: %s", env, fmt.Sprintf(format, args...))
+}
+
+// loadRunConfig reads and validates the configuration from the
+// environment (or from lookup, in tests).
+func loadRunConfig(ctx context.Context, lookup envconfig.Lookuper) (runConfig, error) {
+	var c runConfig
+	if lookup == nil {
+		lookup = envconfig.OsLookuper()
+	}
+	if err := envconfig.ProcessWith(ctx, &envconfig.Config{Target: &c, Lookuper: lookup}); err != nil {
+		return c, fmt.Errorf("config: %w", err)
+	}
+	return c, c.validate()
+}
+
+func (c *brokerConfig) validate() error {
+	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
+		return configError("CARTLIFT_BROKER_ADDR", "%q is not host:port: %v", c.Addr, err)
+	}
+	if c.DataDir == "" {
+		return configError("CARTLIFT_DATA_DIR", "must not be empty")
+	}
+	if c.Partitions < 1 || c.Partitions > 10_000 {
+		return configError("CARTLIFT_PARTITIONS", "must be between 1 and 10000, got %d", c.Partitions)
+	}
+	return nil
+}
+
+func (c *runConfig) validate() error {
+	if err := c.Broker.validate(); err != nil {
+		return err
+	}
+	for _, b := range c.Brokers {
+		if _, _, err := net.SplitHostPort(strings.TrimSpace(b)); err != nil {
+			return configError("KAFKA_BROKERS", "%q is not host:port", b)
+		}
+	}
+	if c.HTTPAddr != "off" {
+		if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
+			return configError("CARTLIFT_HTTP_ADDR", "%q is not host:port (or off)", c.HTTPAddr)
+		}
+	}
+	if c.Group == "" {
+		return configError("CARTLIFT_GROUP", "must not be empty")
+	}
+	topics := map[string]string{"CARTLIFT_TOPIC_EVENTS": c.TopicEvents, "CARTLIFT_TOPIC_DECISIONS": c.TopicDecisions,
+		"CARTLIFT_TOPIC_OUTCOMES": c.TopicOutcomes, "CARTLIFT_TOPIC_DLQ": c.TopicDLQ}
+	seen := map[string]string{}
+	for env, t := range topics {
+		if t == "" {
+			return configError(env, "must not be empty")
+		}
+		if other, dup := seen[t]; dup {
+			return configError(env, "topic %q is also %s", t, other)
+		}
+		seen[t] = env
+	}
+	if c.TimerTick < time.Millisecond || c.TimerTick > time.Minute {
+		return configError("CARTLIFT_TIMER_TICK", "must be between 1ms and 1m, got %s", c.TimerTick)
+	}
+	if _, err := parseLevel(c.LogLevel); err != nil {
+		return configError("CARTLIFT_LOG_LEVEL", "%v", err)
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		return configError("CARTLIFT_LOG_FORMAT", "must be text or json, got %q", c.LogFormat)
+	}
+	if _, err := loadFlows(c.FlowsFile); err != nil {
+		return fmt.Errorf("config: CARTLIFT_FLOWS: %w", err)
+	}
+	return nil
+}
+
+// instanceID is the static group member id: stable across restarts of one
+// instance (same host, same data directory), distinct between instances.
+func (c *runConfig) instanceID() string {
+	if c.InstanceID != "" {
+		return c.InstanceID
+	}
+	host, _ := os.Hostname()
+	abs, err := filepath.Abs(c.Broker.DataDir)
+	if err != nil {
+		abs = c.Broker.DataDir
+	}
+	sum := sha256.Sum256([]byte(host + "\x00" + abs))
+	return "cartlift-" + hex.EncodeToString(sum[:6])
+}
+
+// loadFlows reads and validates a flows file.
+func loadFlows(path string) (*projections.Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	flows, err := projections.ParseFlows(path, data)
+	if err != nil {
+		return nil, err
+	}
+	return projections.NewConfig(flows), nil
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	err := l.UnmarshalText([]byte(s))
+	return l, err
+}
+
+func newLogger(level, format string) *slog.Logger {
+	l, _ := parseLevel(level)
+	opts := &slog.HandlerOptions{Level: l}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}

@@ -1,0 +1,294 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	json "github.com/goccy/go-json"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/cartlift/cartlift/cmd/cartlift/shopper"
+	"github.com/cartlift/cartlift/events"
+)
+
+// runDemo is `cartlift demo` (what `make demo` runs): the embedded broker,
+// the processor and the shopper generator in one process, live progress,
+// a sample of the decisions as they are made, and a summary at the end.
+func runDemo(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	duration := fs.Duration("duration", time.Minute, "how long to generate traffic (Ctrl-C stops earlier)")
+	rate := fs.Float64("rate", 400, "generated events per second")
+	customers := fs.Int("customers", 2000, "registered customers in the generated population")
+	keep := fs.Bool("keep", false, "keep the data directory of an earlier demo instead of starting fresh")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := loadRunConfig(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if !*keep && len(cfg.Brokers) == 0 {
+		if err := os.RemoveAll(cfg.Broker.DataDir); err != nil {
+			return err
+		}
+	}
+	if err := os.MkdirAll(cfg.Broker.DataDir, 0o755); err != nil {
+		return err
+	}
+	logPath := filepath.Join(cfg.Broker.DataDir, "cartlift.log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		return err
+	}
+	defer logFile.Close()
+	log := slog.New(slog.NewTextHandler(logFile, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	slog.SetDefault(log)
+
+	// The processor stops after the generator and the summary, not on the
+	// first signal: procCtx is ours.
+	procCtx, stopProc := context.WithCancel(context.Background())
+	defer stopProc()
+	n, err := startNode(procCtx, cfg, log)
+	if err != nil {
+		return err
+	}
+	broker := n.brokers[0]
+	fmt.Fprintf(stdout, "cartlift demo: %s of shopper traffic at %.0f events/s, flows %s\n", *duration, *rate, cfg.FlowsFile)
+	fmt.Fprintf(stdout, "  broker   %s   watch decisions: kcat -b %s -C -t %s -f '%%k %%s\\n'\n", broker, broker, cfg.TopicDecisions)
+	if cfg.HTTPAddr != "off" {
+		fmt.Fprintf(stdout, "  metrics  http://%s/metrics   readiness: http://%s/readyz\n", n.httpLn.Addr(), n.httpLn.Addr())
+	}
+	fmt.Fprintf(stdout, "  logs     %s\n\n", logPath)
+
+	genCl, err := kgo.NewClient(kgo.SeedBrokers(n.brokers...), kgo.DefaultProduceTopic(cfg.TopicEvents),
+		kgo.ProducerLinger(5*time.Millisecond))
+	if err != nil {
+		return err
+	}
+	defer genCl.Close()
+	genCtx, stopGen := context.WithTimeout(ctx, *duration)
+	defer stopGen()
+	genDone := make(chan genStats, 1)
+	start := time.Now()
+	go func() {
+		st, err := produceShopperTraffic(genCtx, genCl, genOptions{Rate: *rate,
+			Sim: shopper.Options{Customers: *customers, ReturnAfter: 40 * time.Second}}, io.Discard)
+		if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+			log.Error("generator", "err", err)
+		}
+		genDone <- st
+	}()
+
+	tail := newDecisionTail(n.brokers, cfg.TopicDecisions, cfg.TopicOutcomes)
+	go tail.run(procCtx)
+
+	tick := time.NewTicker(2 * time.Second)
+	defer tick.Stop()
+	var gen genStats
+	var lastEvents, lastDecisions int64
+	lastSample := time.Now()
+loop:
+	for {
+		select {
+		case gen = <-genDone:
+			break loop
+		case err := <-n.runErr:
+			n.runErr <- err
+			break loop
+		case <-tick.C:
+			s := n.proc.Stats()
+			fmt.Fprintf(stdout, "[%3.0fs] events %s (%s/s) · open carts %s · pending timers %s · decisions %s (%.1f/s) · outcomes %s · lag %d\n",
+				time.Since(start).Seconds(), num(s.EventsConsumed), num((s.EventsConsumed-lastEvents)/2),
+				num(s.OpenCarts), num(s.PendingTimers), num(s.DecisionsEmitted),
+				float64(s.DecisionsEmitted-lastDecisions)/2, num(s.OutcomesEmitted), s.Lag)
+			lastEvents, lastDecisions = s.EventsConsumed, s.DecisionsEmitted
+			if time.Since(lastSample) >= 6*time.Second {
+				if line := tail.sample(); line != "" {
+					fmt.Fprintf(stdout, "        ↳ %s\n", line)
+				}
+				lastSample = time.Now()
+			}
+		}
+	}
+	// Let the processor finish what the generator sent, then stop it.
+	fmt.Fprintln(stdout, "\ngenerator stopped; letting the processor catch up…")
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) && n.proc.Stats().Lag > 0 {
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(1500 * time.Millisecond) // the relay's last round, and the tail's
+	s := n.proc.Stats()
+	stopProc()
+	runErr := n.wait()
+	printDemoSummary(stdout, time.Since(start), gen, s.EventsConsumed, s.EventsRejected, s.OpenCarts, s.PendingTimers, tail)
+	fmt.Fprintf(stdout, "\nstate and broker log kept in %s (run with -keep to continue from them)\n", cfg.Broker.DataDir)
+	return runErr
+}
+
+// decisionTail reads the output topics, as a downstream service would, and
+// keeps counts and a recent decision for the demo's display.
+type decisionTail struct {
+	brokers            []string
+	decisions, outcome string
+
+	mu        sync.Mutex
+	seen      map[string]bool // decision and outcome ids: consumers de-duplicate
+	byStep    map[string]int
+	holdout   int
+	outcomes  map[string]int
+	recovered map[string]int64 // by currency, minor units
+	latest    *events.Decision
+	dupes     int
+}
+
+func newDecisionTail(brokers []string, decisions, outcomes string) *decisionTail {
+	return &decisionTail{brokers: brokers, decisions: decisions, outcome: outcomes, seen: map[string]bool{},
+		byStep: map[string]int{}, outcomes: map[string]int{}, recovered: map[string]int64{}}
+}
+
+func (t *decisionTail) run(ctx context.Context) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(t.brokers...), kgo.ConsumeTopics(t.decisions, t.outcome),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		return
+	}
+	defer cl.Close()
+	for ctx.Err() == nil {
+		fs := cl.PollFetches(ctx)
+		fs.EachRecord(func(r *kgo.Record) {
+			var env events.Envelope
+			if json.Unmarshal(r.Value, &env) != nil {
+				return
+			}
+			t.mu.Lock()
+			defer t.mu.Unlock()
+			if t.seen[env.ID] {
+				t.dupes++
+				return
+			}
+			t.seen[env.ID] = true
+			switch env.Type {
+			case events.TypeDecision:
+				var d events.Decision
+				if json.Unmarshal(env.Data, &d) == nil {
+					t.byStep[d.Flow+"/"+d.Step]++
+					if d.Holdout {
+						t.holdout++
+					}
+					t.latest = &d
+				}
+			case events.TypeOutcome:
+				var o events.Outcome
+				if json.Unmarshal(env.Data, &o) == nil {
+					t.outcomes[o.Kind]++
+					if o.Kind == events.OutcomeRecovered {
+						t.recovered[o.Currency] += o.ValueMinor
+					}
+				}
+			}
+		})
+	}
+}
+
+// sample describes the newest decision in one line, without personal data.
+func (t *decisionTail) sample() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	d := t.latest
+	if d == nil {
+		return ""
+	}
+	t.latest = nil
+	what := d.Action + " " + d.Template
+	if d.Holdout {
+		what = "holdout (no message)"
+	}
+	if d.Discount != nil {
+		what += fmt.Sprintf(" with %d%% off", d.Discount.Percent)
+	}
+	return fmt.Sprintf("decision %s: %s/%s → %s for %s, cart %s (%d items, %s)",
+		d.ID[:10], d.Flow, d.Step, what, d.Customer.Key, d.Cart.CartID, d.Cart.ItemCount, money(d.Cart.TotalMinor, d.Cart.Currency))
+}
+
+func printDemoSummary(w io.Writer, took time.Duration, gen genStats, consumed, rejected, open, timers int64, t *decisionTail) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	fmt.Fprintf(w, "\n── cartlift demo summary (%s) ──────────────────────────────\n", took.Round(time.Second))
+	fmt.Fprintf(w, "  events produced    %12s   (%.0f/s)\n", num(gen.Acked), gen.Rate())
+	fmt.Fprintf(w, "  events processed   %12s   rejected to DLQ %s\n", num(consumed), num(rejected))
+	fmt.Fprintf(w, "  open carts now     %12s   pending timers %s\n", num(open), num(timers))
+	total := 0
+	for _, n := range t.byStep {
+		total += n
+	}
+	fmt.Fprintf(w, "  decisions          %12s   (holdout %d, duplicates seen and dropped %d)\n", num(int64(total)), t.holdout, t.dupes)
+	for _, k := range slices.Sorted(func(yield func(string) bool) {
+		for k := range t.byStep {
+			if !yield(k) {
+				return
+			}
+		}
+	}) {
+		fmt.Fprintf(w, "    %-34s %6d\n", k, t.byStep[k])
+	}
+	fmt.Fprintf(w, "  outcomes\n")
+	for _, k := range []string{events.OutcomeConverted, events.OutcomeRecovered, events.OutcomeConvertedHoldout,
+		events.OutcomeLost, events.OutcomeDiscarded, events.OutcomeMerged} {
+		if n := t.outcomes[k]; n > 0 {
+			fmt.Fprintf(w, "    %-34s %6d\n", k, n)
+		}
+	}
+	var rev []string
+	for cur, v := range t.recovered {
+		rev = append(rev, money(v, cur))
+	}
+	slices.Sort(rev)
+	if len(rev) == 0 {
+		rev = []string{"none yet"}
+	}
+	fmt.Fprintf(w, "  recovered revenue  %s\n", strings.Join(rev, " · "))
+}
+
+// num formats an integer with thousands separators.
+func num(n int64) string {
+	s := fmt.Sprint(n)
+	neg := strings.HasPrefix(s, "-")
+	s = strings.TrimPrefix(s, "-")
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	if neg {
+		s = "-" + s
+	}
+	return s
+}
+
+// money formats minor units in the currency's major unit.
+func money(minor int64, currency string) string {
+	digits, ok := events.CurrencyDigits(currency)
+	if !ok || digits == 0 {
+		return fmt.Sprintf("%s %s", num(minor), currency)
+	}
+	div := int64(1)
+	for range digits {
+		div *= 10
+	}
+	return fmt.Sprintf("%s.%0*d %s", num(minor/div), digits, abs(minor%div), currency)
+}
+
+func abs(n int64) int64 {
+	if n < 0 {
+		return -n
+	}
+	return n
+}

@@ -1,0 +1,34 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/cartlift/cartlift/projections"
+)
+
+// runFlows is `cartlift flows check FILE`: it prints every problem of the
+// file and exits non-zero when there is any.
+func runFlows(args []string, stdout io.Writer) error {
+	if len(args) != 2 || args[0] != "check" {
+		return &exitError{2, errors.New("usage: cartlift flows check FILE")}
+	}
+	cfg, err := loadFlows(args[1])
+	if err != nil {
+		var fe projections.FlowErrors
+		if errors.As(err, &fe) {
+			return &exitError{1, fmt.Errorf("%s: %d problem(s):\n%w", args[1], len(fe), err)}
+		}
+		return &exitError{1, err}
+	}
+	for _, f := range cfg.Flows {
+		fmt.Fprintf(stdout, "flow %s: %d step(s)", f.Name, len(f.Steps))
+		for _, s := range f.Steps {
+			fmt.Fprintf(stdout, " · %s after %s (%s)", s.Name, s.After, s.Action)
+		}
+		fmt.Fprintf(stdout, " · expires after %s, holdout %d%%\n", f.ExpireAfter, f.HoldoutPercent)
+	}
+	fmt.Fprintf(stdout, "%s: ok\n", args[1])
+	return nil
+}

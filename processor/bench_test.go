@@ -1,0 +1,89 @@
+package processor
+
+import (
+	"io"
+	"log/slog"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/cartlift/cartlift/cmd/cartlift/shopper"
+	"github.com/cartlift/cartlift/projections"
+)
+
+// BenchmarkFoldPebble measures the processor's in-process path per event:
+// decode, fold, timers, outbox and one Pebble batch per fetched batch of
+// 1000 records (state, timers, outbox and offset), without Kafka.
+func BenchmarkFoldPebble(b *testing.B) {
+	for _, sync := range []bool{false, true} {
+		name := "nosync"
+		if sync {
+			name = "sync"
+		}
+		b.Run(name, func(b *testing.B) { benchFoldPebble(b, sync) })
+	}
+}
+
+func benchFoldPebble(b *testing.B, sync bool) {
+	data, err := os.ReadFile("../deploy/flows/default.yaml")
+	if err != nil {
+		b.Fatal(err)
+	}
+	flows, err := projections.ParseFlows("default.yaml", data)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg := projections.NewConfig(flows)
+	pr, err := newBenchProcessor(b.TempDir(), cfg, sync)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pr.db.Close()
+	defer pr.consumer.Close()
+
+	// Pre-generate the input: 100k customers, event times 10ms apart.
+	const batch = 1000
+	sim := shopper.New(shopper.Options{Seed: 1, Customers: 100_000})
+	start := time.Now().Add(-24 * time.Hour)
+	recs := make([]*kgo.Record, max(b.N, batch))
+	for i := range recs {
+		r := sim.Next(start.Add(time.Duration(i) * 10 * time.Millisecond))
+		recs[i] = &kgo.Record{Key: []byte(r.Key), Value: r.Value, Offset: int64(i), Topic: pr.cfg.Topics.Events}
+	}
+	w, err := newWorker(pr, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	w.b = pr.db.NewIndexedBatch()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i += batch {
+		if err := w.process(fetched{records: recs[i:min(i+batch, b.N)], end: int64(len(recs))}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+	w.b.Close()
+}
+
+func newBenchProcessor(dir string, flows *projections.Config, sync bool) (*Processor, error) {
+	cfg := Config{Brokers: []string{"127.0.0.1:1"}, DataDir: dir, Flows: flows, SyncWrites: sync,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	if err := cfg.fill(); err != nil {
+		return nil, err
+	}
+	db, err := openDB(dir)
+	if err != nil {
+		return nil, err
+	}
+	// A client that never connects: the benchmark marks offsets on it.
+	cl, err := kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...))
+	if err != nil {
+		return nil, err
+	}
+	return &Processor{cfg: cfg, flows: flows, log: cfg.Logger, db: db, consumer: cl,
+		workers: map[int32]*worker{}, errc: make(chan error, 1)}, nil
+}
