@@ -33,15 +33,14 @@ const (
 // Reason codes name why a record was rejected. They are stable: they appear
 // in the DLQ header "cartlift-error-reason" and in metric labels.
 const (
-	ReasonTooLarge     = "too_large"
-	ReasonMalformed    = "malformed_json"
-	ReasonEnvelope     = "invalid_envelope"
-	ReasonData         = "invalid_data"
-	ReasonFutureTime   = "time_in_future"
-	ReasonKeyMismatch  = "key_mismatch"
-	ReasonUnknownType  = "unknown_type"
-	ReasonNotForInput  = "not_an_input_type"
-	ReasonUnknownField = "unknown_field"
+	ReasonTooLarge    = "too_large"
+	ReasonMalformed   = "malformed_json"
+	ReasonEnvelope    = "invalid_envelope"
+	ReasonData        = "invalid_data"
+	ReasonFutureTime  = "time_in_future"
+	ReasonKeyMismatch = "key_mismatch"
+	ReasonUnknownType = "unknown_type"
+	ReasonNotForInput = "not_an_input_type"
 )
 
 // ErrUnknownType is wrapped by the error Decode returns for a well-formed
@@ -101,15 +100,15 @@ func Decode(value []byte, now time.Time) (*Event, error) {
 		if err := decodeData(env.Data, ev.ItemAdded); err != nil {
 			return nil, err
 		}
-		v.cartRef("data", &ev.ItemAdded.CartRef, true)
-		v.item("data.item", &ev.ItemAdded.Item)
+		v.cartRef(&ev.ItemAdded.CartRef, true)
+		v.itemAt("data.item", -1, &ev.ItemAdded.Item)
 	case TypeItemUpdated:
 		d := &ItemUpdated{Quantity: absent}
 		ev.ItemUpdated = d
 		if err := decodeData(env.Data, d); err != nil {
 			return nil, err
 		}
-		v.cartRef("data", &d.CartRef, false)
+		v.cartRef(&d.CartRef, false)
 		v.id("data.sku", d.SKU)
 		v.present("data.quantity", d.Quantity)
 		v.rangeInt("data.quantity", d.Quantity, 0, MaxQuantity)
@@ -120,7 +119,7 @@ func Decode(value []byte, now time.Time) (*Event, error) {
 		if err := decodeData(env.Data, d); err != nil {
 			return nil, err
 		}
-		v.cartRef("data", &d.CartRef, false)
+		v.cartRef(&d.CartRef, false)
 		v.id("data.sku", d.SKU)
 	case TypeCartUpdated:
 		d := &CartUpdated{}
@@ -128,7 +127,7 @@ func Decode(value []byte, now time.Time) (*Event, error) {
 		if err := decodeData(env.Data, d); err != nil {
 			return nil, err
 		}
-		v.cartRef("data", &d.CartRef, true)
+		v.cartRef(&d.CartRef, true)
 		v.pricesPresent("data.items", env.Data)
 		v.items("data.items", d.Items)
 	case TypeCartDiscarded:
@@ -137,7 +136,7 @@ func Decode(value []byte, now time.Time) (*Event, error) {
 		if err := decodeData(env.Data, d); err != nil {
 			return nil, err
 		}
-		v.cartRef("data", &d.CartRef, false)
+		v.cartRef(&d.CartRef, false)
 		v.text("data.reason", d.Reason, MaxTextLen)
 	case TypeCheckoutStarted:
 		d := &CheckoutStarted{}
@@ -145,14 +144,14 @@ func Decode(value []byte, now time.Time) (*Event, error) {
 		if err := decodeData(env.Data, d); err != nil {
 			return nil, err
 		}
-		v.cartRef("data", &d.CartRef, false)
+		v.cartRef(&d.CartRef, false)
 	case TypeCheckoutCompleted:
 		d := &CheckoutCompleted{TotalMinor: absent}
 		ev.CheckoutCompleted = d
 		if err := decodeData(env.Data, d); err != nil {
 			return nil, err
 		}
-		v.cartRef("data", &d.CartRef, false)
+		v.cartRef(&d.CartRef, false)
 		v.id("data.order_id", d.OrderID)
 		v.present("data.total_minor", d.TotalMinor)
 		v.rangeInt("data.total_minor", d.TotalMinor, 0, MaxTotalMinor)
@@ -203,7 +202,7 @@ func Decode(value []byte, now time.Time) (*Event, error) {
 		if err := decodeData(env.Data, d); err != nil {
 			return nil, err
 		}
-		v.cartRef("data", &d.CartRef, true)
+		v.cartRef(&d.CartRef, true)
 		if d.CustomerID == "" {
 			v.fail("data.customer_id", "is required")
 		}
@@ -221,18 +220,23 @@ func Decode(value []byte, now time.Time) (*Event, error) {
 	return ev, nil
 }
 
-var zones sync.Map // time zone name -> bool
+var zones sync.Map // valid time zone name -> struct{}; bounded by the tz database
 
-// KnownTimeZone reports whether name is an IANA time zone name this
-// machine's time zone database knows. Results are cached.
+// KnownTimeZone reports whether name is an IANA time zone name of the
+// embedded time zone database. Only valid names are cached, so hostile
+// input cannot grow the cache.
 func KnownTimeZone(name string) bool {
-	if ok, hit := zones.Load(name); hit {
-		return ok.(bool)
+	if _, hit := zones.Load(name); hit {
+		return true
 	}
-	_, err := time.LoadLocation(name)
-	ok := err == nil && len(name) <= 64 && name != "Local"
-	zones.Store(name, ok)
-	return ok
+	if len(name) > 64 || name == "Local" {
+		return false
+	}
+	if _, err := time.LoadLocation(name); err != nil {
+		return false
+	}
+	zones.Store(name, struct{}{})
+	return true
 }
 
 func validateEnvelope(env *Envelope, now time.Time) error {
@@ -375,29 +379,31 @@ func (v *validator) rangeInt(field string, n, lo, hi int64) {
 	}
 }
 
-func (v *validator) cartRef(path string, r *CartRef, attrsRequired bool) {
+// cartRef validates the cart fields at the top of data. Field paths are
+// literals so that the common, valid case allocates nothing.
+func (v *validator) cartRef(r *CartRef, attrsRequired bool) {
 	if r.CustomerID == "" && r.AnonymousID == "" {
-		v.fail(path+".customer_id", "customer_id or anonymous_id is required")
+		v.fail("data.customer_id", "customer_id or anonymous_id is required")
 	}
-	v.optID(path+".customer_id", r.CustomerID)
-	v.noAnonPrefix(path+".customer_id", r.CustomerID)
-	v.optID(path+".anonymous_id", r.AnonymousID)
-	v.id(path+".cart_id", r.CartID)
-	v.text(path+".cart_type", r.CartType, MaxIDLen)
-	v.text(path+".site", r.Site, MaxIDLen)
-	v.text(path+".channel", r.Channel, MaxIDLen)
-	v.text(path+".legal_entity", r.LegalEntity, MaxTextLen)
+	v.optID("data.customer_id", r.CustomerID)
+	v.noAnonPrefix("data.customer_id", r.CustomerID)
+	v.optID("data.anonymous_id", r.AnonymousID)
+	v.id("data.cart_id", r.CartID)
+	v.text("data.cart_type", r.CartType, MaxIDLen)
+	v.text("data.site", r.Site, MaxIDLen)
+	v.text("data.channel", r.Channel, MaxIDLen)
+	v.text("data.legal_entity", r.LegalEntity, MaxTextLen)
 	if attrsRequired || r.Currency != "" {
 		if !KnownCurrency(r.Currency) {
-			v.fail(path+".currency", "%q is not an ISO 4217 currency code", r.Currency)
+			v.fail("data.currency", "%q is not an ISO 4217 currency code", r.Currency)
 		}
 	}
 	if len(r.Metadata) > MaxMetadata {
-		v.fail(path+".metadata", "has %d entries, the limit is %d", len(r.Metadata), MaxMetadata)
+		v.fail("data.metadata", "has %d entries, the limit is %d", len(r.Metadata), MaxMetadata)
 	}
 	for k, val := range r.Metadata {
-		v.text(path+".metadata", k, MaxIDLen)
-		v.text(path+".metadata."+k, val, MaxTextLen)
+		v.text("data.metadata", k, MaxIDLen)
+		v.text("data.metadata."+k, val, MaxTextLen)
 	}
 }
 
@@ -411,12 +417,29 @@ func (v *validator) item(path string, it *Item) {
 	v.rangeInt(path+".unit_price_minor", it.UnitPriceMinor, 0, MaxUnitPriceMinor)
 }
 
+// itemAt validates an item and, only when it is invalid, builds its field
+// path (path, or path[i] for i >= 0): the valid case allocates nothing.
+func (v *validator) itemAt(path string, i int, it *Item) {
+	if v.err != nil {
+		return
+	}
+	var probe validator
+	probe.item("", it)
+	if probe.err == nil {
+		return
+	}
+	if i >= 0 {
+		path = fmt.Sprintf("%s[%d]", path, i)
+	}
+	v.item(path, it)
+}
+
 func (v *validator) items(path string, items []Item) {
 	if len(items) > MaxItems {
 		v.fail(path, "has %d items, the limit is %d", len(items), MaxItems)
 		return
 	}
 	for i := range items {
-		v.item(fmt.Sprintf("%s[%d]", path, i), &items[i])
+		v.itemAt(path, i, &items[i])
 	}
 }

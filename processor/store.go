@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble"
-	json "github.com/goccy/go-json"
 
 	"github.com/cartlift/cartlift/projections"
 )
@@ -20,7 +19,7 @@ import (
 // byte naming the kind of record:
 //
 //	[p]{kindMeta}{metaX}                      partition metadata (offset, counters)
-//	[p]{kindState}customerKey                 JSON projections.CustomerState
+//	[p]{kindState}customerKey                 projections.CustomerState (codec.go)
 //	[p]{kindTimer}due(8)customerKey 0x00 cartID   empty value; the timer index
 //	[p]{kindOutbox}seq(8)                     an encoded outboxEntry
 //
@@ -255,11 +254,11 @@ func loadState(r pebble.Reader, p int32, customer string) (*projections.Customer
 		return nil, err
 	}
 	defer closer.Close()
-	var s projections.CustomerState
-	if err := json.Unmarshal(v, &s); err != nil {
-		return nil, fmt.Errorf("state of partition %d: %w", p, err)
+	s, err := decodeState(v)
+	if err != nil {
+		return nil, fmt.Errorf("state of %q in partition %d: %w", customer, p, err)
 	}
-	return &s, nil
+	return s, nil
 }
 
 // ReadState returns the stored state of a customer in partition p, or nil.

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble"
-	json "github.com/goccy/go-json"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/cartlift/cartlift/events"
@@ -79,7 +78,8 @@ type worker struct {
 	nextDueKnown bool
 	changed      bool // the batch holds changes to commit
 
-	keyBuf []byte
+	keyBuf   []byte
+	stateBuf []byte
 }
 
 func newWorker(pr *Processor, part int32) (*worker, error) {
@@ -452,11 +452,8 @@ func (w *worker) commit() error {
 			delete(w.cache, key)
 			continue
 		}
-		v, err := json.Marshal(st)
-		if err != nil {
-			return err
-		}
-		if err := w.b.Set(k, v, nil); err != nil {
+		w.stateBuf = appendState(w.stateBuf[:0], st)
+		if err := w.b.Set(k, w.stateBuf, nil); err != nil {
 			return err
 		}
 	}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"io"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -210,7 +212,9 @@ func ParseFlows(name string, data []byte) ([]Flow, error) {
 	var file yamlFile
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
-	if err := dec.Decode(&file); err != nil {
+	// io.EOF: an empty file, or only comments; it has no flows, which
+	// the checks below report.
+	if err := dec.Decode(&file); err != nil && !errors.Is(err, io.EOF) {
 		var te *yaml.TypeError
 		if errors.As(err, &te) {
 			var errs FlowErrors
@@ -422,20 +426,26 @@ func (p *flowParser) duration(flow string, path []any, field, s string, def time
 // ParseDuration parses a Go duration ("90s", "1h30m") that may also use
 // days ("3d", "1d12h").
 func ParseDuration(s string) (time.Duration, error) {
+	bad := func() error { return fmt.Errorf("%q is not a duration (like 90s, 1h, 3d)", s) }
+	const day = 24 * time.Hour
+	rest := s
 	var days time.Duration
-	if i := strings.IndexByte(s, 'd'); i > 0 {
-		n, err := strconv.Atoi(s[:i])
-		if err != nil {
-			return 0, fmt.Errorf("%q is not a duration (like 90s, 1h, 3d)", s)
+	if i := strings.IndexByte(rest, 'd'); i > 0 {
+		n, err := strconv.ParseInt(rest[:i], 10, 64)
+		if err != nil || n > math.MaxInt64/int64(day) || n < math.MinInt64/int64(day) {
+			return 0, bad()
 		}
-		days, s = time.Duration(n)*24*time.Hour, s[i+1:]
-		if s == "" {
+		days, rest = time.Duration(n)*day, rest[i+1:]
+		if rest == "" {
 			return days, nil
 		}
+		if rest[0] == '-' || rest[0] == '+' {
+			return 0, bad() // "3d-1h": a sign belongs in front
+		}
 	}
-	d, err := time.ParseDuration(s)
-	if err != nil {
-		return 0, fmt.Errorf("%q is not a duration (like 90s, 1h, 3d)", s)
+	d, err := time.ParseDuration(rest)
+	if err != nil || (days > 0 && d > math.MaxInt64-days) {
+		return 0, bad()
 	}
 	return days + d, nil
 }

@@ -15,6 +15,7 @@ type product struct {
 	eurMinor int64
 	// the product's Item JSON before the quantity and after the price
 	head, tail []byte
+	skuField   []byte // `,"sku":"<sku>"`
 }
 
 // category describes one shelf of the catalogue: a SKU prefix, the words
@@ -83,6 +84,7 @@ func catalogue() []product {
 	}
 	for i := range out {
 		out[i].head, out[i].tail = itemJSON(&out[i])
+		out[i].skuField = appendString([]byte(`,"sku":`), out[i].sku)
 	}
 	return out
 }
@@ -101,6 +103,7 @@ func pad3(n int) string {
 type siteInfo struct {
 	name     string
 	source   string
+	srcJSON  []byte // sourceJSON(source)
 	currency string
 	prices   []int64
 	zones    []localeZone
@@ -157,6 +160,7 @@ func newSite(name string, cat []product) *siteInfo {
 		k = knownSites["eu"]
 	}
 	s := &siteInfo{name: name, source: "shop-" + name, currency: k.cur.code, zones: k.zones, forms: k.forms}
+	s.srcJSON = sourceJSON(s.source)
 	s.prices = make([]int64, len(cat))
 	for i, p := range cat {
 		s.prices[i] = convertPrice(p.eurMinor, k.cur)

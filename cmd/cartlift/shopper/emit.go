@@ -16,26 +16,26 @@ func (s *Sim) cartHead(x *session, typ string) {
 	s.nEvent++
 	s.outKey = x.key
 	w := &s.w
-	w.envelope(s.seedTag, s.nEvent, c.site.source, typ, s.now, c.id)
+	w.envelope(s.seedTag, s.nEvent, c.site.srcJSON, typ, s.now, c.id)
 	if x.cust >= 0 {
 		w.raw(`{"customer_id":`)
-		w.str(s.customerID(x.cust))
+		w.safeID(s.customerID(x.cust))
 	} else {
 		w.raw(`{"anonymous_id":`)
-		w.str(x.anon)
+		w.safeID(x.anon)
 	}
-	if c.ref == nil {
-		c.ref = cartRefJSON(c)
+	if len(c.ref) == 0 {
+		c.ref = cartRefJSON(c.ref, c)
 	}
 	w.b = append(w.b, c.ref...)
 	if !c.metaSent {
 		// The cart's first event carries its metadata; cartlift keeps it.
 		c.metaSent = true
 		w.raw(`,"metadata":{"device":`)
-		w.str(c.device)
+		w.safeID(c.device)
 		if c.utm != "" {
 			w.raw(`,"utm_source":`)
-			w.str(c.utm)
+			w.safeID(c.utm)
 		}
 		w.raw(`}`)
 	}
@@ -46,9 +46,9 @@ func (s *Sim) cartHead(x *session, typ string) {
 func (s *Sim) customerHead(x *session, typ, customerID string) {
 	s.nEvent++
 	s.outKey = customerID
-	s.w.envelope(s.seedTag, s.nEvent, x.cart.site.source, typ, s.now, "")
+	s.w.envelope(s.seedTag, s.nEvent, x.cart.site.srcJSON, typ, s.now, "")
 	s.w.raw(`{"customer_id":`)
-	s.w.str(customerID)
+	s.w.safeID(customerID)
 }
 
 func (s *Sim) item(p int, qty, price int64) {
@@ -63,8 +63,8 @@ func (s *Sim) item(p int, qty, price int64) {
 
 // cartRefJSON is the constant part of a cart's CartRef, from cart_id to
 // legal_entity, written once per cart.
-func cartRefJSON(c *cart) []byte {
-	w := jsonw{b: make([]byte, 0, 128)}
+func cartRefJSON(buf []byte, c *cart) []byte {
+	w := jsonw{b: buf[:0]}
 	w.field(`,"cart_id":`, c.id)
 	w.optField(`,"cart_type":`, c.typ)
 	w.optField(`,"site":`, c.site.name)
@@ -101,7 +101,7 @@ func (s *Sim) emitItemAdded(x *session, p int, qty, price int64) {
 // price is unchanged).
 func (s *Sim) emitItemUpdated(x *session, p int, qty, price int64) {
 	s.cartHead(x, events.TypeItemUpdated)
-	s.w.field(`,"sku":`, s.cat[p].sku)
+	s.w.b = append(s.w.b, s.cat[p].skuField...)
 	s.w.raw(`,"quantity":`)
 	s.w.int(qty)
 	if price != 0 {
@@ -113,7 +113,7 @@ func (s *Sim) emitItemUpdated(x *session, p int, qty, price int64) {
 
 func (s *Sim) emitItemRemoved(x *session, p int) {
 	s.cartHead(x, events.TypeItemRemoved)
-	s.w.field(`,"sku":`, s.cat[p].sku)
+	s.w.b = append(s.w.b, s.cat[p].skuField...)
 	s.w.raw(`}}`)
 }
 
@@ -170,10 +170,11 @@ func (s *Sim) emitProfile(x *session) {
 	w := &s.w
 	consent := t.consent
 	if full {
-		w.field(`,"email":`, t.email)
-		w.field(`,"name":`, t.name)
-		w.field(`,"locale":`, t.locale)
-		w.field(`,"time_zone":`, t.zone)
+		lz := s.localeZone(&t)
+		w.field(`,"email":`, t.email())
+		w.field(`,"name":`, t.name())
+		w.field(`,"locale":`, lz.locale)
+		w.field(`,"time_zone":`, lz.zone)
 		w.field(`,"segment":`, t.segment)
 	} else {
 		switch s.rng.IntN(3) {
@@ -184,7 +185,7 @@ func (s *Sim) emitProfile(x *session) {
 			lz := site.zones[s.rng.IntN(len(site.zones))]
 			w.field(`,"time_zone":`, lz.zone)
 		default: // new e-mail address
-			w.field(`,"email":`, "new."+t.email)
+			w.field(`,"email":`, "new."+t.email())
 		}
 	}
 	if consent {

@@ -43,24 +43,41 @@ func (w *jsonw) optField(key, value string) {
 }
 
 // envelope starts a CloudEvents envelope up to and including `"data":`.
-// The event id is "e-<seedtag>-<n>".
-func (w *jsonw) envelope(seedTag string, n uint64, source, typ string, t time.Time, subject string) {
+// The event id is "e-<seedtag>-<n>". source is the site's precomputed
+// sourceJSON; subject, when set, must need no JSON escaping (the
+// simulation's own ids).
+func (w *jsonw) envelope(seedTag string, n uint64, source []byte, typ string, t time.Time, subject string) {
 	w.b = append(w.b[:0], `{"specversion":"1.0","id":"e-`...)
 	w.b = append(w.b, seedTag...)
 	w.b = append(w.b, '-')
 	w.b = strconv.AppendUint(w.b, n, 10)
-	w.b = append(w.b, `","source":`...)
-	w.b = appendString(w.b, source)
-	w.b = append(w.b, `,"type":"`...)
+	w.b = append(w.b, source...)
 	w.b = append(w.b, typ...)
 	w.b = append(w.b, `","time":"`...)
 	w.time(t)
 	w.b = append(w.b, '"')
 	if subject != "" {
-		w.b = append(w.b, `,"subject":`...)
-		w.b = appendString(w.b, subject)
+		w.b = append(w.b, `,"subject":"`...)
+		w.b = append(w.b, subject...)
+		w.b = append(w.b, '"')
 	}
 	w.b = append(w.b, `,"datacontenttype":"application/json","data":`...)
+}
+
+// sourceJSON is the envelope from the end of the id to the start of the
+// type's value: `","source":"<source>","type":"`.
+func sourceJSON(source string) []byte {
+	b := append([]byte(nil), `","source":`...)
+	b = appendString(b, source)
+	return append(b, `,"type":"`...)
+}
+
+// safeID appends a quoted id the simulation made itself (letters,
+// digits, '-', ':'), which JSON needs no escaping for.
+func (w *jsonw) safeID(id string) {
+	w.b = append(w.b, '"')
+	w.b = append(w.b, id...)
+	w.b = append(w.b, '"')
 }
 
 func (w *jsonw) time(t time.Time) {

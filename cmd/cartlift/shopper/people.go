@@ -40,45 +40,46 @@ var (
 	}{{"new", 250}, {"regular", 600}, {"vip", 80}, {"lapsed", 70}}
 )
 
-// traits are a registered customer's stable attributes. They derive from
-// the customer's index alone (not from the seed), so customer c-000123 is
-// the same person in every run.
+// traits are a registered customer's stable attributes, as indices into
+// the tables above; the strings are built only when an event needs them.
+// They derive from the customer's index, Sites and B2BShare alone, not
+// from the seed: customer c-000123 is the same person in every run with
+// the same sites.
 type traits struct {
-	site     int // index into Sim.sites
-	b2b      bool
-	name     string
-	email    string
-	locale   string
-	zone     string
-	segment  string
-	consent  bool
-	legal    string // B2B buyers only
-	firstIdx int
+	i       int
+	site    int // index into Sim.sites
+	b2b     bool
+	consent bool
+	first   uint32
+	last    uint32
+	domain  uint32
+	zone    uint32 // index into the site's zones
+	segment string
+	legal   [3]uint32 // stem, kind, legal form
 }
 
 func (s *Sim) traitsOf(i int) traits {
 	h := mix(uint64(i) ^ 0x5eed_c0ffee)
-	var t traits
+	t := traits{i: i}
 	t.site = int(h % uint64(len(s.sites)))
 	h = mix(h)
 	t.b2b = float64(h%1_000_000) < s.o.B2BShare*1_000_000
 	h = mix(h)
-	f := firstNames[h%uint64(len(firstNames))]
-	l := lastNames[(h>>16)%uint64(len(lastNames))]
-	t.name = f[0] + " " + l[0]
-	t.email = f[1] + "." + l[1] + "." + strconv.Itoa(i) + "@" + mailDomains[(h>>32)%uint64(len(mailDomains))]
-	site := s.sites[t.site]
+	t.first = uint32(h % uint64(len(firstNames)))
+	t.last = uint32((h >> 16) % uint64(len(lastNames)))
+	t.domain = uint32((h >> 32) % uint64(len(mailDomains)))
 	h = mix(h)
-	lz := site.zones[h%uint64(len(site.zones))]
-	t.locale, t.zone = lz.locale, lz.zone
+	t.zone = uint32(h % uint64(len(s.sites[t.site].zones)))
 	h = mix(h)
 	t.consent = h%100 < 85
 	h = mix(h)
 	if t.b2b {
 		t.segment = "business"
-		t.legal = companyStems[h%uint64(len(companyStems))] + " " +
-			companyKinds[(h>>16)%uint64(len(companyKinds))] + " " +
-			site.forms[(h>>32)%uint64(len(site.forms))]
+		t.legal = [3]uint32{
+			uint32(h % uint64(len(companyStems))),
+			uint32((h >> 16) % uint64(len(companyKinds))),
+			uint32((h >> 32) % uint64(len(s.sites[t.site].forms))),
+		}
 	} else {
 		w := h % 1000
 		for _, sg := range segments {
@@ -90,6 +91,24 @@ func (s *Sim) traitsOf(i int) traits {
 		}
 	}
 	return t
+}
+
+func (t *traits) name() string {
+	return firstNames[t.first][0] + " " + lastNames[t.last][0]
+}
+
+func (t *traits) email() string {
+	return firstNames[t.first][1] + "." + lastNames[t.last][1] + "." + strconv.Itoa(t.i) + "@" + mailDomains[t.domain]
+}
+
+func (s *Sim) localeZone(t *traits) localeZone { return s.sites[t.site].zones[t.zone] }
+
+// legalEntity is a B2B buyer's company name; "" for consumers.
+func (s *Sim) legalEntity(t *traits) string {
+	if !t.b2b {
+		return ""
+	}
+	return companyStems[t.legal[0]] + " " + companyKinds[t.legal[1]] + " " + s.sites[t.site].forms[t.legal[2]]
 }
 
 // mix is the splitmix64 finaliser: a fast, well-spread 64-bit hash.

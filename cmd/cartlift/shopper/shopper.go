@@ -224,6 +224,10 @@ type Sim struct {
 	nEvent, nCart, nGuest, nOrder, nPark uint64
 	stats                                Stats
 
+	freeSessions []*session // finished sessions, for reuse (at most Sessions)
+	freeCarts    []*cart    // finished carts, for reuse (at most 64)
+	scratch      session
+
 	w      jsonw
 	outKey string    // key of the event in w
 	now    time.Time // the time given to the current Next
@@ -303,6 +307,36 @@ type session struct {
 	toAdd     int
 	extras    int
 	done      bool
+	parked    bool // the cart was parked: it outlives the session
+}
+
+// newSession returns a zeroed session, reusing a finished one.
+func (s *Sim) newSession() *session {
+	if n := len(s.freeSessions); n > 0 {
+		x := s.freeSessions[n-1]
+		s.freeSessions = s.freeSessions[:n-1]
+		*x = session{}
+		return x
+	}
+	return &session{}
+}
+
+// newCart0 returns a zeroed cart, reusing the buffers of a finished one.
+func (s *Sim) newCart0() *cart {
+	if n := len(s.freeCarts); n > 0 {
+		c := s.freeCarts[n-1]
+		s.freeCarts = s.freeCarts[:n-1]
+		*c = cart{items: c.items[:0], ref: c.ref[:0]}
+		return c
+	}
+	return &cart{items: make([]line, 0, 6)}
+}
+
+// freeCart recycles a cart nothing refers to any more.
+func (s *Sim) freeCart(c *cart) {
+	if c != nil && len(s.freeCarts) < cap(s.freeCarts) {
+		s.freeCarts = append(s.freeCarts, c)
+	}
 }
 
 // New returns a simulation with o's defaults filled in (see
@@ -324,6 +358,7 @@ func New(o Options) *Sim {
 		s.sites = append(s.sites, newSite(name, s.cat))
 	}
 	s.active = make([]*session, 0, o.Sessions)
+	s.freeCarts = make([]*cart, 0, 64)
 	return s
 }
 
@@ -388,8 +423,10 @@ func (s *Sim) unpark() (typ string, handled bool) {
 		return "", true
 	case p.discard:
 		heap.Pop(&s.parked)
-		x := &session{cust: p.cust, anon: p.anon, key: ownerKey(s, p.cust, p.anon), cart: p.cart}
+		x := &s.scratch
+		*x = session{cust: p.cust, anon: p.anon, key: ownerKey(s, p.cust, p.anon), cart: p.cart}
 		s.emitDiscard(x, "cleared_by_customer")
+		s.freeCart(p.cart)
 		s.stats.Discarded++
 		return events.TypeCartDiscarded, true
 	case p.cust >= 0 && s.customers[p.cust].busy:
@@ -455,7 +492,8 @@ func (s *Sim) pickCustomer(allowB2B bool) int32 {
 
 func (s *Sim) startSession() *session {
 	s.stats.Sessions++
-	x := &session{cust: -1, loginAt: -1}
+	x := s.newSession()
+	x.cust, x.loginAt = -1, -1
 	guest := s.rng.Float64() < s.o.GuestShare
 	if !guest {
 		x.cust = s.pickCustomer(true)
@@ -486,7 +524,7 @@ func (s *Sim) startSession() *session {
 		case s.rng.IntN(100) < 3:
 			x.profile = 2
 		}
-		s.newCart(x, site, tr.legal)
+		s.newCart(x, site, s.legalEntity(&tr))
 	}
 	if x.cart == nil {
 		s.newCart(x, site, "")
@@ -509,13 +547,9 @@ func (s *Sim) startSession() *session {
 func (s *Sim) newCart(x *session, site *siteInfo, legal string) {
 	s.nCart++
 	s.stats.Carts++
-	c := &cart{
-		id:      "k-" + s.seedTag + "-" + strconv.FormatUint(s.nCart, 10),
-		site:    site,
-		channel: "b2c",
-		typ:     "shopping",
-		items:   make([]line, 0, 4),
-	}
+	c := s.newCart0()
+	c.id = "k-" + s.seedTag + "-" + strconv.FormatUint(s.nCart, 10)
+	c.site, c.channel, c.typ = site, "b2c", "shopping"
 	if x.b2b {
 		c.channel, c.typ, c.legal = "b2b", "b2b", legal
 		if s.rng.IntN(100) < 30 {
@@ -542,7 +576,8 @@ func (s *Sim) resume(p parked) *session {
 	s.stats.Returned++
 	c := p.cart
 	c.returns++
-	x := &session{cust: p.cust, anon: p.anon, cart: c, loginAt: -1, key: ownerKey(s, p.cust, p.anon)}
+	x := s.newSession()
+	x.cust, x.anon, x.cart, x.loginAt, x.key = p.cust, p.anon, c, -1, ownerKey(s, p.cust, p.anon)
 	if p.cust >= 0 {
 		s.customers[p.cust].busy = true
 		x.b2b = c.channel == "b2b"
@@ -772,6 +807,7 @@ func (s *Sim) park(x *session, discard bool) {
 		p.gen = s.customers[x.cust].gen
 	}
 	heap.Push(&s.parked, p)
+	x.parked = true
 }
 
 // finishVisit ends the visit after its outcome; a registered customer may
@@ -788,6 +824,11 @@ func (s *Sim) endSession(idx int, x *session) {
 	if x.cust >= 0 {
 		s.customers[x.cust].busy = false
 	}
+	if !x.parked {
+		s.freeCart(x.cart)
+	}
+	x.cart = nil
+	s.freeSessions = append(s.freeSessions, x)
 	last := len(s.active) - 1
 	s.active[idx] = s.active[last]
 	s.active[last] = nil

@@ -1,0 +1,258 @@
+package processor
+
+import (
+	"encoding/binary"
+	"errors"
+	"math"
+	"time"
+
+	"github.com/cartlift/cartlift/projections"
+)
+
+// The store keeps customer states in a compact binary form: JSON encoding
+// and decoding were most of the per-event cost of the processor. The format
+// is private to the store; every value starts with a version byte so it can
+// evolve (readers reject versions they do not know).
+const stateFormatV1 byte = 1
+
+var errCorruptState = errors.New("corrupt state record")
+
+// zeroTime encodes time.Time{}.
+const zeroTime = math.MinInt64
+
+type enc struct{ b []byte }
+
+func (e *enc) str(s string) {
+	e.b = binary.AppendUvarint(e.b, uint64(len(s)))
+	e.b = append(e.b, s...)
+}
+func (e *enc) int(n int64) { e.b = binary.AppendVarint(e.b, n) }
+func (e *enc) uint(n int)  { e.b = binary.AppendUvarint(e.b, uint64(n)) }
+func (e *enc) bool(v bool) {
+	if v {
+		e.b = append(e.b, 1)
+	} else {
+		e.b = append(e.b, 0)
+	}
+}
+func (e *enc) time(t time.Time) {
+	if t.IsZero() {
+		e.int(zeroTime)
+		return
+	}
+	e.int(t.UnixNano())
+}
+
+// appendState appends the binary form of s to dst.
+func appendState(dst []byte, s *projections.CustomerState) []byte {
+	e := enc{b: append(dst, stateFormatV1)}
+	e.str(s.Key)
+	p := &s.Profile
+	for _, v := range []string{p.CustomerID, p.Email, p.Name, p.Locale, p.TimeZone, p.Segment} {
+		e.str(v)
+	}
+	e.bool(p.MarketingConsent)
+	e.time(p.LastLoginAt)
+	e.time(p.UpdatedAt)
+	e.uint(len(s.Carts))
+	for _, c := range s.Carts {
+		for _, v := range []string{c.ID, c.Type, c.Site, c.Channel, c.Currency, c.LegalEntity, c.Status, c.OrderID} {
+			e.str(v)
+		}
+		e.uint(len(c.Metadata))
+		for _, k := range sortedKeys(c.Metadata) {
+			e.str(k)
+			e.str(c.Metadata[k])
+		}
+		e.uint(len(c.Items))
+		for i := range c.Items {
+			it := &c.Items[i]
+			e.str(it.SKU)
+			e.str(it.Name)
+			e.int(it.Quantity)
+			e.int(it.UnitPriceMinor)
+			e.str(it.Category)
+			e.str(it.ImageURL)
+		}
+		e.int(c.Version)
+		e.time(c.CreatedAt)
+		e.time(c.ModifiedAt)
+		e.time(c.LastActivity)
+		e.time(c.ClosedAt)
+		e.time(c.WakeAt)
+		e.uint(len(c.Decisions))
+		for i := range c.Decisions {
+			r := &c.Decisions[i]
+			e.str(r.ID)
+			e.str(r.Flow)
+			e.str(r.Step)
+			e.int(int64(r.StepIndex))
+			e.int(r.Version)
+			e.time(r.At)
+			var flags byte
+			if r.Holdout {
+				flags |= 1
+			}
+			if r.Skipped {
+				flags |= 2
+			}
+			if r.Discount {
+				flags |= 4
+			}
+			e.b = append(e.b, flags)
+		}
+	}
+	return e.b
+}
+
+type dec struct {
+	b   []byte
+	err error
+}
+
+func (d *dec) uvarint() uint64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.err = errCorruptState
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *dec) int() int64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Varint(d.b)
+	if n <= 0 {
+		d.err = errCorruptState
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+// count reads a length and checks it against what is left, so corrupt
+// input cannot make the decoder allocate without bound.
+func (d *dec) count() int {
+	n := d.uvarint()
+	if n > uint64(len(d.b)) {
+		d.err = errCorruptState
+		return 0
+	}
+	return int(n)
+}
+
+func (d *dec) str() string {
+	n := d.count()
+	if d.err != nil {
+		return ""
+	}
+	s := string(d.b[:n])
+	d.b = d.b[n:]
+	return s
+}
+
+func (d *dec) byte() byte {
+	if d.err != nil || len(d.b) == 0 {
+		d.err = errCorruptState
+		return 0
+	}
+	v := d.b[0]
+	d.b = d.b[1:]
+	return v
+}
+
+func (d *dec) time() time.Time {
+	n := d.int()
+	if n == zeroTime {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
+}
+
+// decodeState parses the binary form written by appendState.
+func decodeState(b []byte) (*projections.CustomerState, error) {
+	d := dec{b: b}
+	if d.byte() != stateFormatV1 {
+		return nil, errCorruptState
+	}
+	s := &projections.CustomerState{Key: d.str()}
+	p := &s.Profile
+	p.CustomerID, p.Email, p.Name, p.Locale, p.TimeZone, p.Segment = d.str(), d.str(), d.str(), d.str(), d.str(), d.str()
+	p.MarketingConsent = d.byte() == 1
+	p.LastLoginAt = d.time()
+	p.UpdatedAt = d.time()
+	n := d.count()
+	if n > 0 {
+		s.Carts = make([]*projections.Cart, 0, n)
+	}
+	for range n {
+		if d.err != nil {
+			break
+		}
+		c := &projections.Cart{}
+		c.ID, c.Type, c.Site, c.Channel, c.Currency, c.LegalEntity, c.Status, c.OrderID =
+			d.str(), d.str(), d.str(), d.str(), d.str(), d.str(), d.str(), d.str()
+		if m := d.count(); m > 0 {
+			c.Metadata = make(map[string]string, m)
+			for range m {
+				k := d.str()
+				c.Metadata[k] = d.str()
+			}
+		}
+		if m := d.count(); m > 0 {
+			c.Items = make([]projections.LineItem, m)
+			for i := range c.Items {
+				it := &c.Items[i]
+				it.SKU, it.Name = d.str(), d.str()
+				it.Quantity, it.UnitPriceMinor = d.int(), d.int()
+				it.Category, it.ImageURL = d.str(), d.str()
+				it.LineTotalMinor = it.Quantity * it.UnitPriceMinor
+				c.TotalMinor += it.LineTotalMinor
+				c.ItemCount += it.Quantity
+			}
+		}
+		c.Version = d.int()
+		c.CreatedAt, c.ModifiedAt, c.LastActivity, c.ClosedAt, c.WakeAt = d.time(), d.time(), d.time(), d.time(), d.time()
+		if m := d.count(); m > 0 {
+			c.Decisions = make([]projections.DecisionRecord, m)
+			for i := range c.Decisions {
+				r := &c.Decisions[i]
+				r.ID, r.Flow, r.Step = d.str(), d.str(), d.str()
+				r.StepIndex, r.Version = int(d.int()), d.int()
+				r.At = d.time()
+				f := d.byte()
+				r.Holdout, r.Skipped, r.Discount = f&1 != 0, f&2 != 0, f&4 != 0
+			}
+		}
+		s.Carts = append(s.Carts, c)
+	}
+	if d.err == nil && len(d.b) != 0 {
+		d.err = errCorruptState
+	}
+	if d.err != nil {
+		return nil, d.err
+	}
+	return s, nil
+}
+
+func sortedKeys(m map[string]string) []string {
+	if len(m) == 0 {
+		return nil
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	for i := 1; i < len(keys); i++ {
+		for j := i; j > 0 && keys[j] < keys[j-1]; j-- {
+			keys[j], keys[j-1] = keys[j-1], keys[j]
+		}
+	}
+	return keys
+}

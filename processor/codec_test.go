@@ -1,0 +1,95 @@
+package processor
+
+import (
+	"bytes"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/cartlift/cartlift/cmd/cartlift/shopper"
+	"github.com/cartlift/cartlift/events"
+	"github.com/cartlift/cartlift/projections"
+)
+
+// TestStateCodecRoundTrip folds realistic traffic and checks that every
+// state survives the binary codec unchanged (compared as JSON, which
+// shows every field).
+func TestStateCodecRoundTrip(t *testing.T) {
+	flows, err := projections.ParseFlows("t", []byte(`
+flows:
+  - name: f
+    steps:
+      - {name: a, after: 1m, action: email}
+      - {name: b, after: 5m, action: email, discount: {percent: 10}}
+    expire_after: 30m
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := projections.NewConfig(flows)
+	sim := shopper.New(shopper.Options{Seed: 3, Customers: 300})
+	states := map[string]*projections.CustomerState{}
+	now := time.Date(2026, 11, 26, 8, 0, 0, 0, time.UTC)
+	checked := 0
+	for i := range 20_000 {
+		now = now.Add(200 * time.Millisecond)
+		r := sim.Next(now)
+		ev, err := events.Decode(r.Value, time.Time{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		eff := projections.Apply(states[r.Key], r.Key, ev, cfg)
+		if i%7 == 0 && eff.State != nil {
+			for _, c := range eff.State.Carts {
+				if !c.WakeAt.IsZero() && !c.WakeAt.After(now) {
+					eff = projections.Fire(eff.State, r.Key, c.ID, now, cfg)
+					break
+				}
+			}
+		}
+		states[r.Key] = eff.State
+		if eff.State == nil {
+			continue
+		}
+		want, _ := json.Marshal(eff.State)
+		got, err := decodeState(appendState(nil, eff.State))
+		if err != nil {
+			t.Fatalf("event %d: %v", i, err)
+		}
+		gotJSON, _ := json.Marshal(got)
+		if !bytes.Equal(want, gotJSON) {
+			t.Fatalf("event %d: round trip differs:\nwant %s\ngot  %s", i, want, gotJSON)
+		}
+		checked++
+	}
+	if checked < 10_000 {
+		t.Fatalf("only %d states checked", checked)
+	}
+}
+
+func TestStateCodecRejectsCorruptInput(t *testing.T) {
+	s := &projections.CustomerState{Key: "c-1", Carts: []*projections.Cart{{ID: "k", Currency: "EUR", Status: "open",
+		Items: []projections.LineItem{{SKU: "A", Quantity: 1, UnitPriceMinor: 5}}}}}
+	b := appendState(nil, s)
+	for i := range b {
+		if _, err := decodeState(b[:i]); err == nil {
+			t.Fatalf("truncated to %d bytes: no error", i)
+		}
+	}
+	if _, err := decodeState(append([]byte{99}, b[1:]...)); err == nil {
+		t.Fatal("unknown version accepted")
+	}
+}
+
+func FuzzDecodeState(f *testing.F) {
+	f.Add(appendState(nil, &projections.CustomerState{Key: "c"}))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		s, err := decodeState(b)
+		if err != nil {
+			return
+		}
+		if _, err := decodeState(appendState(nil, s)); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
