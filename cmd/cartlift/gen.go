@@ -229,8 +229,8 @@ func (s genStats) String() string {
 // a bound of o.FlushTimeout. The error is nil unless records failed, in
 // which case it counts them and wraps the first failure.
 //
-// It is safe to call from any goroutine, but not concurrently with itself
-// on clients whose default topic differs from the intended one.
+// Concurrent calls may share one client; give them different seeds
+// (o.Sim.Seed), or their event, cart and order ids collide.
 func produceShopperTraffic(ctx context.Context, cl *kgo.Client, o genOptions, progress io.Writer) (genStats, error) {
 	sim := shopper.New(o.Sim)
 	stats := genStats{Seed: sim.Options().Seed, ByType: make(map[string]int64, len(events.InputTypes))}

@@ -35,13 +35,15 @@ import (
 	"github.com/cartlift/cartlift/events"
 )
 
-// Options configures a Sim. The zero value of every field selects its
-// default; New fills the defaults in.
+// Options configures a Sim. The zero value of every field but Seed
+// selects its default; New fills the defaults in.
 type Options struct {
-	// Seed drives every random choice. Two Sims with the same Options and
-	// the same sequence of times given to Next produce identical records.
-	// The seed also appears (base 36) in every event, cart, order and
-	// anonymous id, so runs with different seeds never share ids.
+	// Seed drives every random choice; 0 is a seed like any other. Two
+	// Sims with the same Options and the same sequence of times given to
+	// Next produce identical records. The seed also appears, in base 36 as
+	// <s>, in every id the simulation makes: events e-<s>-<n>, carts
+	// k-<s>-<n>, orders o-<s>-<n>, guests a-<s>-<n> (n counts from 1), so
+	// runs with different seeds never share ids.
 	Seed int64
 
 	// Customers is the size of the registered population, ids c-000000 to
@@ -204,10 +206,10 @@ type Stats struct {
 
 // Sim is a running shopper simulation. It is not safe for concurrent use.
 //
-// Memory is bounded: O(Customers) for the population (a few bytes per
-// customer plus the id string of each customer seen), at most Sessions
-// sessions in flight and at most 4*Sessions+64 parked carts; finished
-// sessions and carts are dropped.
+// Memory is bounded: about 32 bytes per customer (plus the id string of
+// each customer seen), at most Sessions sessions in flight and at most
+// 4*Sessions+64 parked carts (when more carts wait, the newest returns
+// are given up); finished sessions and carts are recycled or dropped.
 type Sim struct {
 	o         Options
 	rng       *rand.Rand
@@ -321,8 +323,8 @@ func (s *Sim) newSession() *session {
 	return &session{}
 }
 
-// newCart0 returns a zeroed cart, reusing the buffers of a finished one.
-func (s *Sim) newCart0() *cart {
+// allocCart returns a zeroed cart, reusing the buffers of a finished one.
+func (s *Sim) allocCart() *cart {
 	if n := len(s.freeCarts); n > 0 {
 		c := s.freeCarts[n-1]
 		s.freeCarts = s.freeCarts[:n-1]
@@ -547,7 +549,7 @@ func (s *Sim) startSession() *session {
 func (s *Sim) newCart(x *session, site *siteInfo, legal string) {
 	s.nCart++
 	s.stats.Carts++
-	c := s.newCart0()
+	c := s.allocCart()
 	c.id = "k-" + s.seedTag + "-" + strconv.FormatUint(s.nCart, 10)
 	c.site, c.channel, c.typ = site, "b2c", "shopping"
 	if x.b2b {
