@@ -3,11 +3,17 @@ package projections
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"slices"
 	"strconv"
 	"time"
 
 	"github.com/cartlift/cartlift/events"
 )
+
+// MaxCartsPerCustomer bounds the carts one customer key holds (open and
+// recently closed). A new cart beyond it is ignored: one misbehaving key
+// cannot grow its state, or the cost of its events, without bound.
+const MaxCartsPerCustomer = 100
 
 // MaxDecisionHistory bounds a cart's decision history; older records are
 // dropped first.
@@ -190,13 +196,12 @@ func (f *fold) end() Effects {
 	return f.eff
 }
 
+// hadTimer reports whether the cart had a timer at begin. f.wakes is sorted
+// by cart id (it is built from the sorted carts), so this is a binary
+// search: a customer with many carts costs O(n log n) per event, not O(n²).
 func (f *fold) hadTimer(id string) bool {
-	for _, w := range f.wakes {
-		if w.CartID == id {
-			return true
-		}
-	}
-	return false
+	_, ok := slices.BinarySearchFunc(f.wakes, id, func(w TimerChange, id string) int { return cmpString(w.CartID, id) })
+	return ok
 }
 
 // mutateCart returns the cart an activity is about, opening it when create
@@ -207,7 +212,7 @@ func (f *fold) mutateCart(ref events.CartRef, t time.Time, create bool) *Cart {
 	c := f.s.Cart(ref.CartID)
 	switch {
 	case c == nil:
-		if !create {
+		if !create || len(f.s.Carts) >= MaxCartsPerCustomer {
 			return nil
 		}
 		c = &Cart{ID: ref.CartID, Status: StatusOpen, CreatedAt: t}

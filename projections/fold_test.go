@@ -2,6 +2,7 @@ package projections
 
 import (
 	"encoding/json"
+	"fmt"
 	"os/exec"
 	"strings"
 	"testing"
@@ -272,5 +273,20 @@ func TestNoIOImports(t *testing.T) {
 				t.Errorf("projections depends on %s", dep)
 			}
 		}
+	}
+}
+
+func TestCartsPerCustomerBounded(t *testing.T) {
+	cfg := NewConfig(nil)
+	var st *CustomerState
+	at := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
+	for i := range MaxCartsPerCustomer + 20 {
+		ev := &events.Event{ID: fmt.Sprint(i), Type: events.TypeItemAdded, Time: at, ItemAdded: &events.ItemAdded{
+			CartRef: events.CartRef{CustomerID: "bot", CartID: fmt.Sprintf("k%04d", i), Currency: "EUR"},
+			Item:    events.Item{SKU: "A", Quantity: 1, UnitPriceMinor: 100}}}
+		st = Apply(st, "bot", ev, cfg).State
+	}
+	if len(st.Carts) != MaxCartsPerCustomer {
+		t.Fatalf("customer holds %d carts, want the bound %d", len(st.Carts), MaxCartsPerCustomer)
 	}
 }
