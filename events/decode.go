@@ -58,6 +58,7 @@ type ValidationError struct {
 	err    error
 }
 
+// Error formats the reason, the field when there is one, and the message.
 func (e *ValidationError) Error() string {
 	if e.Field != "" {
 		return fmt.Sprintf("%s: %s: %s", e.Reason, e.Field, e.Msg)

@@ -129,6 +129,7 @@ type FlowError struct {
 	Msg   string
 }
 
+// Error formats the problem as "file:line: flow \"name\": field: message".
 func (e FlowError) Error() string {
 	var b strings.Builder
 	if e.File != "" {
@@ -155,6 +156,7 @@ func (e FlowError) Error() string {
 // FlowErrors is every problem found in a flows file, in file order.
 type FlowErrors []FlowError
 
+// Error lists every problem, one per line.
 func (es FlowErrors) Error() string {
 	msgs := make([]string, len(es))
 	for i, e := range es {
