@@ -66,6 +66,9 @@ type running struct {
 	p      *processor.Processor
 	cancel context.CancelFunc
 	done   chan error
+	// stopOnce stops the processor and closes it, once; the test's cleanup
+	// calls it too.
+	stopOnce func()
 }
 
 func startProcessor(t testing.TB, brokers []string, dir string, flows *projections.Config, mod ...func(*processor.Config)) *running {
@@ -95,16 +98,16 @@ func startProcessor(t testing.TB, brokers []string, dir string, flows *projectio
 			p.Close()
 		})
 	}
+	r.stopOnce = stop
 	t.Cleanup(stop)
 	return r
 }
 
+// stop stops the processor (its Run returns after committing its last
+// batches) and closes it, so that its data dir can be opened again.
 func (r *running) stop(t testing.TB) {
-	r.cancel()
-	if err := <-r.done; err != nil {
-		t.Errorf("processor: %v", err)
-	}
-	r.p.Close()
+	t.Helper()
+	r.stopOnce()
 }
 
 func newProducer(t testing.TB, brokers []string) *kgo.Client {

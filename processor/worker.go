@@ -76,7 +76,12 @@ type worker struct {
 	// the worker skip timer scans while nothing can be due.
 	nextDue      time.Time
 	nextDueKnown bool
-	changed      bool // the batch holds changes to commit
+	// scanFrom is a lower bound of every live timer's due time. Fired
+	// timers leave deletion tombstones at the head of the index; scanning
+	// from here instead of the start of the range skips them, which keeps
+	// a long backlog linear instead of quadratic. Zero means the start.
+	scanFrom time.Time
+	changed  bool // the batch holds changes to commit
 
 	keyBuf   []byte
 	stateBuf []byte
@@ -315,6 +320,9 @@ func (w *worker) apply(key string, eff projections.Effects) error {
 			if w.nextDueKnown && tc.New.Before(w.nextDue) {
 				w.nextDue = tc.New
 			}
+			if tc.New.Before(w.scanFrom) {
+				w.scanFrom = tc.New
+			}
 		}
 	}
 	w.meta.OpenCarts += int64(eff.OpenCartsDelta)
@@ -360,9 +368,9 @@ func (w *worker) fireDue(now time.Time, wall bool) (int, error) {
 	if w.nextDueKnown && w.nextDue.After(now) {
 		return 0, nil
 	}
-	lower, _ := partRange(w.part, kindTimer)
 	fired := 0
 	for fired < maxFiresPerBatch {
+		lower := w.timerLower()
 		keys, err := w.dueKeys(lower, timerUpTo(w.part, now), min(1024, maxFiresPerBatch-fired))
 		if err != nil {
 			return fired, err
@@ -391,6 +399,11 @@ func (w *worker) fireDue(now time.Time, wall bool) (int, error) {
 				return fired, err
 			}
 			fired++
+			if due.After(w.scanFrom) && !due.After(now) {
+				// Every timer before this one has fired; new timers
+				// set below it lower scanFrom again (apply).
+				w.scanFrom = due
+			}
 			if wall {
 				if h := w.pr.cfg.Hooks.TimerFired; h != nil {
 					h(now.Sub(due))
@@ -400,7 +413,7 @@ func (w *worker) fireDue(now time.Time, wall bool) (int, error) {
 	}
 	w.pr.stats.timersFired.Add(int64(fired))
 	// Learn the next due time, for cheap checks until then.
-	keys, err := w.dueKeys(lower, partPrefix(w.part, kindTimer+1), 1)
+	keys, err := w.dueKeys(w.timerLower(), partPrefix(w.part, kindTimer+1), 1)
 	if err != nil {
 		return fired, err
 	}
@@ -410,6 +423,16 @@ func (w *worker) fireDue(now time.Time, wall bool) (int, error) {
 		w.nextDue, _, _, _ = parseTimerKey(keys[0])
 	}
 	return fired, nil
+}
+
+// timerLower is the lower bound for timer scans: scanFrom, or the start of
+// the partition's timer range.
+func (w *worker) timerLower() []byte {
+	if w.scanFrom.IsZero() {
+		lower, _ := partRange(w.part, kindTimer)
+		return lower
+	}
+	return encodeDue(partPrefix(w.part, kindTimer), w.scanFrom)
 }
 
 func movesTimer(tcs []projections.TimerChange, cart string, due time.Time) bool {
