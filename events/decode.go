@@ -183,11 +183,8 @@ func Decode(value []byte, now time.Time) (*Event, error) {
 		v.optText("data.name", d.Name, MaxTextLen)
 		v.optText("data.locale", d.Locale, 35)
 		v.optText("data.segment", d.Segment, MaxIDLen)
-		if d.TimeZone != nil && *d.TimeZone != "" {
-			// LoadLocation also takes "Local", the processor's own zone.
-			if _, err := time.LoadLocation(*d.TimeZone); err != nil || len(*d.TimeZone) > 64 || *d.TimeZone == "Local" {
-				v.fail("data.time_zone", "%q is not an IANA time zone", *d.TimeZone)
-			}
+		if d.TimeZone != nil && *d.TimeZone != "" && !KnownTimeZone(*d.TimeZone) {
+			v.fail("data.time_zone", "%q is not an IANA time zone", *d.TimeZone)
 		}
 	case TypeCustomerErased:
 		d := &CustomerErased{}
