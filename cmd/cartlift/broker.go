@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"reflect"
 
 	"github.com/sethvargo/go-envconfig"
 	"github.com/twmb/franz-go/pkg/kfake"
@@ -40,7 +41,7 @@ func runBroker(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	var cfg brokerConfig
 	if err := envconfig.Process(ctx, &cfg); err != nil {
-		return fmt.Errorf("config: %w", err)
+		return envError(err, reflect.TypeOf(cfg))
 	}
 	if err := cfg.validate(); err != nil {
 		return err

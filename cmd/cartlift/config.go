@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"time"
 
@@ -73,9 +74,35 @@ func loadRunConfig(ctx context.Context, lookup envconfig.Lookuper) (runConfig, e
 		lookup = envconfig.OsLookuper()
 	}
 	if err := envconfig.ProcessWith(ctx, &envconfig.Config{Target: &c, Lookuper: lookup}); err != nil {
-		return c, fmt.Errorf("config: %w", err)
+		return c, envError(err, reflect.TypeOf(c))
 	}
 	return c, c.validate()
+}
+
+// envError rewrites envconfig's errors, which name the Go field
+// ("SyncWrites: strconv.ParseBool: ..."), to name the environment variable.
+func envError(err error, typ reflect.Type) error {
+	msg := err.Error()
+	var walk func(t reflect.Type) string
+	walk = func(t reflect.Type) string {
+		for i := range t.NumField() {
+			f := t.Field(i)
+			if f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeOf(time.Time{}) {
+				if env := walk(f.Type); env != "" {
+					return env
+				}
+				continue
+			}
+			env, _, _ := strings.Cut(f.Tag.Get("env"), ",")
+			if env != "" && strings.HasPrefix(msg, f.Name+":") {
+				msg = env + strings.TrimPrefix(msg, f.Name)
+				return env
+			}
+		}
+		return ""
+	}
+	walk(typ)
+	return fmt.Errorf("config: %s", msg)
 }
 
 func (c *brokerConfig) validate() error {
