@@ -65,6 +65,16 @@ flows:
 	if checked < 10_000 {
 		t.Fatalf("only %d states checked", checked)
 	}
+	var bytes, carts, open int
+	for _, st := range states {
+		if st != nil {
+			bytes += len(appendState(nil, st)) + len(st.Key) + 5 // value + key
+			carts += len(st.Carts)
+			open += st.OpenCarts()
+		}
+	}
+	t.Logf("final states: %d bytes for %d carts (%d open): %d B per cart, %d B per open cart",
+		bytes, carts, open, bytes/max(1, carts), bytes/max(1, open))
 }
 
 func TestStateCodecRejectsCorruptInput(t *testing.T) {

@@ -499,6 +499,12 @@ func (p *Processor) Stats() Stats {
 	return s
 }
 
+// DiskUsage returns the bytes the store occupies on disk (SSTables, WAL,
+// manifests). Safe to call from any goroutine.
+func (p *Processor) DiskUsage() uint64 {
+	return p.db.Metrics().DiskSpaceUsage()
+}
+
 // Ready reports whether the processor owns partitions and all of them
 // have caught up with the end of their log.
 func (p *Processor) Ready() bool {

@@ -147,6 +147,10 @@ func runLoad(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	took := time.Since(t1)
 	s := p.Stats()
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	disk := p.DiskUsage()
 	cancel()
 	if err := <-done; err != nil {
 		p.Close()
@@ -159,5 +163,8 @@ func runLoad(ctx context.Context, args []string, stdout io.Writer) error {
 		*n, took.Round(time.Millisecond), rate, procs, rate/float64(procs))
 	fmt.Fprintf(stdout, "decisions %d, outcomes %d, rejected %d, open carts %d, pending timers %d, sync writes %v\n",
 		s.DecisionsMade, s.OutcomesMade, s.EventsRejected, s.OpenCarts, s.PendingTimers, *sync)
+	perCart := float64(disk) / float64(max(1, s.OpenCarts))
+	fmt.Fprintf(stdout, "store on disk %.1f MiB (%.0f B per open cart, all customers' state, timers and outbox included); Go heap %.1f MiB\n",
+		float64(disk)/(1<<20), perCart, float64(ms.HeapAlloc)/(1<<20))
 	return nil
 }
