@@ -93,6 +93,10 @@ type Config struct {
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 	Hooks  Hooks
+	// AdvertiseAddr is the HTTP address other instances reach this one at;
+	// it travels in the Kafka client id so that instances find the owner
+	// of a partition through the consumer group (Owners). Empty: none.
+	AdvertiseAddr string
 	// KafkaOpts are extra franz-go options for both clients (TLS, SASL).
 	KafkaOpts []kgo.Opt
 }
@@ -163,6 +167,8 @@ type Processor struct {
 	errOnce sync.Once
 	errc    chan error
 	stats   counters
+	// partitions is the input topic's partition count, once known.
+	partitions atomic.Int32
 }
 
 type counters struct {
@@ -214,6 +220,9 @@ func New(cfg Config) (*Processor, error) {
 	if cfg.InstanceID != "" {
 		group = append(group, kgo.InstanceID(cfg.InstanceID))
 	}
+	if cfg.AdvertiseAddr != "" {
+		group = append(group, kgo.ClientID(clientIDPrefix+cfg.AdvertiseAddr))
+	}
 	p.consumer, err = kgo.NewClient(append(common, group...)...)
 	if err != nil {
 		p.producer.Close()
@@ -234,6 +243,9 @@ func (p *Processor) Run(ctx context.Context) error {
 	if err := EnsureTopics(ctx, p.producer, p.cfg.Partitions,
 		p.cfg.Topics.Events, p.cfg.Topics.Decisions, p.cfg.Topics.Outcomes, p.cfg.Topics.DLQ); err != nil {
 		return err
+	}
+	if err := p.learnPartitions(ctx); err != nil {
+		return fmt.Errorf("input topic %s: %w", p.cfg.Topics.Events, err)
 	}
 	lagCtx, stopLag := context.WithCancel(ctx)
 	var lagDone sync.WaitGroup
