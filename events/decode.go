@@ -78,7 +78,7 @@ func invalid(reason, field, format string, args ...any) *ValidationError {
 // the zero time to skip that check (replays of history). The returned error
 // is always a *ValidationError.
 func Decode(value []byte, now time.Time) (*Event, error) {
-	if len(value) > MaxRecordBytes {
+	if len(value) > MaxAssignedBytes {
 		return nil, invalid(ReasonTooLarge, "", "record is %d bytes, the limit is %d", len(value), MaxRecordBytes)
 	}
 	if !utf8.Valid(value) {
@@ -86,7 +86,13 @@ func Decode(value []byte, now time.Time) (*Event, error) {
 	}
 	var env Envelope
 	if err := json.Unmarshal(value, &env); err != nil {
+		if len(value) > MaxRecordBytes {
+			return nil, invalid(ReasonTooLarge, "", "record is %d bytes, the limit is %d", len(value), MaxRecordBytes)
+		}
 		return nil, invalid(ReasonMalformed, "", "%v", err)
+	}
+	if len(value) > MaxRecordBytes && env.Type != TypeCartAssigned {
+		return nil, invalid(ReasonTooLarge, "", "record is %d bytes, the limit is %d", len(value), MaxRecordBytes)
 	}
 	if err := validateEnvelope(&env, now); err != nil {
 		return nil, err
@@ -207,6 +213,18 @@ func Decode(value []byte, now time.Time) (*Event, error) {
 		v.id("data.from_key", d.FromKey)
 		v.pricesPresent("data.items", env.Data)
 		v.items("data.items", d.Items)
+		if d.Version < 0 {
+			v.fail("data.version", "must not be negative")
+		}
+		if len(d.Decisions) > 64 {
+			v.fail("data.decisions", "has %d records, the limit is 64", len(d.Decisions))
+		}
+		for i := range d.Decisions {
+			r := &d.Decisions[i]
+			if r.Flow == "" || r.Step == "" || len(r.Flow) > MaxIDLen || len(r.Step) > MaxIDLen || len(r.ID) > MaxIDLen || r.StepIndex < 0 {
+				v.fail(fmt.Sprintf("data.decisions[%d]", i), "needs a flow and a step, within the id bounds")
+			}
+		}
 	case TypeDecision, TypeOutcome:
 		return nil, invalid(ReasonNotForInput, "type", "%q is an output type of cartlift, not an input event", env.Type)
 	default:

@@ -186,13 +186,38 @@ type CustomerErased struct {
 
 // CartAssigned is the data of cart.assigned: a guest's cart, as a full
 // snapshot, now owned by CustomerID.
+//
+// The cart keeps its life across the move: Version, LastActivity and the
+// decision history travel with it, so a flow in progress goes on where it
+// was (a step already sent is not sent again) and an assigned cart is not
+// new activity.
 type CartAssigned struct {
 	CartRef
-	FromKey    string    `json:"from_key"`
-	Items      []Item    `json:"items"`
-	CreatedAt  time.Time `json:"created_at"`
-	ModifiedAt time.Time `json:"modified_at"`
+	FromKey      string           `json:"from_key"`
+	Items        []Item           `json:"items"`
+	CreatedAt    time.Time        `json:"created_at"`
+	ModifiedAt   time.Time        `json:"modified_at"`
+	LastActivity time.Time        `json:"last_activity,omitzero"`
+	Version      int64            `json:"version,omitempty"`
+	Decisions    []AssignedRecord `json:"decisions,omitempty"`
 }
+
+// AssignedRecord is one entry of the decision history of an assigned cart.
+type AssignedRecord struct {
+	ID        string    `json:"id,omitempty"`
+	Flow      string    `json:"flow"`
+	Step      string    `json:"step"`
+	StepIndex int       `json:"step_index"`
+	Version   int64     `json:"version"`
+	At        time.Time `json:"at"`
+	Holdout   bool      `json:"holdout,omitempty"`
+	Skipped   bool      `json:"skipped,omitempty"`
+	Discount  bool      `json:"discount,omitempty"`
+}
+
+// MaxAssignedBytes bounds a cart.assigned record, which carries a whole
+// cart and its history and may exceed MaxRecordBytes.
+const MaxAssignedBytes = 1 << 20
 
 // Event is a decoded, validated input event. Exactly one payload pointer is
 // set, matching Type.
@@ -238,6 +263,18 @@ func (e *Event) Cart() (CartRef, bool) {
 		return e.CartAssigned.CartRef, true
 	}
 	return CartRef{}, false
+}
+
+// AcceptsKey reports whether k may be the record key of the event: its
+// Key, or, for a customer.logged_in that names a guest session, the guest's
+// key too (the processor re-keys a login to the guest's partition to move
+// the guest's carts).
+func (e *Event) AcceptsKey(k string) bool {
+	if k == e.Key() {
+		return true
+	}
+	l := e.CustomerLoggedIn
+	return l != nil && l.AnonymousID != "" && k == AnonPrefix+l.AnonymousID
 }
 
 // Key is the customer key the event belongs to, which is also the Kafka

@@ -54,9 +54,10 @@ func appendState(dst []byte, s *projections.CustomerState) []byte {
 	e.bool(p.MarketingConsent)
 	e.time(p.LastLoginAt)
 	e.time(p.UpdatedAt)
+	e.time(s.ErasedAt)
 	e.uint(len(s.Carts))
 	for _, c := range s.Carts {
-		for _, v := range []string{c.ID, c.Type, c.Site, c.Channel, c.Currency, c.LegalEntity, c.Status, c.OrderID} {
+		for _, v := range []string{c.ID, c.Type, c.Site, c.Channel, c.Currency, c.LegalEntity, c.Status, c.OrderID, c.AssignedFrom} {
 			e.str(v)
 		}
 		e.uint(len(c.Metadata))
@@ -187,6 +188,7 @@ func decodeState(b []byte) (*projections.CustomerState, error) {
 	p.MarketingConsent = d.byte() == 1
 	p.LastLoginAt = d.time()
 	p.UpdatedAt = d.time()
+	s.ErasedAt = d.time()
 	n := d.count()
 	if n > 0 {
 		s.Carts = make([]*projections.Cart, 0, n)
@@ -196,8 +198,8 @@ func decodeState(b []byte) (*projections.CustomerState, error) {
 			break
 		}
 		c := &projections.Cart{}
-		c.ID, c.Type, c.Site, c.Channel, c.Currency, c.LegalEntity, c.Status, c.OrderID =
-			d.str(), d.str(), d.str(), d.str(), d.str(), d.str(), d.str(), d.str()
+		c.ID, c.Type, c.Site, c.Channel, c.Currency, c.LegalEntity, c.Status, c.OrderID, c.AssignedFrom =
+			d.str(), d.str(), d.str(), d.str(), d.str(), d.str(), d.str(), d.str(), d.str()
 		if m := d.count(); m > 0 {
 			c.Metadata = make(map[string]string, m)
 			for range m {

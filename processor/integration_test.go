@@ -495,3 +495,97 @@ func valuesByID(recs []record) map[string]string {
 	}
 	return m
 }
+
+// TestDenseTimersBacklog: a backlog in which every event makes earlier
+// timers come due (one partition, a cart a second, each cart's steps
+// and expiry firing in event time) must be processed at a rate that does
+// not depend on how many timers fired before. The bound is two orders of
+// magnitude below the design's throughput target, so only a super-linear
+// cost per event (e.g. a timer scan that walks every timer deleted
+// earlier in the batch or memtable) makes it fail.
+func TestDenseTimersBacklog(t *testing.T) {
+	const n = 2000
+	const bound = 8 * time.Second
+	brokers := newCluster(t)
+	flows := mustFlows(t, testFlows)
+	tp := testTopics(t, brokers)
+	prod := newProducer(t, brokers)
+	base := time.Now().Add(-3 * time.Hour).UTC().Truncate(time.Second)
+	var evs []event
+	for i := 0; len(evs) < n; i++ {
+		c := fmt.Sprintf("c-%d", i)
+		if partitionOf(c, testPartitions) != 0 {
+			continue
+		}
+		at := base.Add(time.Duration(len(evs)) * time.Second)
+		evs = append(evs, itemAdded(t, "e-"+c, c, "k-"+c, at, "A", 1, 1000))
+	}
+	produceTo(t, prod, tp.Events, evs...)
+
+	start := time.Now()
+	r := startOn(t, brokers, t.TempDir(), flows, tp, uniqueName(t, "g"))
+	var s processor.Stats
+	deadline := start.Add(bound)
+	for s = r.p.Stats(); s.EventsConsumed < n; s = r.p.Stats() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d events with dense timers not processed within %s (%.0f events/s wanted at least): "+
+				"the cost per event grows with the timers fired before it; stats %+v", n, bound, n/bound.Seconds(), s)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	took := time.Since(start)
+	t.Logf("%d events, %d timers fired, in %s", n, s.TimersFired, took.Round(time.Millisecond))
+	// Nearly every cart's two steps fired in event time, each firing
+	// leaving a deleted timer behind.
+	if s.TimersFired < n*3/2 {
+		t.Errorf("only %d timers fired, want at least %d: the test does not measure what it should", s.TimersFired, n*3/2)
+	}
+}
+
+// TestResumedPartitionCommitsGroupOffset: the group's committed offsets
+// are for lag monitoring. A processor that resumes a partition from its
+// store at an offset the group has not seen committed (it was killed
+// before its last auto-commit) must commit that offset, even when the
+// partition gets no new input: otherwise the partition shows its whole
+// log (or no offset at all) as lag until new input arrives.
+func TestResumedPartitionCommitsGroupOffset(t *testing.T) {
+	brokers := newCluster(t)
+	flows := mustFlows(t, testFlows)
+	tp := testTopics(t, brokers)
+	group := uniqueName(t, "g")
+	dir := t.TempDir()
+	prod := newProducer(t, brokers)
+	base := time.Now().Add(-10 * time.Minute).UTC().Truncate(time.Second)
+	var evs []event
+	for i := range 20 {
+		c := fmt.Sprintf("c-%02d", i)
+		evs = append(evs, itemAdded(t, "a-"+c, c, "k-"+c, base, "A", 1, 1000))
+	}
+	produceTo(t, prod, tp.Events, evs...)
+	a := startOn(t, brokers, dir, flows, tp, group)
+	waitCaughtUp(t, a, int64(len(evs)), 20*time.Second)
+	waitDrained(t, a, 10*time.Second)
+	a.stop(t)
+	// As after a kill -9 before the auto-commit: the group knows nothing.
+	ends := endOffsets(t, brokers, tp.Events)
+	zero := map[int32]int64{}
+	for p := range ends {
+		zero[p] = 0
+	}
+	commitGroupOffsets(t, brokers, group, tp.Events, zero)
+
+	b := startOn(t, brokers, dir, flows, tp, group)
+	waitCaughtUp(t, b, 0, 20*time.Second)
+	// Within an auto-commit interval (5s) and then some.
+	deadline := time.Now().Add(8 * time.Second)
+	for got := committedOffsets(t, brokers, group, tp.Events); !mapsEqual(got, ends); got = committedOffsets(t, brokers, group, tp.Events) {
+		if time.Now().After(deadline) {
+			t.Fatalf("group offsets 8s after a processor resumed at the end of every partition: %v, want %v", got, ends)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	b.stop(t)
+	if got := committedOffsets(t, brokers, group, tp.Events); !mapsEqual(got, ends) {
+		t.Errorf("group offsets after the processor stopped: %v, want %v", got, ends)
+	}
+}

@@ -45,7 +45,7 @@ func (p *Processor) PartitionOf(key string) (int32, error) {
 }
 
 // Lookup returns the committed state of a customer (nil when there is
-// none) if this instance owns the customer's partition; owned is false
+// none, or when the customer was erased) if this instance owns the customer's partition; owned is false
 // otherwise, and the caller should ask the owner (Owners). It is safe to
 // call from any goroutine.
 func (p *Processor) Lookup(key string) (st *projections.CustomerState, fresh Freshness, owned bool, err error) {
@@ -64,6 +64,9 @@ func (p *Processor) Lookup(key string) (st *projections.CustomerState, fresh Fre
 		fresh.Lag = max(0, end-fresh.Offset)
 	}
 	st, err = loadState(p.db, part, key)
+	if st != nil && st.Erased() {
+		st = nil // a tombstone: the customer is gone
+	}
 	return st, fresh, true, err
 }
 

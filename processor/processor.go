@@ -391,6 +391,7 @@ func (p *Processor) pollEndOffsets(ctx context.Context) {
 					w.setEnd(end)
 				}
 			}
+			p.commitResumedOffsets(ctx, ws)
 		}
 		select {
 		case <-ctx.Done():
@@ -398,6 +399,34 @@ func (p *Processor) pollEndOffsets(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// commitResumedOffsets commits, for lag monitoring, the store's offset of
+// partitions that resumed with nothing new to consume: franz-go commits
+// marks only for partitions it has polled records from.
+func (p *Processor) commitResumedOffsets(ctx context.Context, ws map[int32]*worker) {
+	offsets := map[int32]kgo.EpochOffset{}
+	for part, w := range ws {
+		if n := w.next.Load(); n > 0 && !w.groupSynced.Load() && w.caughtUp.Load() {
+			offsets[part] = kgo.EpochOffset{Epoch: -1, Offset: n}
+		}
+	}
+	if len(offsets) == 0 {
+		return
+	}
+	p.consumer.CommitOffsetsSync(ctx, map[string]map[int32]kgo.EpochOffset{p.cfg.Topics.Events: offsets},
+		func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
+			if err != nil {
+				return
+			}
+			for _, t := range resp.Topics {
+				for _, rp := range t.Partitions {
+					if w := ws[rp.Partition]; w != nil && rp.ErrorCode == 0 {
+						w.groupSynced.Store(true)
+					}
+				}
+			}
+		})
 }
 
 // ListEndOffsets returns the last stable offsets of the given partitions.

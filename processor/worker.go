@@ -85,6 +85,10 @@ type worker struct {
 
 	keyBuf   []byte
 	stateBuf []byte
+	// groupSynced is set once the group's offset follows the store's (a
+	// batch was marked for commit, or the poller committed the resumed
+	// offset of an idle partition).
+	groupSynced atomic.Bool
 }
 
 func newWorker(pr *Processor, part int32) (*worker, error) {
@@ -224,7 +228,7 @@ func (w *worker) process(f fetched) error {
 
 func (w *worker) processRecord(r *kgo.Record) error {
 	ev, err := events.Decode(r.Value, w.pr.cfg.Clock())
-	if err == nil && string(r.Key) != ev.Key() {
+	if err == nil && !ev.AcceptsKey(string(r.Key)) {
 		err = &events.ValidationError{Reason: events.ReasonKeyMismatch, Field: "key",
 			Msg: fmt.Sprintf("record key %q is not the event's customer key %q", truncate(string(r.Key), 64), ev.Key())}
 	}
@@ -253,7 +257,7 @@ func (w *worker) processRecord(r *kgo.Record) error {
 	if _, err := w.fireDue(ev.Time.Add(-1), false); err != nil {
 		return err
 	}
-	key := ev.Key()
+	key := string(r.Key) // ev.Key(), or a guest's key for a login handed over
 	st, err := w.state(key)
 	if err != nil {
 		return err
@@ -348,8 +352,50 @@ func (w *worker) apply(key string, eff projections.Effects) error {
 			return err
 		}
 	}
+	for i := range eff.Emits {
+		e := &eff.Emits[i]
+		v, err := events.Encode(e.ID, events.Source, e.Type, e.Time, "", e.Data)
+		if err != nil {
+			return err
+		}
+		if err := w.enqueue(&outboxEntry{Topic: w.pr.cfg.Topics.Events, Key: []byte(e.Key), Value: v}); err != nil {
+			return err
+		}
+	}
+	if eff.Erased {
+		if err := w.purgeOutbox(key); err != nil {
+			return err
+		}
+	}
 	w.pr.stats.decisionsMade.Add(int64(len(eff.Decisions)))
 	w.pr.stats.outcomesMade.Add(int64(len(eff.Outcomes)))
+	return nil
+}
+
+// purgeOutbox drops the entries for a customer that wait in the outbox
+// (committed or in this batch), except dead letters: the right to be
+// forgotten reaches output not yet handed to the producer.
+func (w *worker) purgeOutbox(key string) error {
+	lower, upper := partRange(w.part, kindOutbox)
+	it, err := w.b.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return err
+	}
+	var drop [][]byte
+	for ok := it.First(); ok; ok = it.Next() {
+		e, err := decodeOutboxEntry(it.Value())
+		if err == nil && string(e.Key) == key && e.Topic != w.pr.cfg.Topics.DLQ {
+			drop = append(drop, append([]byte(nil), it.Key()...))
+		}
+	}
+	if err := it.Close(); err != nil {
+		return err
+	}
+	for _, k := range drop {
+		if err := w.b.Delete(k, nil); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -507,8 +553,16 @@ func (w *worker) commit() error {
 	w.timers.Store(w.meta.Timers)
 	w.caughtUp.Store(w.meta.NextOffset >= w.end.Load() && w.end.Load() >= 0)
 	w.relay.notify()
+	w.markCommit()
+	return nil
+}
+
+// markCommit marks the partition's next offset for the group's periodic
+// commit. The group offset is for monitoring only: the store's offset is
+// the one the processor resumes from.
+func (w *worker) markCommit() {
+	w.groupSynced.Store(true)
 	w.pr.consumer.MarkCommitOffsets(map[string]map[int32]kgo.EpochOffset{
 		w.pr.cfg.Topics.Events: {w.part: {Epoch: -1, Offset: w.meta.NextOffset}},
 	})
-	return nil
 }

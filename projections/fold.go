@@ -41,6 +41,23 @@ type Effects struct {
 	Outcomes  []events.Outcome
 	// OpenCartsDelta is the change in the number of open carts.
 	OpenCartsDelta int
+	// Emits are events for the input topic, to be produced through the
+	// outbox: a login handed over to the guest's key, carts assigned to
+	// the customer who logged in.
+	Emits []Emit
+	// Erased is set when the customer was erased: the runtime also drops
+	// output for the customer that is still waiting in its outbox.
+	Erased bool
+}
+
+// Emit is an input event the fold produces, keyed by the customer key it
+// is for. ID is deterministic.
+type Emit struct {
+	Key  string
+	ID   string
+	Type string
+	Time time.Time
+	Data any
 }
 
 // Apply folds one event into a customer's state. key is the customer key
@@ -52,6 +69,9 @@ type Effects struct {
 func Apply(state *CustomerState, key string, ev *events.Event, cfg *Config) Effects {
 	f := begin(state, key, cfg)
 	t := ev.Time
+	if !f.s.ErasedAt.IsZero() && !t.After(f.s.ErasedAt) {
+		return f.end() // a late event from before the customer's erasure
+	}
 	switch {
 	case ev.ItemAdded != nil:
 		d := ev.ItemAdded
@@ -78,14 +98,7 @@ func Apply(state *CustomerState, key string, ev *events.Event, cfg *Config) Effe
 			f.touched(c)
 		}
 	case ev.CartAssigned != nil:
-		d := ev.CartAssigned
-		if c := f.mutateCart(d.CartRef, t, true); c != nil {
-			setItems(c, d.Items)
-			if !d.CreatedAt.IsZero() && d.CreatedAt.Before(c.CreatedAt) {
-				c.CreatedAt = d.CreatedAt
-			}
-			f.touched(c)
-		}
+		f.assign(ev.CartAssigned)
 	case ev.CheckoutStarted != nil:
 		if c := f.mutateCart(ev.CheckoutStarted.CartRef, t, false); c != nil {
 			f.touched(c)
@@ -98,14 +111,30 @@ func Apply(state *CustomerState, key string, ev *events.Event, cfg *Config) Effe
 	case ev.CheckoutCompleted != nil:
 		f.checkout(ev.CheckoutCompleted, t)
 	case ev.CustomerLoggedIn != nil:
+		l := ev.CustomerLoggedIn
+		if key != l.CustomerID {
+			// The guest's side of a login: the guest's open carts move.
+			f.moveGuestCarts(l, t)
+			break
+		}
 		p := &f.s.Profile
-		p.CustomerID = ev.CustomerLoggedIn.CustomerID
+		p.CustomerID = l.CustomerID
 		p.LastLoginAt = later(p.LastLoginAt, t)
+		if l.AnonymousID != "" {
+			// The guest's carts live under the guest's key, on its own
+			// partition: hand the login over to it.
+			f.eff.Emits = append(f.eff.Emits, Emit{Key: events.AnonPrefix + l.AnonymousID,
+				ID: ev.ID + "#guest", Type: events.TypeCustomerLoggedIn, Time: t, Data: *l})
+		}
 	case ev.CustomerUpdated != nil:
 		f.updateProfile(ev.CustomerUpdated, t)
 	case ev.CustomerErased != nil:
+		// Everything goes; a tombstone remembers when, so that late events
+		// from before the erasure do not bring data back.
 		f.s.Carts = nil
 		f.s.Profile = Profile{}
+		f.s.ErasedAt = t
+		f.eff.Erased = true
 	}
 	return f.end()
 }
@@ -289,6 +318,76 @@ func (f *fold) checkout(d *events.CheckoutCompleted, t time.Time) {
 		}
 	}
 	f.outcome(c, kind, d.TotalMinor, t, attributed, d.OrderID)
+}
+
+// moveGuestCarts is the guest's side of a login: every open cart of the
+// guest is closed as merged and re-emitted, whole, as cart.assigned to the
+// customer. Carts already merged are not moved again, so a repeated login
+// moves nothing twice.
+func (f *fold) moveGuestCarts(l *events.CustomerLoggedIn, t time.Time) {
+	for _, c := range f.s.Carts {
+		if !c.IsOpen() {
+			continue
+		}
+		snap := c.Snapshot()
+		d := events.CartAssigned{
+			CartRef: events.CartRef{CustomerID: l.CustomerID, CartID: c.ID, CartType: c.Type, Site: c.Site,
+				Channel: c.Channel, Currency: c.Currency, LegalEntity: c.LegalEntity, Metadata: c.Metadata},
+			FromKey: f.key, Items: snap.Items, CreatedAt: c.CreatedAt, ModifiedAt: c.ModifiedAt,
+			LastActivity: c.LastActivity, Version: c.Version,
+		}
+		for _, r := range c.Decisions {
+			d.Decisions = append(d.Decisions, events.AssignedRecord{ID: r.ID, Flow: r.Flow, Step: r.Step,
+				StepIndex: r.StepIndex, Version: r.Version, At: r.At, Holdout: r.Holdout, Skipped: r.Skipped, Discount: r.Discount})
+		}
+		f.eff.Emits = append(f.eff.Emits, Emit{Key: l.CustomerID, Type: events.TypeCartAssigned, Time: t, Data: d,
+			ID: "a-" + hashID(f.key, c.ID, idTime(c.CreatedAt), strconv.FormatInt(c.Version, 10))})
+		f.close(c, StatusMerged, t)
+		f.outcome(c, events.OutcomeMerged, c.TotalMinor, t, nil, "")
+	}
+}
+
+// assign is the customer's side of a login: a guest's cart arrives with its
+// items, version, last activity and decision history, so a flow in
+// progress goes on where it was. A repeated assignment changes nothing.
+func (f *fold) assign(d *events.CartAssigned) {
+	c := f.s.Cart(d.CartID)
+	if c != nil && c.AssignedFrom == d.FromKey && c.Version >= max(d.Version, 1) {
+		return // already assigned
+	}
+	hist := make([]DecisionRecord, 0, len(d.Decisions))
+	for _, r := range d.Decisions {
+		hist = append(hist, DecisionRecord{ID: r.ID, Flow: r.Flow, Step: r.Step, StepIndex: r.StepIndex,
+			Version: r.Version, At: r.At, Holdout: r.Holdout, Skipped: r.Skipped, Discount: r.Discount})
+	}
+	if c != nil && c.IsOpen() {
+		// Events under the customer's id came first for this cart: keep
+		// that newer content, adopt the guest's start and history.
+		if !d.CreatedAt.IsZero() && d.CreatedAt.Before(c.CreatedAt) {
+			c.CreatedAt = d.CreatedAt
+		}
+		c.Decisions = append(hist, c.Decisions...)
+		if n := len(c.Decisions) - MaxDecisionHistory; n > 0 {
+			c.Decisions = c.Decisions[n:]
+		}
+		c.AssignedFrom = d.FromKey
+		f.schedule(c)
+		return
+	}
+	if c == nil {
+		if len(f.s.Carts) >= MaxCartsPerCustomer {
+			return
+		}
+		c = &Cart{ID: d.CartID}
+		f.s.addCart(c)
+	}
+	*c = Cart{ID: d.CartID, Type: d.CartType, Site: d.Site, Channel: d.Channel, Currency: d.Currency,
+		LegalEntity: d.LegalEntity, Metadata: d.Metadata, Status: StatusOpen, Version: max(d.Version, 1),
+		CreatedAt: d.CreatedAt, ModifiedAt: d.ModifiedAt, LastActivity: later(d.LastActivity, d.ModifiedAt),
+		Decisions: hist, AssignedFrom: d.FromKey}
+	setItems(c, d.Items)
+	c.recompute()
+	f.schedule(c)
 }
 
 // lastDecisionBefore returns the newest emitted decision made at or before t.

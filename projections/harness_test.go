@@ -432,11 +432,15 @@ type sentKey struct {
 }
 
 type preApply struct {
-	cartStatus string // "" for no cart
+	cartStatus string    // "" for no cart
+	erasedAt   time.Time // the customer's tombstone, if any
 }
 
 func (ck *checker) before(st *CustomerState, ev *events.Event) preApply {
 	var p preApply
+	if st != nil {
+		p.erasedAt = st.ErasedAt
+	}
 	if ref, ok := ev.Cart(); ok && st != nil {
 		if c := st.Cart(ref.CartID); c != nil {
 			p.cartStatus = c.Status
@@ -454,9 +458,13 @@ func (ck *checker) afterApply(key string, ev *events.Event, pre preApply, eff Ef
 	if len(eff.Decisions) > 0 {
 		return fmt.Errorf("Apply emitted %d decisions; only timers decide", len(eff.Decisions))
 	}
-	if ev.CustomerErased != nil {
-		if eff.State != nil {
-			return fmt.Errorf("customer.erased left state behind: %d carts", len(eff.State.Carts))
+	if ev.CustomerErased != nil && (pre.erasedAt.IsZero() || ev.Time.After(pre.erasedAt)) {
+		// All that is left is a tombstone.
+		if eff.State == nil || !eff.State.Erased() {
+			return fmt.Errorf("customer.erased left state behind: %+v", eff.State)
+		}
+		if !eff.Erased {
+			return fmt.Errorf("customer.erased did not flag the erasure")
 		}
 		for k := range ck.closes {
 			if k.Key == key {

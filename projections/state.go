@@ -29,6 +29,14 @@ type CustomerState struct {
 	Profile Profile `json:"profile"`
 	// Carts sorted by ID.
 	Carts []*Cart `json:"carts"`
+	// ErasedAt marks a tombstone: the customer was erased at this event
+	// time, and events from before it are ignored.
+	ErasedAt time.Time `json:"erased_at,omitzero"`
+}
+
+// Erased reports whether the state is a tombstone with nothing in it.
+func (s *CustomerState) Erased() bool {
+	return !s.ErasedAt.IsZero() && len(s.Carts) == 0 && s.Profile == (Profile{})
 }
 
 // Profile is the customer's profile as known from customer.* events.
@@ -80,6 +88,8 @@ type Cart struct {
 	OrderID      string    `json:"order_id,omitempty"`
 	// Decisions is the cart's decision history, oldest first.
 	Decisions []DecisionRecord `json:"decisions,omitempty"`
+	// AssignedFrom is the guest key the cart moved from on login, if any.
+	AssignedFrom string `json:"assigned_from,omitempty"`
 	// WakeAt is when the fold next needs to look at the cart (the next step,
 	// expiry, or removal of a closed cart); zero for none. The store keeps
 	// one timer per cart at this time.
@@ -135,7 +145,7 @@ func (s *CustomerState) removeCart(id string) {
 
 // empty reports whether the state holds nothing worth storing.
 func (s *CustomerState) empty() bool {
-	return len(s.Carts) == 0 && s.Profile == (Profile{})
+	return len(s.Carts) == 0 && s.Profile == (Profile{}) && s.ErasedAt.IsZero()
 }
 
 func cmpString(a, b string) int {
