@@ -1,0 +1,79 @@
+package processor_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/cartlift/cartlift/events"
+	"github.com/cartlift/cartlift/projections"
+)
+
+// TestGuestCartFollowsLogin: a guest's cart, on one partition, moves to the
+// customer who logs in, on another, through the real Kafka protocol; a
+// repeated login moves nothing twice; erasing the customer afterwards
+// leaves nothing visible and no timers.
+func TestGuestCartFollowsLogin(t *testing.T) {
+	brokers := newCluster(t)
+	tp := testTopics(t, brokers)
+	customer := keyIn("c", 1, testPartitions)
+	guestID := "g"
+	for i := 0; partitionOf(events.AnonPrefix+guestID, testPartitions) == 1; i++ {
+		guestID = "g" + string(rune('a'+i))
+	}
+	guestKey := events.AnonPrefix + guestID
+	if partitionOf(guestKey, testPartitions) == partitionOf(customer, testPartitions) {
+		t.Fatal("test keys share a partition")
+	}
+	prod := newProducer(t, brokers)
+	base := time.Now().Add(-90 * time.Second).UTC().Truncate(time.Second)
+	add := mkEvent(t, "e-1", events.TypeItemAdded, base, events.ItemAdded{
+		CartRef: events.CartRef{AnonymousID: guestID, CartID: "k-guest", Channel: "b2c", Currency: "EUR"},
+		Item:    events.Item{SKU: "A", Quantity: 3, UnitPriceMinor: 1999}})
+	login := mkEvent(t, "e-2", events.TypeCustomerLoggedIn, base.Add(30*time.Second),
+		events.CustomerLoggedIn{CustomerID: customer, AnonymousID: guestID})
+	produceTo(t, prod, tp.Events, add, login)
+	r := startOn(t, brokers, t.TempDir(), mustFlows(t, testFlows), tp, uniqueName(t, "g"))
+
+	var moved *projections.Cart
+	waitFor(t, 20*time.Second, "the guest's cart under the customer", func() bool {
+		st, _, owned, err := r.p.Lookup(customer)
+		if err != nil || !owned || st == nil {
+			return false
+		}
+		moved = st.Cart("k-guest")
+		return moved != nil
+	})
+	if !moved.IsOpen() || moved.TotalMinor != 3*1999 || moved.AssignedFrom != guestKey {
+		t.Fatalf("moved cart: %+v", moved)
+	}
+	gst, _, _, err := r.p.Lookup(guestKey)
+	if err != nil || gst == nil || gst.Cart("k-guest").Status != projections.StatusMerged {
+		t.Fatalf("guest's copy: %+v, %v", gst, err)
+	}
+	if got := r.p.Stats().OpenCarts; got != 1 {
+		t.Fatalf("open carts %d, want 1 (the guest's copy is closed)", got)
+	}
+
+	// The same login again (a shop's retry): nothing moves twice.
+	produceTo(t, prod, tp.Events, login)
+	before := r.p.Stats().EventsConsumed
+	waitFor(t, 10*time.Second, "the repeated login and its hand-over consumed", func() bool {
+		return r.p.Stats().EventsConsumed >= before+2
+	})
+	st, _, _, _ := r.p.Lookup(customer)
+	if n := len(st.Carts); n != 1 || st.Cart("k-guest").Version != moved.Version {
+		t.Fatalf("after a repeated login the customer has %d carts, version %d (was %d)", n, st.Cart("k-guest").Version, moved.Version)
+	}
+
+	// Erasure: nothing visible, no timers of the customer left.
+	timers := r.p.Stats().PendingTimers
+	produceTo(t, prod, tp.Events, mkEvent(t, "e-3", events.TypeCustomerErased, base.Add(60*time.Second),
+		events.CustomerErased{CustomerID: customer}))
+	waitFor(t, 10*time.Second, "the erasure", func() bool {
+		st, _, _, err := r.p.Lookup(customer)
+		return err == nil && st == nil
+	})
+	if got := r.p.Stats().PendingTimers; got != timers-1 {
+		t.Fatalf("pending timers %d after erasure, want %d", got, timers-1)
+	}
+}
