@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -191,11 +192,12 @@ type API struct {
 	// txnMu serializes transactions on cfg.Producer.
 	txnMu sync.Mutex
 
-	// Owners cache: ownersMu guards owners and fetched; refreshMu makes
-	// one goroutine at a time ask the group.
+	// Owners cache: ownersMu guards owners, fetched and stale; refreshMu
+	// makes one goroutine at a time ask the group.
 	ownersMu  sync.Mutex
 	owners    map[int32]string
 	fetched   time.Time
+	stale     bool
 	refreshMu sync.Mutex
 }
 
@@ -707,6 +709,10 @@ func (a *API) forward(w http.ResponseWriter, r *http.Request, part int32) {
 			if attempt == 0 && r.Context().Err() == nil {
 				continue
 			}
+			var ue *url.Error
+			if errors.As(err, &ue) {
+				err = ue.Err // without the URL, which names the customer
+			}
 			a.log.Warn("forwarding to the partition's owner failed", "partition", part, "owner", addr, "err", err)
 			writeUnavailable(w, fmt.Sprintf("the owner of partition %d is unreachable; retry", part))
 			return
@@ -756,56 +762,57 @@ func copyResponse(w http.ResponseWriter, resp *http.Response) {
 	_, _ = io.Copy(w, resp.Body)
 }
 
-// minOwnersRefresh bounds how often a miss refreshes the owners: while a
+// minOwnersRefresh bounds how often the owners are refreshed: while a
 // partition has no owner (a rebalance), requests must not turn into a
 // storm of DescribeGroups requests.
 const minOwnersRefresh = 100 * time.Millisecond
 
 // ownerOf returns the advertised address of partition part's owner, from
 // the cached map when it is fresh and knows the partition, else from a new
-// description of the group. It returns "" when the owner is unknown.
+// description of the group (at most every minOwnersRefresh). It returns ""
+// when the owner is unknown.
 func (a *API) ownerOf(ctx context.Context, part int32) string {
-	a.ownersMu.Lock()
-	addr, ok := a.owners[part]
-	age := time.Since(a.fetched)
-	a.ownersMu.Unlock()
-	if ok && age < a.cfg.OwnersTTL {
+	addr, ok, fresh, recent := a.cachedOwner(part)
+	if ok && fresh {
 		return addr
 	}
-	if !ok && age < minOwnersRefresh {
-		return ""
+	if recent {
+		return addr // the best we know; the client retries
 	}
 	a.refreshMu.Lock()
 	defer a.refreshMu.Unlock()
-	a.ownersMu.Lock()
-	addr, ok = a.owners[part]
-	age = time.Since(a.fetched)
-	a.ownersMu.Unlock()
-	if (ok && age < a.cfg.OwnersTTL) || (!ok && age < minOwnersRefresh) {
-		return addr // another request refreshed it meanwhile
+	if addr, ok, fresh, recent = a.cachedOwner(part); (ok && fresh) || recent {
+		return addr // another request refreshed the map meanwhile
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	owners, err := a.cfg.Backend.Owners(ctx)
+	a.ownersMu.Lock()
+	defer a.ownersMu.Unlock()
+	a.fetched = time.Now()
 	if err != nil {
 		a.log.Warn("describing the consumer group failed", "err", err)
 		return addr // the stale owner is the best guess
 	}
-	a.ownersMu.Lock()
-	a.owners, a.fetched = owners, time.Now()
-	a.ownersMu.Unlock()
+	a.owners, a.stale = owners, false
 	return owners[part]
 }
 
-// invalidateOwners makes the next lookup describe the group again (at
-// most every minOwnersRefresh).
+// cachedOwner reads the cache: the partition's owner, whether the map has
+// it and is fresh, and whether the map was fetched too recently to fetch
+// it again.
+func (a *API) cachedOwner(part int32) (addr string, ok, fresh, recent bool) {
+	a.ownersMu.Lock()
+	defer a.ownersMu.Unlock()
+	addr, ok = a.owners[part]
+	age := time.Since(a.fetched)
+	return addr, ok, !a.stale && age < a.cfg.OwnersTTL, age < minOwnersRefresh
+}
+
+// invalidateOwners makes the next lookup describe the group again.
 func (a *API) invalidateOwners() {
 	a.ownersMu.Lock()
-	if time.Since(a.fetched) >= minOwnersRefresh {
-		a.fetched = time.Time{}
-	} else {
-		a.fetched = time.Now().Add(-a.cfg.OwnersTTL)
-	}
+	a.stale = true
 	a.ownersMu.Unlock()
 }
 
@@ -828,10 +835,6 @@ type discardRequest struct {
 const discardNote = "the cart is discarded when the processor consumes the event"
 
 func (a *API) discard(w http.ResponseWriter, r *http.Request) {
-	if a.cfg.Producer == nil {
-		writeUnavailable(w, "this instance does not accept writes")
-		return
-	}
 	key, cartID := r.PathValue("id"), r.PathValue("cartId")
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
@@ -863,6 +866,10 @@ func (a *API) discard(w http.ResponseWriter, r *http.Request) {
 	}
 	if c == nil || !c.IsOpen() {
 		writeErrorFresh(w, http.StatusNotFound, "no such open cart", fresh)
+		return
+	}
+	if a.cfg.Producer == nil {
+		writeUnavailable(w, "this instance does not accept writes")
 		return
 	}
 	ref := events.CartRef{CartID: cartID}

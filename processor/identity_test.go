@@ -55,8 +55,8 @@ func TestGuestCartFollowsLogin(t *testing.T) {
 	}
 
 	// The same login again (a shop's retry): nothing moves twice.
-	produceTo(t, prod, tp.Events, login)
 	before := r.p.Stats().EventsConsumed
+	produceTo(t, prod, tp.Events, login)
 	waitFor(t, 10*time.Second, "the repeated login and its hand-over consumed", func() bool {
 		return r.p.Stats().EventsConsumed >= before+2
 	})

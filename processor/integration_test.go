@@ -589,3 +589,49 @@ func TestResumedPartitionCommitsGroupOffset(t *testing.T) {
 		t.Errorf("group offsets after the processor stopped: %v, want %v", got, ends)
 	}
 }
+
+// TestErasurePurgesPendingOutput pins the right to be forgotten on the
+// output side: a decision for a customer that still waits in the outbox
+// when the erasure is processed is never produced; one already produced
+// before the erasure arrived cannot be recalled. Output for an erased
+// customer therefore depends on timing, by design (the kill test leaves
+// erasures out for that reason).
+func TestErasurePurgesPendingOutput(t *testing.T) {
+	brokers := newCluster(t)
+	flows := mustFlows(t, testFlows)
+	now := time.Now().UTC().Truncate(time.Second)
+	const customer = "c-erase"
+	other := keyIn("c-other", partitionOf(customer, testPartitions), testPartitions)
+	email := "other@example.com"
+	evs := []event{
+		itemAdded(t, "e1", customer, "k-1", now.Add(-20*time.Minute), "A", 1, 1000),
+		mkEvent(t, "e2", events.TypeCustomerUpdated, now.Add(-6*time.Minute),
+			events.CustomerUpdated{CustomerID: other, Email: &email}),
+		mkEvent(t, "e3", events.TypeCustomerErased, now.Add(-5*time.Minute), events.CustomerErased{CustomerID: customer}),
+	}
+	run := func(name string, split int) (decisions []record) {
+		tp := testTopics(t, brokers)
+		prod := newProducer(t, brokers)
+		produceTo(t, prod, tp.Events, evs[:split]...)
+		r := startOn(t, brokers, t.TempDir(), flows, tp, uniqueName(t, "g"))
+		waitCaughtUp(t, r, int64(split), 20*time.Second)
+		if split < len(evs) {
+			waitDrained(t, r, 10*time.Second)
+			produceTo(t, prod, tp.Events, evs[split:]...)
+			waitCaughtUp(t, r, int64(len(evs)), 20*time.Second)
+		}
+		r.stop(t) // the relay drains the outbox before Run returns
+		decisions = readTopic(t, brokers, tp.Decisions)
+		t.Logf("%s: %d decisions", name, len(decisions))
+		return decisions
+	}
+	// In one batch: the reminder (due 19 minutes before the erasure) is
+	// decided and then purged with the erasure, before the relay sees it.
+	if d := run("in one go", len(evs)); len(d) != 0 {
+		t.Fatalf("a decision for an erased customer was produced from the outbox: %d", len(d))
+	}
+	// The reminder produced before the erasure arrived stays produced.
+	if d := run("erasure after the relay caught up", 2); len(d) != 1 || d[0].Key != customer {
+		t.Fatalf("want the one reminder produced before the erasure, got %d", len(d))
+	}
+}

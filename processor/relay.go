@@ -10,7 +10,7 @@ import (
 )
 
 // relayBatch bounds how many outbox entries one produce round carries.
-const relayBatch = 10_000
+const relayBatch = 2_000
 
 // relay produces a partition's outbox to Kafka with the idempotent
 // producer and deletes entries once the brokers acknowledged them. A crash
