@@ -104,6 +104,7 @@ type Backend interface {
 type TxnProducer interface {
 	BeginTransaction() error
 	ProduceSync(ctx context.Context, rs ...*kgo.Record) kgo.ProduceResults
+	AbortBufferedRecords(ctx context.Context) error
 	EndTransaction(ctx context.Context, commit kgo.TransactionEndTry) error
 }
 
@@ -1047,6 +1048,11 @@ func (a *API) produce(ctx context.Context, recs []*kgo.Record) error {
 	ectx, ecancel := context.WithTimeout(context.Background(), a.cfg.ProduceTimeout)
 	defer ecancel()
 	if perr != nil {
+		// A timed-out ProduceSync may leave records buffered: they must
+		// not join the next transaction.
+		if err := p.AbortBufferedRecords(ectx); err != nil {
+			return fmt.Errorf("produce: %w; abort buffered records: %v", perr, err)
+		}
 		if err := p.EndTransaction(ectx, kgo.TryAbort); err != nil {
 			return fmt.Errorf("produce: %w; abort: %v", perr, err)
 		}

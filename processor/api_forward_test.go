@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kgo"
+
 	"github.com/cartlift/cartlift/processor"
 	"github.com/cartlift/cartlift/projections"
 )
@@ -192,3 +194,72 @@ func TestAPIForwarding(t *testing.T) {
 // waitRefresh lets the minimum interval between two descriptions of the
 // group (100ms) pass, and the 20ms cache expire.
 func waitRefresh() { time.Sleep(110 * time.Millisecond) }
+
+// fakeTxn records the calls of a transaction; failProduce and failCommit
+// make them fail.
+type fakeTxn struct {
+	failProduce, failCommit bool
+	calls                   []string
+}
+
+func (f *fakeTxn) BeginTransaction() error { f.calls = append(f.calls, "begin"); return nil }
+func (f *fakeTxn) ProduceSync(_ context.Context, rs ...*kgo.Record) kgo.ProduceResults {
+	f.calls = append(f.calls, fmt.Sprintf("produce %d", len(rs)))
+	var res kgo.ProduceResults
+	for _, r := range rs {
+		var err error
+		if f.failProduce {
+			err = errors.New("broker gone")
+		}
+		res = append(res, kgo.ProduceResult{Record: r, Err: err})
+	}
+	return res
+}
+func (f *fakeTxn) AbortBufferedRecords(context.Context) error {
+	f.calls = append(f.calls, "abort buffered")
+	return nil
+}
+func (f *fakeTxn) EndTransaction(_ context.Context, try kgo.TransactionEndTry) error {
+	if try == kgo.TryCommit {
+		f.calls = append(f.calls, "commit")
+		if f.failCommit {
+			return errors.New("commit failed")
+		}
+		return nil
+	}
+	f.calls = append(f.calls, "abort")
+	return nil
+}
+
+// TestAPIIngestTransaction: a batch is one transaction; when producing or
+// committing fails, it is aborted and the client is told to retry.
+func TestAPIIngestTransaction(t *testing.T) {
+	at := time.Now().Add(-time.Minute).UTC()
+	body := "[" + string(itemJSON(t, "i1", "c-1", "k1", at, 1, 1)) + "," + string(itemJSON(t, "i2", "c-2", "k1", at, 1, 1)) + "]"
+	for _, c := range []struct {
+		name  string
+		txn   fakeTxn
+		code  int
+		calls string
+	}{
+		{"ok", fakeTxn{}, 202, "begin,produce 2,commit"},
+		{"produce fails", fakeTxn{failProduce: true}, 503, "begin,produce 2,abort buffered,abort"},
+		{"commit fails", fakeTxn{failCommit: true}, 503, "begin,produce 2,commit,abort"},
+	} {
+		t.Run(strings.ReplaceAll(c.name, " ", "_"), func(t *testing.T) {
+			api, err := processor.NewAPI(processor.APIConfig{Backend: &fakeBackend{}, Producer: &c.txn,
+				Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			w := httptest.NewRecorder()
+			api.ServeHTTP(w, httptest.NewRequest("POST", "/v1/events", strings.NewReader(body)))
+			if w.Code != c.code || strings.Join(c.txn.calls, ",") != c.calls {
+				t.Fatalf("%d %s, calls %v; want %d, %s", w.Code, w.Body, c.txn.calls, c.code, c.calls)
+			}
+			if c.code == 503 && w.Header().Get("Retry-After") == "" {
+				t.Fatal("503 without Retry-After")
+			}
+		})
+	}
+}

@@ -812,13 +812,6 @@ func hammer(t testing.TB, clients, total int, pick func(i int) (string, int), ch
 // ready. Wall-clock timers of a partition that is not caught up would not
 // fire.
 func TestAPITransactionalInputCatchesUp(t *testing.T) {
-	if os.Getenv("CARTLIFT_TXN_MARKERS_FIXED") == "" {
-		// Remove this skip with the processor change (KeepControlRecords
-		// and moving the next offset past control records, see the API
-		// report): without it a partition that received a transaction
-		// never catches up.
-		t.Skip("needs the processor to move past transaction markers; set CARTLIFT_TXN_MARKERS_FIXED=1 to run")
-	}
 	brokers := newCluster(t)
 	tp := testTopics(t, brokers)
 	n := startAPINode(t, brokers, t.TempDir(), tp, uniqueName(t, "group"), apiOpts{})

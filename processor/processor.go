@@ -216,6 +216,10 @@ func New(cfg Config) (*Processor, error) {
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.FetchMaxBytes(32 << 20),
 		kgo.FetchMaxPartitionBytes(4 << 20),
+		// Transaction markers (of the API's ingest, or of any
+		// transactional producer) take an offset each: the workers see
+		// them, so that their next offset moves past them to the end.
+		kgo.KeepControlRecords(),
 	}
 	if cfg.InstanceID != "" {
 		group = append(group, kgo.InstanceID(cfg.InstanceID))

@@ -208,6 +208,13 @@ func (w *worker) process(f fetched) error {
 		if r.Offset < w.meta.NextOffset {
 			continue // already in the store
 		}
+		if r.Attrs.IsControl() {
+			// A transaction's commit or abort marker: nothing to process,
+			// but the next offset moves past it.
+			w.meta.NextOffset = r.Offset + 1
+			w.changed = true
+			continue
+		}
 		if err := w.processRecord(r); err != nil {
 			return err
 		}

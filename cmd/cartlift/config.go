@@ -37,8 +37,20 @@ type runConfig struct {
 	Brokers []string `env:"KAFKA_BROKERS"`
 	// FlowsFile is the flows YAML file.
 	FlowsFile string `env:"CARTLIFT_FLOWS, default=deploy/flows/default.yaml"`
-	// HTTPAddr serves /healthz, /readyz and /metrics; "off" disables it.
+	// HTTPAddr serves the HTTP API and /healthz, /readyz and /metrics;
+	// "off" disables it.
 	HTTPAddr string `env:"CARTLIFT_HTTP_ADDR, default=127.0.0.1:8080"`
+	// HTTPAdvertise is the host:port other instances reach this one's API
+	// at (forwarding); default CARTLIFT_HTTP_ADDR's, 0.0.0.0 as 127.0.0.1.
+	HTTPAdvertise string `env:"CARTLIFT_HTTP_ADVERTISE"`
+	// HTTPMaxBody bounds every API request body, in bytes (413 beyond).
+	HTTPMaxBody int64 `env:"CARTLIFT_HTTP_MAX_BODY, default=1048576"`
+	// APITokens are the API's bearer tokens with their scopes,
+	// "token1:read,token2:write" (write implies read). Empty: no
+	// authentication (development mode, logged as a warning).
+	APITokens apiTokens `env:"CARTLIFT_API_TOKENS"`
+	// APIMaxEvents bounds the events of one POST /v1/events.
+	APIMaxEvents int `env:"CARTLIFT_API_MAX_EVENTS, default=10000"`
 	// Group is the processor's consumer group.
 	Group string `env:"CARTLIFT_GROUP, default=cartlift-processor"`
 	// InstanceID for static group membership; default derived from the
@@ -131,6 +143,21 @@ func (c *runConfig) validate() error {
 		if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
 			return configError("CARTLIFT_HTTP_ADDR", "%q is not host:port (or off)", c.HTTPAddr)
 		}
+	}
+	if c.HTTPAdvertise != "" {
+		host, port, err := net.SplitHostPort(c.HTTPAdvertise)
+		if err != nil || host == "" || port == "" || port == "0" {
+			return configError("CARTLIFT_HTTP_ADVERTISE", "%q is not host:port with a port other instances can reach", c.HTTPAdvertise)
+		}
+		if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+			return configError("CARTLIFT_HTTP_ADVERTISE", "%q: other instances cannot reach an unspecified address", c.HTTPAdvertise)
+		}
+	}
+	if c.HTTPMaxBody < 1<<10 || c.HTTPMaxBody > 256<<20 {
+		return configError("CARTLIFT_HTTP_MAX_BODY", "must be between 1024 and 268435456 bytes, got %d", c.HTTPMaxBody)
+	}
+	if c.APIMaxEvents < 1 || c.APIMaxEvents > 1_000_000 {
+		return configError("CARTLIFT_API_MAX_EVENTS", "must be between 1 and 1000000, got %d", c.APIMaxEvents)
 	}
 	if c.Group == "" {
 		return configError("CARTLIFT_GROUP", "must not be empty")

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -15,22 +14,24 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/cartlift/cartlift/processor"
 )
 
 // node is one running cartlift instance: the embedded broker when no
-// external one is configured, the processor and the HTTP server.
+// external one is configured, the processor and the HTTP server (the API
+// with the ops endpoints).
 type node struct {
-	log     *slog.Logger
-	broker  *kfake.Cluster // nil with an external broker
-	brokers []string
-	proc    *processor.Processor
-	http    *http.Server
-	httpLn  net.Listener
-	runErr  chan error
+	log      *slog.Logger
+	broker   *kfake.Cluster // nil with an external broker
+	brokers  []string
+	proc     *processor.Processor
+	producer *kgo.Client // the API's transactional producer; nil without HTTP
+	http     *http.Server
+	httpLn   net.Listener
+	runErr   chan error
 }
 
 // startNode starts everything of `cartlift run` and returns once the
@@ -50,6 +51,27 @@ func startNode(ctx context.Context, cfg runConfig, log *slog.Logger) (*node, err
 		n.brokers = n.broker.ListenAddrs()
 		log.Info("embedded broker started", "addr", n.brokers[0], "data", filepath.Join(cfg.Broker.DataDir, "broker"))
 	}
+	// The listener first: its address travels in the processor's group
+	// membership, for forwarding between instances.
+	var advertise string
+	n.httpLn, advertise, err = listenHTTP(&cfg, log)
+	if err != nil && !errors.Is(err, errHTTPOff) {
+		n.closeBroker()
+		return nil, err
+	}
+	fail := func(err error) (*node, error) {
+		if n.httpLn != nil {
+			n.httpLn.Close()
+		}
+		if n.producer != nil {
+			n.producer.Close()
+		}
+		if n.proc != nil {
+			n.proc.Close()
+		}
+		n.closeBroker()
+		return nil, err
+	}
 	m := newMetrics()
 	n.proc, err = processor.New(processor.Config{
 		Brokers:    n.brokers,
@@ -57,25 +79,29 @@ func startNode(ctx context.Context, cfg runConfig, log *slog.Logger) (*node, err
 		InstanceID: cfg.instanceID(),
 		Topics: processor.Topics{Events: cfg.TopicEvents, Decisions: cfg.TopicDecisions,
 			Outcomes: cfg.TopicOutcomes, DLQ: cfg.TopicDLQ},
-		Partitions: cfg.Broker.Partitions,
-		DataDir:    filepath.Join(cfg.Broker.DataDir, "state"),
-		Flows:      flows,
-		SyncWrites: cfg.SyncWrites,
-		TimerTick:  cfg.TimerTick,
-		Logger:     log,
-		Hooks:      m.hooks(),
+		Partitions:    cfg.Broker.Partitions,
+		DataDir:       filepath.Join(cfg.Broker.DataDir, "state"),
+		Flows:         flows,
+		SyncWrites:    cfg.SyncWrites,
+		TimerTick:     cfg.TimerTick,
+		Logger:        log,
+		Hooks:         m.hooks(),
+		AdvertiseAddr: advertise,
 	})
 	if err != nil {
-		n.closeBroker()
-		return nil, err
+		return fail(err)
 	}
 	m.register(n.proc)
-	if cfg.HTTPAddr != "off" {
-		if err := n.serveHTTP(cfg.HTTPAddr, m); err != nil {
-			n.proc.Close()
-			n.closeBroker()
-			return nil, err
+	if n.httpLn != nil {
+		n.producer, err = processor.NewTxnProducer(n.brokers, apiTransactionalID(&cfg))
+		if err != nil {
+			return fail(err)
 		}
+		h, err := n.newAPIHandler(&cfg, advertise, n.producer, m)
+		if err != nil {
+			return fail(err)
+		}
+		n.serveHTTP(h)
 	}
 	go func() { n.runErr <- n.proc.Run(ctx) }()
 	log.Info("processor started", "brokers", strings.Join(n.brokers, ","), "flows", cfg.FlowsFile,
@@ -92,6 +118,9 @@ func (n *node) wait() error {
 		_ = n.http.Shutdown(sctx)
 		cancel()
 	}
+	if n.producer != nil {
+		n.producer.Close()
+	}
 	if cerr := n.proc.Close(); err == nil {
 		err = cerr
 	}
@@ -105,33 +134,14 @@ func (n *node) closeBroker() {
 	}
 }
 
-func (n *node) serveHTTP(addr string, m *metrics) error {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		s := n.proc.Stats()
-		status, code := "ready", http.StatusOK
-		if !n.proc.Ready() {
-			status, code = "catching up", http.StatusServiceUnavailable
-		}
-		writeJSON(w, code, map[string]any{"status": status, "partitions": s.Partitions, "caught_up": s.CaughtUp, "lag": s.Lag})
-	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("CARTLIFT_HTTP_ADDR %s: %w", addr, err)
-	}
-	n.httpLn = ln
-	n.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+// serveHTTP serves h on the node's listener until wait shuts it down.
+func (n *node) serveHTTP(h http.Handler) {
+	n.http = &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 2 * time.Minute}
 	go func() {
-		if err := n.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := n.http.Serve(n.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			n.log.Error("http server", "err", err)
 		}
 	}()
-	n.log.Info("http listening", "addr", ln.Addr().String())
-	return nil
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
@@ -161,14 +171,17 @@ func runProcessor(ctx context.Context, args []string, stdout io.Writer) error {
 	return err
 }
 
-// metrics is the Prometheus face of the processor's hooks and stats.
+// metrics is the Prometheus face of the processor's hooks and stats, and
+// of the API's requests.
 type metrics struct {
-	reg      *prometheus.Registry
-	rejected *prometheus.CounterVec
-	skipped  prometheus.Counter
-	lateness prometheus.Histogram
-	batch    prometheus.Histogram
-	once     sync.Once
+	reg       *prometheus.Registry
+	rejected  *prometheus.CounterVec
+	skipped   prometheus.Counter
+	lateness  prometheus.Histogram
+	batch     prometheus.Histogram
+	http      *prometheus.HistogramVec
+	forwarded *prometheus.CounterVec
+	once      sync.Once
 }
 
 func newMetrics() *metrics {
@@ -182,7 +195,13 @@ func newMetrics() *metrics {
 		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}})
 	m.batch = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "cartlift_batch_commit_seconds",
 		Help: "Time to fold and commit one fetched batch of a partition.", Buckets: prometheus.DefBuckets})
-	m.reg.MustRegister(m.rejected, m.skipped, m.lateness, m.batch,
+	m.http = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "cartlift_http_request_duration_seconds",
+		Help:    "HTTP requests by route pattern, method and status code class (forwarded requests included).",
+		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}},
+		[]string{"route", "method", "code"})
+	m.forwarded = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cartlift_http_forwarded_total",
+		Help: "API requests forwarded to the instance that owns the customer's partition, by route pattern."}, []string{"route"})
+	m.reg.MustRegister(m.rejected, m.skipped, m.lateness, m.batch, m.http, m.forwarded,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -193,6 +212,14 @@ func (m *metrics) hooks() processor.Hooks {
 		EventSkipped:   func(string) { m.skipped.Inc() },
 		TimerFired:     func(d time.Duration) { m.lateness.Observe(d.Seconds()) },
 		BatchCommitted: func(_ int32, _ int, took time.Duration) { m.batch.Observe(took.Seconds()) },
+	}
+}
+
+// observeHTTP is the API's Observe hook.
+func (m *metrics) observeHTTP(ri processor.RequestInfo) {
+	m.http.WithLabelValues(ri.Route, ri.Method, codeClass(ri.Code)).Observe(ri.Took.Seconds())
+	if ri.Forwarded {
+		m.forwarded.WithLabelValues(ri.Route).Inc()
 	}
 }
 
@@ -214,6 +241,8 @@ func (m *metrics) register(p *processor.Processor) {
 		gauge("cartlift_consumer_lag", "Records between the processed and the end offsets of assigned partitions.", func(s processor.Stats) int64 { return s.Lag })
 		gauge("cartlift_open_carts", "Open carts in assigned partitions.", func(s processor.Stats) int64 { return s.OpenCarts })
 		gauge("cartlift_pending_timers", "Pending timers in assigned partitions.", func(s processor.Stats) int64 { return s.PendingTimers })
+		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cartlift_store_bytes",
+			Help: "Bytes the Pebble store occupies on disk."}, func() float64 { return float64(p.DiskUsage()) }))
 		gauge("cartlift_partitions_assigned", "Assigned input partitions.", func(s processor.Stats) int64 { return int64(s.Partitions) })
 	})
 }
