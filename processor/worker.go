@@ -29,7 +29,7 @@ const (
 // Bounds of a worker's work per Pebble batch and of its state cache.
 const (
 	maxFiresPerBatch = 20_000
-	maxCachedStates  = 25_000
+	maxCachedStates  = 4_096
 )
 
 // fetched is one fetch's records of a partition, handed to its worker.

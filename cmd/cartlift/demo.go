@@ -67,6 +67,7 @@ func runDemo(ctx context.Context, args []string, stdout io.Writer) error {
 	fmt.Fprintf(stdout, "  broker   %s   watch decisions: kcat -b %s -C -t %s -f '%%k %%s\\n'\n", broker, broker, cfg.TopicDecisions)
 	if cfg.HTTPAddr != "off" {
 		fmt.Fprintf(stdout, "  metrics  http://%s/metrics   readiness: http://%s/readyz\n", n.httpLn.Addr(), n.httpLn.Addr())
+		fmt.Fprintf(stdout, "  carts    curl -s http://%s/v1/customers/c-000042/carts   (a customer's open carts)\n", n.httpLn.Addr())
 	}
 	fmt.Fprintf(stdout, "  logs     %s\n\n", logPath)
 
