@@ -227,6 +227,9 @@ func printDemoSummary(w io.Writer, took time.Duration, gen genStats, consumed, r
 	fmt.Fprintf(w, "\n── cartlift demo summary (%s) ──────────────────────────────\n", took.Round(time.Second))
 	fmt.Fprintf(w, "  events produced    %12s   (%.0f/s)\n", num(gen.Acked), gen.Rate())
 	fmt.Fprintf(w, "  events processed   %12s   rejected to DLQ %s\n", num(consumed), num(rejected))
+	if own := consumed - gen.Acked; own > 0 {
+		fmt.Fprintf(w, "    of them cartlift's own %6s   (logins handed to guest carts, carts assigned on login)\n", num(own))
+	}
 	fmt.Fprintf(w, "  open carts now     %12s   pending timers %s\n", num(open), num(timers))
 	total := 0
 	for _, n := range t.byStep {
