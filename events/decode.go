@@ -221,7 +221,7 @@ func Decode(value []byte, now time.Time) (*Event, error) {
 		}
 		for i := range d.Decisions {
 			r := &d.Decisions[i]
-			if r.Flow == "" || r.Step == "" || len(r.Flow) > MaxIDLen || len(r.Step) > MaxIDLen || len(r.ID) > MaxIDLen || r.StepIndex < 0 {
+			if r.Flow == "" || r.Step == "" || len(r.Flow) > MaxIDLen || len(r.Step) > MaxIDLen || len(r.ID) > MaxIDLen || len(r.Suppressed) > MaxIDLen || r.StepIndex < 0 {
 				v.fail(fmt.Sprintf("data.decisions[%d]", i), "needs a flow and a step, within the id bounds")
 			}
 		}

@@ -210,9 +210,14 @@ type AssignedRecord struct {
 	StepIndex int       `json:"step_index"`
 	Version   int64     `json:"version"`
 	At        time.Time `json:"at"`
-	Holdout   bool      `json:"holdout,omitempty"`
-	Skipped   bool      `json:"skipped,omitempty"`
-	Discount  bool      `json:"discount,omitempty"`
+	// Due is the step's due time when it differs from At (deferred by
+	// quiet hours, or combined early).
+	Due      time.Time `json:"due,omitzero"`
+	Holdout  bool      `json:"holdout,omitempty"`
+	Skipped  bool      `json:"skipped,omitempty"`
+	Discount bool      `json:"discount,omitempty"`
+	// Suppressed names the guard that stopped the step, if one did.
+	Suppressed string `json:"suppressed,omitempty"`
 }
 
 // MaxAssignedBytes bounds a cart.assigned record, which carries a whole

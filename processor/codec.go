@@ -55,6 +55,10 @@ func appendState(dst []byte, s *projections.CustomerState) []byte {
 	e.time(p.LastLoginAt)
 	e.time(p.UpdatedAt)
 	e.time(s.ErasedAt)
+	e.uint(len(s.Sent))
+	for _, t := range s.Sent {
+		e.time(t)
+	}
 	e.uint(len(s.Carts))
 	for _, c := range s.Carts {
 		for _, v := range []string{c.ID, c.Type, c.Site, c.Channel, c.Currency, c.LegalEntity, c.Status, c.OrderID, c.AssignedFrom} {
@@ -90,6 +94,8 @@ func appendState(dst []byte, s *projections.CustomerState) []byte {
 			e.int(int64(r.StepIndex))
 			e.int(r.Version)
 			e.time(r.At)
+			e.time(r.Due)
+			e.str(r.Suppressed)
 			var flags byte
 			if r.Holdout {
 				flags |= 1
@@ -189,6 +195,12 @@ func decodeState(b []byte) (*projections.CustomerState, error) {
 	p.LastLoginAt = d.time()
 	p.UpdatedAt = d.time()
 	s.ErasedAt = d.time()
+	if m := d.count(); m > 0 {
+		s.Sent = make([]time.Time, m)
+		for i := range s.Sent {
+			s.Sent[i] = d.time()
+		}
+	}
 	n := d.count()
 	if n > 0 {
 		s.Carts = make([]*projections.Cart, 0, n)
@@ -228,6 +240,8 @@ func decodeState(b []byte) (*projections.CustomerState, error) {
 				r.ID, r.Flow, r.Step = d.str(), d.str(), d.str()
 				r.StepIndex, r.Version = int(d.int()), d.int()
 				r.At = d.time()
+				r.Due = d.time()
+				r.Suppressed = d.str()
 				f := d.byte()
 				r.Holdout, r.Skipped, r.Discount = f&1 != 0, f&2 != 0, f&4 != 0
 			}

@@ -15,12 +15,22 @@ import (
 // state survives the binary codec unchanged (compared as JSON, which
 // shows every field).
 func TestStateCodecRoundTrip(t *testing.T) {
+	// Guards on, so that every state field is exercised: sent times
+	// (frequency cap), deferred (quiet hours), suppressed and combined
+	// decision records.
 	flows, err := projections.ParseFlows("t", []byte(`
+guards:
+  requires_consent: false
+  quiet_hours: {from: "08:30", to: "09:00"}
+  frequency_cap: {max: 2, per: 30m}
+  max_messages_per_cart: 2
+  combine_window: 5m
 flows:
   - name: f
     steps:
       - {name: a, after: 1m, action: email}
       - {name: b, after: 5m, action: email, discount: {percent: 10}}
+      - {name: c, after: 9m, action: webhook}
     expire_after: 30m
 `))
 	if err != nil {
@@ -64,6 +74,27 @@ flows:
 	}
 	if checked < 10_000 {
 		t.Fatalf("only %d states checked", checked)
+	}
+	// The traffic must have reached every field the codec carries.
+	var sent, due, suppressed int
+	for _, st := range states {
+		if st == nil {
+			continue
+		}
+		sent += len(st.Sent)
+		for _, c := range st.Carts {
+			for _, r := range c.Decisions {
+				if !r.Due.IsZero() {
+					due++
+				}
+				if r.Suppressed != "" {
+					suppressed++
+				}
+			}
+		}
+	}
+	if sent == 0 || due == 0 || suppressed == 0 {
+		t.Fatalf("traffic left fields unexercised: sent %d, deferred %d, suppressed %d", sent, due, suppressed)
 	}
 	var bytes, carts, open int
 	for _, st := range states {

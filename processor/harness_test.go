@@ -49,6 +49,9 @@ func mustFlows(t testing.TB, yaml string) *projections.Config {
 // testFlows: a reminder after 1 minute and a second after 5 minutes of
 // inactivity, expiring after 30 minutes.
 const testFlows = `
+# Test customers have no profile: consent is not what these tests are about.
+guards:
+  requires_consent: false
 flows:
   - name: rem
     steps:

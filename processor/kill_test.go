@@ -46,6 +46,9 @@ const (
 // time; those due in the backlog's last minutes fire by the wall clock
 // once the processor catches up, where only the latest due step is sent.
 const killFlows = `
+# Test customers have no profile: consent is not what these tests are about.
+guards:
+  requires_consent: false
 flows:
   - name: remind
     match:

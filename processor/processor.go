@@ -52,6 +52,9 @@ type Hooks struct {
 	// TimerFired is called for each timer fired by the wall clock, with how
 	// late it fired.
 	TimerFired func(lateness time.Duration)
+	// DecisionSuppressed is called for each step a guard stopped (reason
+	// is a projections Reason constant: no_consent, frequency_cap, …).
+	DecisionSuppressed func(reason string)
 	// BatchCommitted is called after each committed batch of input.
 	BatchCommitted func(partition int32, events int, took time.Duration)
 }
@@ -176,6 +179,7 @@ type counters struct {
 	decisionsMade, outcomesMade, timersFired      atomic.Int64
 	decisionsEmitted, outcomesEmitted             atomic.Int64
 	deadLettered                                  atomic.Int64
+	suppressed, deferred                          atomic.Int64
 }
 
 // New opens the store and creates the Kafka clients. It does not contact
@@ -514,11 +518,15 @@ type Stats struct {
 	OutcomesEmitted  int64
 	DeadLettered     int64 // DLQ records acknowledged by the brokers
 	TimersFired      int64
-	Partitions       int   // assigned partitions
-	CaughtUp         int   // assigned partitions caught up with their end
-	OpenCarts        int64 // in assigned partitions
-	PendingTimers    int64 // in assigned partitions
-	Lag              int64 // records between the processed and the end offsets
+	// DecisionsSuppressed counts steps a guard stopped (consent, caps,
+	// combined); DecisionsDeferred steps held for quiet hours.
+	DecisionsSuppressed int64
+	DecisionsDeferred   int64
+	Partitions          int   // assigned partitions
+	CaughtUp            int   // assigned partitions caught up with their end
+	OpenCarts           int64 // in assigned partitions
+	PendingTimers       int64 // in assigned partitions
+	Lag                 int64 // records between the processed and the end offsets
 }
 
 // Stats returns a snapshot. It is safe to call from any goroutine.
@@ -528,7 +536,8 @@ func (p *Processor) Stats() Stats {
 		EventsSkipped: p.stats.eventsSkipped.Load(), DecisionsMade: p.stats.decisionsMade.Load(),
 		OutcomesMade: p.stats.outcomesMade.Load(), DecisionsEmitted: p.stats.decisionsEmitted.Load(),
 		OutcomesEmitted: p.stats.outcomesEmitted.Load(), DeadLettered: p.stats.deadLettered.Load(),
-		TimersFired: p.stats.timersFired.Load(),
+		TimersFired: p.stats.timersFired.Load(), DecisionsSuppressed: p.stats.suppressed.Load(),
+		DecisionsDeferred: p.stats.deferred.Load(),
 	}
 	for _, w := range p.snapshotWorkers() {
 		s.Partitions++

@@ -374,6 +374,13 @@ func (w *worker) apply(key string, eff projections.Effects) error {
 			return err
 		}
 	}
+	w.pr.stats.suppressed.Add(int64(len(eff.Suppressed)))
+	w.pr.stats.deferred.Add(int64(len(eff.Deferred)))
+	if h := w.pr.cfg.Hooks.DecisionSuppressed; h != nil {
+		for _, sp := range eff.Suppressed {
+			h(sp.Reason)
+		}
+	}
 	w.pr.stats.decisionsMade.Add(int64(len(eff.Decisions)))
 	w.pr.stats.outcomesMade.Add(int64(len(eff.Outcomes)))
 	return nil

@@ -55,10 +55,17 @@ type Flow struct {
 	// and flow name) form the control group: their decisions are emitted
 	// with holdout=true and actions skip them.
 	HoldoutPercent int
+	// Guards checked when a step comes due: the file's defaults with the
+	// flow's overrides applied.
+	Guards Guards
+	// AllowOverlap accepts that the flow and another email flow can both
+	// match the same cart (ParseFlows refuses that otherwise).
+	AllowOverlap bool
 }
 
 // Match filters carts. Empty lists match everything; value bounds are in
-// minor units of the cart's currency, 0 meaning no bound.
+// minor units of the cart's currency, 0 meaning no bound; item bounds
+// count units (the cart's ItemCount), 0 meaning no bound.
 type Match struct {
 	CartTypes     []string
 	Sites         []string
@@ -66,6 +73,26 @@ type Match struct {
 	Currencies    []string
 	MinValueMinor int64
 	MaxValueMinor int64
+	// IncludeSKUs: the cart has a line of at least one of them.
+	// ExcludeSKUs: the cart has a line of none of them. The same for
+	// categories, by the lines' category.
+	IncludeSKUs       []string
+	ExcludeSKUs       []string
+	IncludeCategories []string
+	ExcludeCategories []string
+	MinItems          int64
+	MaxItems          int64
+	// Customer attributes, from the profile (customer.updated). A locale
+	// entry matches the locale itself and its regional variants: "de"
+	// matches "de", "de-DE" and "de_AT". A guest has no profile and
+	// matches none of these lists.
+	Locales  []string
+	Segments []string
+	// LegalEntities are the carts' B2B legal entities.
+	LegalEntities []string
+	// B2B, when set, requires the cart's channel to be "b2b" (true) or
+	// anything else (false).
+	B2B *bool
 }
 
 // Step is one inactivity step: After this long since the cart's last
@@ -78,13 +105,55 @@ type Step struct {
 	Discount *events.Discount
 }
 
-// Matches reports whether the flow applies to the cart.
-func (m *Match) Matches(c *Cart) bool {
+// Matches reports whether the flow applies to the cart of a customer with
+// the profile p (nil: no profile, as for a guest).
+func (m *Match) Matches(p *Profile, c *Cart) bool {
+	if p == nil {
+		p = &Profile{}
+	}
 	in := func(list []string, v string) bool { return len(list) == 0 || slices.Contains(list, v) }
-	return in(m.CartTypes, c.Type) && in(m.Sites, c.Site) && in(m.Channels, c.Channel) &&
-		in(m.Currencies, c.Currency) &&
+	if !(in(m.CartTypes, c.Type) && in(m.Sites, c.Site) && in(m.Channels, c.Channel) &&
+		in(m.Currencies, c.Currency) && in(m.LegalEntities, c.LegalEntity) && in(m.Segments, p.Segment) &&
 		(m.MinValueMinor == 0 || c.TotalMinor >= m.MinValueMinor) &&
-		(m.MaxValueMinor == 0 || c.TotalMinor <= m.MaxValueMinor)
+		(m.MaxValueMinor == 0 || c.TotalMinor <= m.MaxValueMinor) &&
+		(m.MinItems == 0 || c.ItemCount >= m.MinItems) &&
+		(m.MaxItems == 0 || c.ItemCount <= m.MaxItems)) {
+		return false
+	}
+	if m.B2B != nil && *m.B2B != (c.Channel == ChannelB2B) {
+		return false
+	}
+	if len(m.Locales) > 0 && !slices.ContainsFunc(m.Locales, func(l string) bool { return localeMatches(l, p.Locale) }) {
+		return false
+	}
+	if len(m.IncludeSKUs) > 0 && !slices.ContainsFunc(c.Items, func(it LineItem) bool { return slices.Contains(m.IncludeSKUs, it.SKU) }) {
+		return false
+	}
+	if len(m.ExcludeSKUs) > 0 && slices.ContainsFunc(c.Items, func(it LineItem) bool { return slices.Contains(m.ExcludeSKUs, it.SKU) }) {
+		return false
+	}
+	if len(m.IncludeCategories) > 0 && !slices.ContainsFunc(c.Items, func(it LineItem) bool { return slices.Contains(m.IncludeCategories, it.Category) }) {
+		return false
+	}
+	if len(m.ExcludeCategories) > 0 && slices.ContainsFunc(c.Items, func(it LineItem) bool { return slices.Contains(m.ExcludeCategories, it.Category) }) {
+		return false
+	}
+	return true
+}
+
+// ChannelB2B is the channel of B2B carts, as Match.B2B reads it.
+const ChannelB2B = "b2b"
+
+// localeMatches reports whether a locale entry of a Match matches the
+// customer's locale: equal (ignoring case and - versus _), or a prefix
+// ending at a - or _ ("de" matches "de-DE").
+func localeMatches(entry, locale string) bool {
+	if locale == "" {
+		return false
+	}
+	norm := func(s string) string { return strings.ToLower(strings.ReplaceAll(s, "_", "-")) }
+	e, l := norm(entry), norm(locale)
+	return l == e || strings.HasPrefix(l, e+"-")
 }
 
 // InHoldout reports whether the customer is in the flow's control group. It
@@ -110,6 +179,9 @@ func (c Config) withDefaults() Config {
 		for _, f := range c.Flows {
 			c.ClosedRetention = max(c.ClosedRetention, f.AttributionWindow)
 		}
+		// A customer's state may go once its last cart does; the message
+		// times a frequency cap needs must not go with it any earlier.
+		c.ClosedRetention = max(c.ClosedRetention, c.longestCap())
 	}
 	return c
 }
@@ -166,7 +238,8 @@ func (es FlowErrors) Error() string {
 }
 
 type yamlFile struct {
-	Flows []yamlFlow `yaml:"flows"`
+	Guards yamlGuards `yaml:"guards"`
+	Flows  []yamlFlow `yaml:"flows"`
 }
 
 type yamlFlow struct {
@@ -176,15 +249,50 @@ type yamlFlow struct {
 	ExpireAfter       string     `yaml:"expire_after"`
 	AttributionWindow string     `yaml:"attribution_window"`
 	HoldoutPercent    int        `yaml:"holdout_percent"`
+	Guards            yamlGuards `yaml:"guards"`
+	AllowOverlap      bool       `yaml:"allow_overlap"`
 }
 
 type yamlMatch struct {
-	CartTypes     []string `yaml:"cart_types"`
-	Sites         []string `yaml:"sites"`
-	Channels      []string `yaml:"channels"`
-	Currencies    []string `yaml:"currencies"`
-	MinValueMinor int64    `yaml:"min_value_minor"`
-	MaxValueMinor int64    `yaml:"max_value_minor"`
+	CartTypes         []string `yaml:"cart_types"`
+	Sites             []string `yaml:"sites"`
+	Channels          []string `yaml:"channels"`
+	Currencies        []string `yaml:"currencies"`
+	MinValueMinor     int64    `yaml:"min_value_minor"`
+	MaxValueMinor     int64    `yaml:"max_value_minor"`
+	IncludeSKUs       []string `yaml:"include_skus"`
+	ExcludeSKUs       []string `yaml:"exclude_skus"`
+	IncludeCategories []string `yaml:"include_categories"`
+	ExcludeCategories []string `yaml:"exclude_categories"`
+	MinItems          int64    `yaml:"min_items"`
+	MaxItems          int64    `yaml:"max_items"`
+	Locales           []string `yaml:"locales"`
+	Segments          []string `yaml:"segments"`
+	LegalEntities     []string `yaml:"legal_entities"`
+	B2B               *bool    `yaml:"b2b"`
+}
+
+// yamlGuards is the top-level guards section and a flow's overrides;
+// pointers and "" tell an unset field from a set one.
+type yamlGuards struct {
+	RequiresConsent    *bool      `yaml:"requires_consent"`
+	FrequencyCap       *yamlCap   `yaml:"frequency_cap"`
+	QuietHours         *yamlQuiet `yaml:"quiet_hours"`
+	MaxMessagesPerCart *int       `yaml:"max_messages_per_cart"`
+	CombineWindow      string     `yaml:"combine_window"`
+	DefaultTimeZone    string     `yaml:"default_time_zone"`
+}
+
+type yamlCap struct {
+	Max int    `yaml:"max"`
+	Per string `yaml:"per"`
+	Off bool   `yaml:"off"`
+}
+
+type yamlQuiet struct {
+	From string `yaml:"from"`
+	To   string `yaml:"to"`
+	Off  bool   `yaml:"off"`
 }
 
 type yamlStep struct {
@@ -228,8 +336,10 @@ func ParseFlows(name string, data []byte) ([]Flow, error) {
 		return nil, FlowErrors{yamlError(name, err)}
 	}
 	p := flowParser{file: name, root: &root}
-	flows := p.flows(file.Flows)
+	base := p.guards("", []any{"guards"}, "guards", file.Guards, Guards{})
+	flows := p.flows(file.Flows, base)
 	if len(p.errs) > 0 {
+		slices.SortStableFunc(p.errs, func(a, b FlowError) int { return a.Line - b.Line })
 		return nil, p.errs
 	}
 	return flows, nil
@@ -248,7 +358,8 @@ func yamlError(file string, err error) FlowError {
 	}
 	if f, typ, ok := strings.Cut(fe.Msg, " not found in type "); ok {
 		where := map[string]string{"yamlFile": "the file", "yamlFlow": "a flow", "yamlMatch": "match",
-			"yamlStep": "a step", "yamlDiscount": "discount"}[strings.TrimPrefix(typ, "projections.")]
+			"yamlStep": "a step", "yamlDiscount": "discount", "yamlGuards": "guards",
+			"yamlCap": "frequency_cap", "yamlQuiet": "quiet_hours"}[strings.TrimPrefix(typ, "projections.")]
 		fe.Msg = fmt.Sprintf("unknown %s in %s", strings.Replace(f, "field ", "field ", 1), where)
 	}
 	return fe
@@ -300,41 +411,32 @@ func (p *flowParser) fail(flow string, path []any, field, format string, args ..
 	p.errs = append(p.errs, FlowError{File: p.file, Line: p.line(path...), Flow: flow, Field: field, Msg: fmt.Sprintf(format, args...)})
 }
 
-func (p *flowParser) flows(in []yamlFlow) []Flow {
+func (p *flowParser) flows(in []yamlFlow, base Guards) []Flow {
 	if len(in) == 0 {
 		p.fail("", []any{"flows"}, "flows", "at least one flow is required")
 		return nil
 	}
 	seen := map[string]bool{}
+	badName := map[int]bool{} // flows whose name is missing or taken: no overlap checks
 	out := make([]Flow, 0, len(in))
 	for i, yf := range in {
 		at := func(rest ...any) []any { return append([]any{"flows", i}, rest...) }
-		f := Flow{Name: yf.Name, HoldoutPercent: yf.HoldoutPercent}
+		f := Flow{Name: yf.Name, HoldoutPercent: yf.HoldoutPercent, AllowOverlap: yf.AllowOverlap}
 		name := yf.Name
 		switch {
 		case name == "":
 			name = fmt.Sprintf("#%d", i+1)
 			p.fail(name, at(), "name", "is required")
+			badName[i] = true
 		case seen[name]:
 			p.fail(name, at("name"), "name", "is used by an earlier flow")
+			badName[i] = true
 		case strings.ContainsAny(name, " \t\n/"):
 			p.fail(name, at("name"), "name", "must not contain spaces or slashes")
 		}
 		seen[name] = true
-		m := yf.Match
-		f.Match = Match{CartTypes: m.CartTypes, Sites: m.Sites, Channels: m.Channels, Currencies: m.Currencies,
-			MinValueMinor: m.MinValueMinor, MaxValueMinor: m.MaxValueMinor}
-		for j, c := range m.Currencies {
-			if !events.KnownCurrency(c) {
-				p.fail(name, at("match", "currencies", j), "match.currencies", "%q is not an ISO 4217 currency code", c)
-			}
-		}
-		if m.MinValueMinor < 0 {
-			p.fail(name, at("match", "min_value_minor"), "match.min_value_minor", "must not be negative")
-		}
-		if m.MaxValueMinor < 0 || (m.MaxValueMinor > 0 && m.MaxValueMinor < m.MinValueMinor) {
-			p.fail(name, at("match", "max_value_minor"), "match.max_value_minor", "must be at least min_value_minor")
-		}
+		f.Match = p.match(name, at, yf.Match)
+		f.Guards = p.guards(name, at("guards"), "guards", yf.Guards, base)
 		if yf.HoldoutPercent < 0 || yf.HoldoutPercent > 100 {
 			p.fail(name, at("holdout_percent"), "holdout_percent", "must be between 0 and 100, got %d", yf.HoldoutPercent)
 		}
@@ -378,7 +480,245 @@ func (p *flowParser) flows(in []yamlFlow) []Flow {
 		}
 		out = append(out, f)
 	}
+	p.overlaps(out, badName)
 	return out
+}
+
+// match converts and checks a flow's match section.
+func (p *flowParser) match(name string, at func(...any) []any, m yamlMatch) Match {
+	out := Match{CartTypes: m.CartTypes, Sites: m.Sites, Channels: m.Channels, Currencies: m.Currencies,
+		MinValueMinor: m.MinValueMinor, MaxValueMinor: m.MaxValueMinor,
+		IncludeSKUs: m.IncludeSKUs, ExcludeSKUs: m.ExcludeSKUs, IncludeCategories: m.IncludeCategories,
+		ExcludeCategories: m.ExcludeCategories, MinItems: m.MinItems, MaxItems: m.MaxItems,
+		Locales: m.Locales, Segments: m.Segments, LegalEntities: m.LegalEntities, B2B: m.B2B}
+	for _, l := range []struct {
+		key  string
+		list []string
+	}{{"cart_types", m.CartTypes}, {"sites", m.Sites}, {"channels", m.Channels}, {"currencies", m.Currencies},
+		{"include_skus", m.IncludeSKUs}, {"exclude_skus", m.ExcludeSKUs}, {"include_categories", m.IncludeCategories},
+		{"exclude_categories", m.ExcludeCategories}, {"locales", m.Locales}, {"segments", m.Segments},
+		{"legal_entities", m.LegalEntities}} {
+		for j, v := range l.list {
+			if strings.TrimSpace(v) == "" {
+				p.fail(name, at("match", l.key, j), "match."+l.key, "an empty entry matches nothing")
+			}
+		}
+	}
+	for j, c := range m.Currencies {
+		if c != "" && !events.KnownCurrency(c) {
+			p.fail(name, at("match", "currencies", j), "match.currencies", "%q is not an ISO 4217 currency code", c)
+		}
+	}
+	if m.MinValueMinor < 0 {
+		p.fail(name, at("match", "min_value_minor"), "match.min_value_minor", "must not be negative")
+	}
+	if m.MaxValueMinor < 0 || (m.MaxValueMinor > 0 && m.MaxValueMinor < m.MinValueMinor) {
+		p.fail(name, at("match", "max_value_minor"), "match.max_value_minor", "must be at least min_value_minor")
+	}
+	if m.MinItems < 0 {
+		p.fail(name, at("match", "min_items"), "match.min_items", "must not be negative")
+	}
+	if m.MaxItems < 0 || (m.MaxItems > 0 && m.MaxItems < m.MinItems) {
+		p.fail(name, at("match", "max_items"), "match.max_items", "must be at least min_items")
+	}
+	for _, pair := range []struct {
+		inc, exc string
+		in, ex   []string
+	}{{"include_skus", "exclude_skus", m.IncludeSKUs, m.ExcludeSKUs},
+		{"include_categories", "exclude_categories", m.IncludeCategories, m.ExcludeCategories}} {
+		if len(pair.in) > 0 && subset(pair.in, pair.ex) {
+			p.fail(name, at("match", pair.exc), "match."+pair.exc, "excludes every entry of %s: the flow can never match", pair.inc)
+		}
+	}
+	if m.B2B != nil && len(m.Channels) > 0 {
+		onlyB2B := !slices.ContainsFunc(m.Channels, func(c string) bool { return c != ChannelB2B })
+		if (*m.B2B && !slices.Contains(m.Channels, ChannelB2B)) || (!*m.B2B && onlyB2B) {
+			p.fail(name, at("match", "b2b"), "match.b2b", "b2b: %v contradicts channels %v: the flow can never match", *m.B2B, m.Channels)
+		}
+	}
+	return out
+}
+
+// subset reports whether every entry of a is in b.
+func subset(a, b []string) bool {
+	for _, v := range a {
+		if !slices.Contains(b, v) {
+			return false
+		}
+	}
+	return true
+}
+
+// guards resolves a guards section over base, reporting every problem.
+// path and field name the section (the top-level one, or a flow's).
+func (p *flowParser) guards(flow string, path []any, field string, g yamlGuards, base Guards) Guards {
+	out := base
+	at := func(rest ...any) []any { return append(slices.Clone(path), rest...) }
+	if g.RequiresConsent != nil {
+		out.Consent = ConsentNone
+		if *g.RequiresConsent {
+			out.Consent = ConsentAll
+		}
+	}
+	if fc := g.FrequencyCap; fc != nil {
+		out.FrequencyCap = nil
+		switch {
+		case fc.Off && (fc.Max != 0 || fc.Per != ""):
+			p.fail(flow, at("frequency_cap", "off"), field+".frequency_cap.off", "off: true turns the cap off; it takes no max or per")
+		case fc.Off:
+		default:
+			c := &FrequencyCap{Max: fc.Max}
+			if fc.Max < 1 || fc.Max > MaxSentTimes/2 {
+				p.fail(flow, at("frequency_cap", "max"), field+".frequency_cap.max", "must be between 1 and %d, got %d", MaxSentTimes/2, fc.Max)
+			}
+			if fc.Per == "" {
+				p.fail(flow, at("frequency_cap"), field+".frequency_cap.per", "is required (like 16h or 7d)")
+			} else {
+				c.Per = p.duration(flow, at("frequency_cap", "per"), field+".frequency_cap.per", fc.Per, 0)
+			}
+			if c.Per > 0 && c.Per > maxGuardWindow {
+				p.fail(flow, at("frequency_cap", "per"), field+".frequency_cap.per", "must be at most %s, got %s", fmtDuration(maxGuardWindow), fc.Per)
+			}
+			out.FrequencyCap = c
+		}
+	}
+	if q := g.QuietHours; q != nil {
+		out.QuietHours = nil
+		switch {
+		case q.Off && (q.From != "" || q.To != ""):
+			p.fail(flow, at("quiet_hours", "off"), field+".quiet_hours.off", "off: true turns quiet hours off; it takes no from or to")
+		case q.Off:
+		default:
+			from, okFrom := p.clock(flow, at("quiet_hours"), field+".quiet_hours", "from", q.From)
+			to, okTo := p.clock(flow, at("quiet_hours"), field+".quiet_hours", "to", q.To)
+			if okFrom && okTo && from == to {
+				p.fail(flow, at("quiet_hours", "to"), field+".quiet_hours.to", "equals from: the window would be empty (or the whole day)")
+			}
+			out.QuietHours = &QuietHours{From: from, To: to}
+		}
+	}
+	if n := g.MaxMessagesPerCart; n != nil {
+		out.MaxMessagesPerCart = *n
+		if *n < 0 || *n > MaxDecisionHistory/2 {
+			p.fail(flow, at("max_messages_per_cart"), field+".max_messages_per_cart", "must be between 0 (no cap) and %d, got %d", MaxDecisionHistory/2, *n)
+			out.MaxMessagesPerCart = 0
+		}
+	}
+	if w := g.CombineWindow; w != "" {
+		out.CombineWindow = 0
+		if d, err := ParseDuration(w); err != nil || d != 0 {
+			out.CombineWindow = p.duration(flow, at("combine_window"), field+".combine_window", w, 0)
+		}
+		if out.CombineWindow > maxCombineWindow {
+			p.fail(flow, at("combine_window"), field+".combine_window", "must be at most %s, got %s", fmtDuration(maxCombineWindow), w)
+		}
+	}
+	if z := g.DefaultTimeZone; z != "" {
+		if _, ok := location(z); !ok {
+			p.fail(flow, at("default_time_zone"), field+".default_time_zone", "%q is not an IANA time zone (like UTC or Europe/Berlin)", z)
+		} else {
+			out.DefaultTimeZone = z
+		}
+	}
+	return out
+}
+
+// Bounds of guard windows.
+const (
+	maxGuardWindow   = 30 * 24 * time.Hour
+	maxCombineWindow = 24 * time.Hour
+)
+
+// clock parses "HH:MM" into minutes after midnight.
+func (p *flowParser) clock(flow string, path []any, field, key, s string) (int, bool) {
+	at := append(slices.Clone(path), key)
+	if s == "" {
+		p.fail(flow, path, field+"."+key, "is required (HH:MM)")
+		return 0, false
+	}
+	bad := func() (int, bool) {
+		p.fail(flow, at, field+"."+key, "%q is not a time of day (HH:MM, 00:00 to 23:59)", s)
+		return 0, false
+	}
+	if len(s) != 5 || s[2] != ':' {
+		return bad()
+	}
+	h, err1 := strconv.Atoi(s[:2])
+	m, err2 := strconv.Atoi(s[3:])
+	if err1 != nil || err2 != nil || h < 0 || h > 23 || m < 0 || m > 59 || s[0] == '+' || s[3] == '+' {
+		return bad()
+	}
+	return h*60 + m, true
+}
+
+// overlaps reports pairs of flows that can match the same cart and both
+// send email, unless one of them sets allow_overlap. The check is
+// conservative: two flows overlap unless some criterion provably keeps
+// them apart (disjoint lists, disjoint ranges, opposite b2b, or one
+// requiring what the other excludes).
+func (p *flowParser) overlaps(flows []Flow, skip map[int]bool) {
+	for j := range flows {
+		for i := range j {
+			a, b := &flows[i], &flows[j]
+			if skip[i] || skip[j] || a.AllowOverlap || b.AllowOverlap || !a.sendsEmail() || !b.sendsEmail() || a.Match.disjoint(&b.Match) {
+				continue
+			}
+			p.fail(b.Name, []any{"flows", j, "match"}, "match",
+				"can match the same carts as flow %q, and both send email: a cart would be messaged twice (make the criteria exclusive, or set allow_overlap: true)", a.Name)
+		}
+	}
+}
+
+func (f *Flow) sendsEmail() bool {
+	return slices.ContainsFunc(f.Steps, func(s Step) bool { return s.Action == ActionEmail })
+}
+
+// disjoint reports whether no cart and customer can match both m and o.
+func (m *Match) disjoint(o *Match) bool {
+	lists := func(a, b []string) bool {
+		return len(a) > 0 && len(b) > 0 && !slices.ContainsFunc(a, func(v string) bool { return slices.Contains(b, v) })
+	}
+	ranges := func(lo1, hi1, lo2, hi2 int64) bool {
+		return (hi1 > 0 && lo2 > hi1) || (hi2 > 0 && lo1 > hi2)
+	}
+	excluded := func(in, ex []string) bool { return len(in) > 0 && subset(in, ex) }
+	b2b := func(m *Match) *bool {
+		if m.B2B != nil {
+			return m.B2B
+		}
+		if len(m.Channels) > 0 {
+			has, only := slices.Contains(m.Channels, ChannelB2B), len(m.Channels) == 1
+			switch {
+			case has && only:
+				return &[]bool{true}[0]
+			case !has:
+				return &[]bool{false}[0]
+			}
+		}
+		return nil
+	}
+	locales := func(a, b []string) bool {
+		if len(a) == 0 || len(b) == 0 {
+			return false
+		}
+		for _, x := range a {
+			for _, y := range b {
+				if localeMatches(x, y) || localeMatches(y, x) {
+					return false
+				}
+			}
+		}
+		return true
+	}
+	ba, bb := b2b(m), b2b(o)
+	return lists(m.CartTypes, o.CartTypes) || lists(m.Sites, o.Sites) || lists(m.Channels, o.Channels) ||
+		lists(m.Currencies, o.Currencies) || lists(m.Segments, o.Segments) || lists(m.LegalEntities, o.LegalEntities) ||
+		locales(m.Locales, o.Locales) ||
+		ranges(m.MinValueMinor, m.MaxValueMinor, o.MinValueMinor, o.MaxValueMinor) ||
+		ranges(m.MinItems, m.MaxItems, o.MinItems, o.MaxItems) ||
+		excluded(m.IncludeSKUs, o.ExcludeSKUs) || excluded(o.IncludeSKUs, m.ExcludeSKUs) ||
+		excluded(m.IncludeCategories, o.ExcludeCategories) || excluded(o.IncludeCategories, m.ExcludeCategories) ||
+		(ba != nil && bb != nil && *ba != *bb)
 }
 
 func (f *Flow) stepAfter(j int) time.Duration {

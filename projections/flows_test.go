@@ -3,6 +3,8 @@ package projections
 import (
 	"errors"
 	"os"
+	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -143,6 +145,7 @@ flows:
     steps: [{after: 1h, action: email}]
 `, []wantErr{
 			{4, "a", "match.min_value_minor", "must not be negative"},
+			{7, "b", "match", `can match the same carts as flow "a", and both send email`},
 			{9, "b", "match.max_value_minor", "must be at least min_value_minor"},
 		}},
 		{"duplicate flow name", `
@@ -153,7 +156,10 @@ flows:
     steps: [{after: 1h, action: email}]
   - name: a
     steps: [{after: 1h, action: email}]
-`, []wantErr{{7, "a", "name", "is used by an earlier flow"}}},
+`, []wantErr{
+			{5, "b", "match", `can match the same carts as flow "a"`},
+			{7, "a", "name", "is used by an earlier flow"},
+		}},
 		{"missing and bad flow names", `
 flows:
   - steps: [{after: 1h, action: email}]
@@ -207,6 +213,7 @@ flows:
     steps: [{after: 1h, action: email}]
 `, []wantErr{
 			{4, "a", "holdout_percent", "must be between 0 and 100, got 101"},
+			{6, "b", "match", `can match the same carts as flow "a"`},
 			{7, "b", "holdout_percent", "must be between 0 and 100, got -1"},
 		}},
 		{"no steps", `
@@ -239,6 +246,117 @@ flows:
 			{9, "a", "match.currencies", `"XXY"`},
 			{12, "a", "steps[0].after", "2h is not before expire_after (1h0m0s)"},
 			{12, "a", "steps[0].discount", "exactly one of percent and amount_minor"},
+		}},
+		{"bad guards, top-level and per flow", `
+guards:
+  quiet_hours: {from: "9pm", to: "24:00"}
+  frequency_cap: {max: 0, per: 16x}
+  max_messages_per_cart: -1
+  combine_window: 2d
+  default_time_zone: Mars/Olympus
+flows:
+  - name: a
+    steps: [{after: 1h, action: email}]
+    guards:
+      quiet_hours: {from: "08:00", to: "08:00"}
+      frequency_cap: {max: 17}
+      default_time_zone: Local
+  - name: b
+    match: {channels: [b2b]}
+    steps: [{after: 1h, action: webhook}]
+    guards:
+      quiet_hours: {off: true, from: "21:00"}
+      frequency_cap: {max: 1, per: 31d}
+      max_messages_per_cart: 17
+      combine_window: -5m
+`, []wantErr{
+			{3, "", "guards.quiet_hours.from", `"9pm" is not a time of day (HH:MM, 00:00 to 23:59)`},
+			{3, "", "guards.quiet_hours.to", `"24:00" is not a time of day`},
+			{4, "", "guards.frequency_cap.max", "must be between 1 and 16, got 0"},
+			{4, "", "guards.frequency_cap.per", `"16x" is not a duration`},
+			{5, "", "guards.max_messages_per_cart", "must be between 0 (no cap) and 16, got -1"},
+			{6, "", "guards.combine_window", "must be at most 1d, got 2d"},
+			{7, "", "guards.default_time_zone", `"Mars/Olympus" is not an IANA time zone`},
+			{12, "a", "guards.quiet_hours.to", "equals from: the window would be empty"},
+			{13, "a", "guards.frequency_cap.max", "got 17"},
+			{13, "a", "guards.frequency_cap.per", "is required"},
+			{14, "a", "guards.default_time_zone", `"Local" is not an IANA time zone`},
+			{19, "b", "guards.quiet_hours.off", "off: true turns quiet hours off; it takes no from or to"},
+			{20, "b", "guards.frequency_cap.per", "must be at most 30d, got 31d"},
+			{21, "b", "guards.max_messages_per_cart", "got 17"},
+			{22, "b", "guards.combine_window", "must be positive, got -5m"},
+		}},
+		{"unknown field in guards", `
+guards:
+  quiet: {from: "21:00", to: "08:00"}
+flows:
+  - name: a
+    steps: [{after: 1h, action: email}]
+    guards:
+      frequency_cap: {max: 1, every: 16h}
+`, []wantErr{
+			{3, "", "", "unknown field quiet in guards"},
+			{8, "", "", "unknown field every in frequency_cap"},
+		}},
+		{"quiet hours without to", `
+flows:
+  - name: a
+    steps: [{after: 1h, action: email}]
+    guards:
+      quiet_hours: {from: "21:00"}
+`, []wantErr{{6, "a", "guards.quiet_hours.to", "is required (HH:MM)"}}},
+		{"bad criteria", `
+flows:
+  - name: a
+    match:
+      sites: [eu, ""]
+      min_items: -1
+      include_skus: [A, B]
+      exclude_skus: [B, A, C]
+      include_categories: [shoes]
+      exclude_categories: [socks]
+    steps: [{after: 1h, action: email}]
+  - name: b
+    match:
+      min_items: 5
+      max_items: 2
+      channels: [b2c]
+      b2b: true
+    steps: [{after: 1h, action: webhook}]
+  - name: c
+    match: {channels: [b2b], b2b: false}
+    steps: [{after: 1h, action: webhook}]
+`, []wantErr{
+			{5, "a", "match.sites", "an empty entry matches nothing"},
+			{6, "a", "match.min_items", "must not be negative"},
+			{8, "a", "match.exclude_skus", "excludes every entry of include_skus: the flow can never match"},
+			{15, "b", "match.max_items", "must be at least min_items"},
+			{17, "b", "match.b2b", "b2b: true contradicts channels [b2c]"},
+			{20, "c", "match.b2b", "b2b: false contradicts channels [b2b]"},
+		}},
+		{"overlapping email flows", `
+flows:
+  - name: all
+    steps: [{after: 1h, action: email}]
+  - name: eu
+    match: {sites: [eu]}
+    steps: [{after: 2h, action: email}]
+  - name: us-or-eu
+    match:
+      sites: [us, eu]
+      locales: [de]
+    steps: [{after: 2h, action: webhook}, {after: 3h, action: email}]
+  - name: us
+    match: {sites: [us]}
+    steps: [{after: 2h, action: email}]
+    allow_overlap: true
+  - name: b2b
+    match: {b2b: true, sites: [eu]}
+    steps: [{after: 2h, action: webhook}]
+`, []wantErr{
+			{6, "eu", "match", `can match the same carts as flow "all", and both send email: a cart would be messaged twice`},
+			{9, "us-or-eu", "match", `can match the same carts as flow "all"`},
+			{9, "us-or-eu", "match", `can match the same carts as flow "eu"`},
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -319,12 +437,27 @@ flows:
     attribution_window: 36h
     holdout_percent: 15
   - name: b
+    match:
+      include_skus: [A]
+      exclude_skus: [B]
+      include_categories: [shoes]
+      exclude_categories: [gifts]
+      min_items: 2
+      max_items: 9
+      locales: [de]
+      segments: [vip]
+      legal_entities: [acme-gmbh]
+      b2b: true
     steps: [{after: 1h, action: email}]
+    allow_overlap: true
 `))
 	if err != nil {
 		t.Fatal(err)
 	}
 	a, b := flows[0], flows[1]
+	if a.AllowOverlap || !b.AllowOverlap {
+		t.Errorf("allow_overlap: a %v, b %v", a.AllowOverlap, b.AllowOverlap)
+	}
 	if a.Name != "a" || a.ExpireAfter != 72*time.Hour || a.AttributionWindow != 36*time.Hour || a.HoldoutPercent != 15 {
 		t.Errorf("flow a: %+v", a)
 	}
@@ -340,6 +473,12 @@ flows:
 	if s.Name != "offer" || s.After != 36*time.Hour || s.Action != ActionWebhook || s.Template != "offer" || s.Discount == nil ||
 		s.Discount.AmountMinor != 500 || s.Discount.ValidForSeconds != 2*86400 || s.Discount.Prefix != "BACK" {
 		t.Errorf("step 1: %+v %+v", s, s.Discount)
+	}
+	if bm := b.Match; strings.Join(bm.IncludeSKUs, ",") != "A" || strings.Join(bm.ExcludeSKUs, ",") != "B" ||
+		strings.Join(bm.IncludeCategories, ",") != "shoes" || strings.Join(bm.ExcludeCategories, ",") != "gifts" ||
+		bm.MinItems != 2 || bm.MaxItems != 9 || strings.Join(bm.Locales, ",") != "de" || strings.Join(bm.Segments, ",") != "vip" ||
+		strings.Join(bm.LegalEntities, ",") != "acme-gmbh" || bm.B2B == nil || !*bm.B2B {
+		t.Errorf("flow b match: %+v", bm)
 	}
 	if b.ExpireAfter != DefaultExpireAfter || b.AttributionWindow != DefaultAttributionWindow || b.HoldoutPercent != 0 {
 		t.Errorf("flow b defaults: %+v", b)
@@ -379,6 +518,25 @@ func TestShippedFlows(t *testing.T) {
 	}
 }
 
+// default.yaml documents every option of the flows file: each field of
+// the file's schema appears in it (most as a comment).
+func TestShippedFlowsDocumentEveryOption(t *testing.T) {
+	data, err := os.ReadFile("../deploy/flows/default.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, typ := range []reflect.Type{reflect.TypeFor[yamlFile](), reflect.TypeFor[yamlFlow](), reflect.TypeFor[yamlMatch](),
+		reflect.TypeFor[yamlStep](), reflect.TypeFor[yamlDiscount](), reflect.TypeFor[yamlGuards](),
+		reflect.TypeFor[yamlCap](), reflect.TypeFor[yamlQuiet]()} {
+		for f := range typ.Fields() {
+			key := f.Tag.Get("yaml")
+			if !regexp.MustCompile(`(?m)[\s{,]` + key + `:`).Match(data) {
+				t.Errorf("default.yaml does not document %s (%s.%s)", key, typ.Name(), f.Name)
+			}
+		}
+	}
+}
+
 func TestParseDuration(t *testing.T) {
 	for _, tc := range []struct {
 		in   string
@@ -414,5 +572,61 @@ func TestParseDuration(t *testing.T) {
 		if want := `"` + in + `" is not a duration`; !strings.Contains(err.Error(), want) {
 			t.Errorf("ParseDuration(%q): %q does not quote the input", in, err)
 		}
+	}
+}
+
+func TestParseFlowsGuards(t *testing.T) {
+	flows, err := ParseFlows("f.yaml", []byte(`
+guards:
+  quiet_hours: {from: "21:00", to: "08:30"}
+  frequency_cap: {max: 1, per: 16h}
+  max_messages_per_cart: 3
+  combine_window: 10m
+  default_time_zone: Europe/Berlin
+flows:
+  - name: defaults
+    match: {channels: [b2c]}
+    steps: [{after: 1h, action: email}]
+  - name: overrides
+    match: {channels: [b2b]}
+    steps: [{after: 1h, action: webhook}]
+    guards:
+      requires_consent: true
+      quiet_hours: {off: true}
+      frequency_cap: {max: 3, per: 1d}
+      max_messages_per_cart: 0
+      combine_window: "0"
+  - name: upstream
+    match: {channels: [app]}
+    steps: [{after: 1h, action: email}]
+    guards:
+      requires_consent: false
+      frequency_cap: {off: true}
+      quiet_hours: {from: "22:00", to: "07:00"}
+      default_time_zone: America/New_York
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, o, u := flows[0].Guards, flows[1].Guards, flows[2].Guards
+	if d.Consent != "" || *d.QuietHours != (QuietHours{21 * 60, 8*60 + 30}) || *d.FrequencyCap != (FrequencyCap{1, 16 * time.Hour}) ||
+		d.MaxMessagesPerCart != 3 || d.CombineWindow != 10*time.Minute || d.DefaultTimeZone != "Europe/Berlin" {
+		t.Errorf("defaults: %+v", d)
+	}
+	if !d.needsConsent(ActionEmail) || d.needsConsent(ActionWebhook) {
+		t.Error("by default email needs consent and webhooks do not")
+	}
+	if o.Consent != ConsentAll || o.QuietHours != nil || *o.FrequencyCap != (FrequencyCap{3, 24 * time.Hour}) ||
+		o.MaxMessagesPerCart != 0 || o.CombineWindow != 0 || o.DefaultTimeZone != "Europe/Berlin" {
+		t.Errorf("overrides: %+v", o)
+	}
+	if u.Consent != ConsentNone || u.needsConsent(ActionEmail) || u.FrequencyCap != nil ||
+		*u.QuietHours != (QuietHours{22 * 60, 7 * 60}) || u.DefaultTimeZone != "America/New_York" || u.MaxMessagesPerCart != 3 {
+		t.Errorf("upstream: %+v", u)
+	}
+	// The cap's window keeps closed carts (and the state) long enough.
+	cfg := NewConfig([]Flow{{Name: "x", Guards: Guards{FrequencyCap: &FrequencyCap{Max: 1, Per: 20 * 24 * time.Hour}}}})
+	if cfg.ClosedRetention != 20*24*time.Hour {
+		t.Errorf("closed retention %s, want the cap window", cfg.ClosedRetention)
 	}
 }

@@ -48,6 +48,15 @@ type Effects struct {
 	// Erased is set when the customer was erased: the runtime also drops
 	// output for the customer that is still waiting in its outbox.
 	Erased bool
+	// Suppressed lists the steps that came due but were stopped by a
+	// guard (consent, caps) or combined into another cart's decision.
+	// They are recorded in the carts' histories; nothing is published for
+	// them. Fire only.
+	Suppressed []Suppression
+	// Deferred lists the steps that came due inside quiet hours: they stay
+	// pending, and their carts' timers move to the end of the window.
+	// Fire only.
+	Deferred []Deferral
 }
 
 // Emit is an input event the fold produces, keyed by the customer key it
@@ -133,16 +142,28 @@ func Apply(state *CustomerState, key string, ev *events.Event, cfg *Config) Effe
 		// from before the erasure do not bring data back.
 		f.s.Carts = nil
 		f.s.Profile = Profile{}
+		f.s.Sent = nil
 		f.s.ErasedAt = t
 		f.eff.Erased = true
 	}
 	return f.end()
 }
 
-// Fire runs the timer of one cart at time now: it emits the decision of the
-// latest inactivity step due by now, expires the cart, or drops a closed
-// cart whose retention is over, and sets the cart's next timer. A timer
-// that is not due by now, or whose cart is gone, has no effect.
+// Fire runs the timer of one cart at time now: it decides the latest
+// inactivity step due by now of every flow that matches the cart, expires
+// the cart, or drops a closed cart whose retention is over, and sets the
+// cart's next timer. A timer that is not due by now, or whose cart is
+// gone, has no effect.
+//
+// A step that comes due passes the flow's guards (see Guards) before a
+// decision goes out: inside quiet hours it is deferred (it stays pending
+// and the timer moves to the end of the window); without consent, or over
+// a cap, it is suppressed (recorded in the cart's history and reported in
+// Effects.Suppressed, nothing published); with a combine window, the
+// customer's other carts with a step of the flow due within it go out as
+// one decision, for the most valuable cart, and the others are recorded as
+// combined into it. Fire may therefore decide about other carts of the
+// customer than cartID; it moves no timer but cartID's.
 //
 // now is the partition's effective time, chosen by the runtime; Fire never
 // reads the clock. Ownership of state is as for Apply.
@@ -152,6 +173,7 @@ func Fire(state *CustomerState, key, cartID string, now time.Time, cfg *Config) 
 	if c == nil || c.WakeAt.IsZero() || c.WakeAt.After(now) {
 		return f.end()
 	}
+	fired := c.WakeAt
 	switch {
 	case !c.IsOpen():
 		if !now.Before(c.ClosedAt.Add(f.cfg.ClosedRetention)) {
@@ -169,8 +191,8 @@ func Fire(state *CustomerState, key, cartID string, now time.Time, cfg *Config) 
 	case len(c.Items) > 0:
 		for i := range f.cfg.Flows {
 			fl := &f.cfg.Flows[i]
-			if fl.Match.Matches(c) {
-				f.fireFlow(c, fl, now)
+			if fl.Match.Matches(&f.s.Profile, c) {
+				f.fireFlow(c, fl, fired, now)
 			}
 		}
 	}
@@ -186,6 +208,14 @@ type fold struct {
 	wakes      []TimerChange // carts' timers before, by cart id
 	openBefore int
 	eff        Effects
+	// deferrals made by this Fire: schedule keeps those steps' wakes at
+	// or after them.
+	deferrals []deferral
+}
+
+type deferral struct {
+	cart, flow string
+	until      time.Time
 }
 
 func begin(s *CustomerState, key string, cfg *Config) *fold {
@@ -338,7 +368,8 @@ func (f *fold) moveGuestCarts(l *events.CustomerLoggedIn, t time.Time) {
 		}
 		for _, r := range c.Decisions {
 			d.Decisions = append(d.Decisions, events.AssignedRecord{ID: r.ID, Flow: r.Flow, Step: r.Step,
-				StepIndex: r.StepIndex, Version: r.Version, At: r.At, Holdout: r.Holdout, Skipped: r.Skipped, Discount: r.Discount})
+				StepIndex: r.StepIndex, Version: r.Version, At: r.At, Due: r.Due, Holdout: r.Holdout,
+				Skipped: r.Skipped, Discount: r.Discount, Suppressed: r.Suppressed})
 		}
 		f.eff.Emits = append(f.eff.Emits, Emit{Key: l.CustomerID, Type: events.TypeCartAssigned, Time: t, Data: d,
 			ID: "a-" + hashID(f.key, c.ID, idTime(c.CreatedAt), strconv.FormatInt(c.Version, 10))})
@@ -349,16 +380,23 @@ func (f *fold) moveGuestCarts(l *events.CustomerLoggedIn, t time.Time) {
 
 // assign is the customer's side of a login: a guest's cart arrives with its
 // items, version, last activity and decision history, so a flow in
-// progress goes on where it was. A repeated assignment changes nothing.
+// progress goes on where it was, and the messages it already had count
+// toward the caps (the cart's own, and the customer's frequency cap). A
+// repeated assignment changes nothing.
 func (f *fold) assign(d *events.CartAssigned) {
 	c := f.s.Cart(d.CartID)
 	if c != nil && c.AssignedFrom == d.FromKey && c.Version >= max(d.Version, 1) {
 		return // already assigned
 	}
 	hist := make([]DecisionRecord, 0, len(d.Decisions))
+	longest := f.cfg.longestCap()
 	for _, r := range d.Decisions {
 		hist = append(hist, DecisionRecord{ID: r.ID, Flow: r.Flow, Step: r.Step, StepIndex: r.StepIndex,
-			Version: r.Version, At: r.At, Holdout: r.Holdout, Skipped: r.Skipped, Discount: r.Discount})
+			Version: r.Version, At: r.At, Due: r.Due, Holdout: r.Holdout, Skipped: r.Skipped, Discount: r.Discount,
+			Suppressed: r.Suppressed})
+		if rec := &hist[len(hist)-1]; longest > 0 && rec.Counts() && f.capped(rec.Flow) {
+			f.s.noteSent(rec.At, longest)
+		}
 	}
 	if c != nil && c.IsOpen() {
 		// Events under the customer's id came first for this cart: keep
@@ -367,9 +405,7 @@ func (f *fold) assign(d *events.CartAssigned) {
 			c.CreatedAt = d.CreatedAt
 		}
 		c.Decisions = append(hist, c.Decisions...)
-		if n := len(c.Decisions) - MaxDecisionHistory; n > 0 {
-			c.Decisions = c.Decisions[n:]
-		}
+		trimHistory(c)
 		c.AssignedFrom = d.FromKey
 		f.schedule(c)
 		return
@@ -385,16 +421,34 @@ func (f *fold) assign(d *events.CartAssigned) {
 		LegalEntity: d.LegalEntity, Metadata: d.Metadata, Status: StatusOpen, Version: max(d.Version, 1),
 		CreatedAt: d.CreatedAt, ModifiedAt: d.ModifiedAt, LastActivity: later(d.LastActivity, d.ModifiedAt),
 		Decisions: hist, AssignedFrom: d.FromKey}
+	trimHistory(c)
 	setItems(c, d.Items)
 	c.recompute()
 	f.schedule(c)
+}
+
+// capped reports whether the named flow's messages count toward the
+// frequency cap; a flow no longer configured counts, to be safe.
+func (f *fold) capped(flow string) bool {
+	fl := f.cfg.flow(flow)
+	return fl == nil || fl.Guards.FrequencyCap != nil
+}
+
+// flow returns the configured flow of the given name, or nil.
+func (c *Config) flow(name string) *Flow {
+	for i := range c.Flows {
+		if c.Flows[i].Name == name {
+			return &c.Flows[i]
+		}
+	}
+	return nil
 }
 
 // lastDecisionBefore returns the newest emitted decision made at or before t.
 func lastDecisionBefore(c *Cart, t time.Time) *DecisionRecord {
 	for i := len(c.Decisions) - 1; i >= 0; i-- {
 		r := &c.Decisions[i]
-		if !r.Skipped && !r.At.After(t) {
+		if r.Sent() && !r.At.After(t) {
 			return r
 		}
 	}
@@ -427,6 +481,13 @@ func (f *fold) updateProfile(d *events.CustomerUpdated, t time.Time) {
 		p.MarketingConsent = *d.MarketingConsent
 	}
 	p.UpdatedAt = later(p.UpdatedAt, t)
+	// Flows may match on the profile, and quiet hours follow its time
+	// zone: the carts' next wakes may have moved.
+	for _, c := range f.s.Carts {
+		if c.IsOpen() {
+			f.schedule(c)
+		}
+	}
 }
 
 // expiry is when an open cart expires: its last activity plus the longest
@@ -434,7 +495,7 @@ func (f *fold) updateProfile(d *events.CustomerUpdated, t time.Time) {
 func (f *fold) expiry(c *Cart) time.Time {
 	var d time.Duration
 	for i := range f.cfg.Flows {
-		if fl := &f.cfg.Flows[i]; fl.Match.Matches(c) {
+		if fl := &f.cfg.Flows[i]; fl.Match.Matches(&f.s.Profile, c) {
 			d = max(d, fl.ExpireAfter)
 		}
 	}
@@ -457,7 +518,7 @@ func nextStep(c *Cart, fl *Flow) int {
 		if r.Flow != fl.Name || r.StepIndex < next {
 			continue
 		}
-		samePeriod := r.StepIndex < len(fl.Steps) && r.At.Equal(c.LastActivity.Add(fl.Steps[r.StepIndex].After))
+		samePeriod := r.StepIndex < len(fl.Steps) && r.DueAt().Equal(c.LastActivity.Add(fl.Steps[r.StepIndex].After))
 		if r.Version == c.Version || samePeriod {
 			next = r.StepIndex + 1
 		}
@@ -468,57 +529,222 @@ func nextStep(c *Cart, fl *Flow) int {
 	return next
 }
 
-// fireFlow decides the latest step of fl that is due by now. Earlier steps
-// due at the same time are recorded as skipped: a customer gets one message,
-// not a burst of all the ones that were missed.
-func (f *fold) fireFlow(c *Cart, fl *Flow, now time.Time) {
+// stepPlan is the step of a flow a cart has due by some time: the latest
+// one due (last), and the earlier ones due with it (first..last-1), which
+// are passed over.
+type stepPlan struct {
+	c           *Cart
+	first, last int
+	due         time.Time // of step last
+}
+
+func planStep(c *Cart, fl *Flow, by time.Time) (stepPlan, bool) {
 	first := nextStep(c, fl)
 	if first < 0 {
-		return
+		return stepPlan{}, false
 	}
 	last := -1
 	for i := first; i < len(fl.Steps); i++ {
-		if !c.LastActivity.Add(fl.Steps[i].After).After(now) {
+		if !c.LastActivity.Add(fl.Steps[i].After).After(by) {
 			last = i
 		}
 	}
 	if last < 0 {
+		return stepPlan{}, false
+	}
+	return stepPlan{c: c, first: first, last: last, due: c.LastActivity.Add(fl.Steps[last].After)}, true
+}
+
+// fireFlow decides the latest step of fl that is due by now. Earlier steps
+// due at the same time are recorded as skipped: a customer gets one message,
+// not a burst of all the ones that were missed. fired is the due time of
+// the cart's timer that is running.
+func (f *fold) fireFlow(c *Cart, fl *Flow, fired, now time.Time) {
+	p, ok := planStep(c, fl, now)
+	if !ok {
+		return
+	}
+	at := f.decisionTime(fl, p.due, fired, now)
+	if at.After(now) {
+		st := &fl.Steps[p.last]
+		f.deferrals = append(f.deferrals, deferral{cart: c.ID, flow: fl.Name, until: at})
+		f.eff.Deferred = append(f.eff.Deferred, Deferral{Flow: fl.Name, Step: st.Name, StepIndex: p.last,
+			CartID: c.ID, Due: p.due, Until: at})
 		return
 	}
 	holdout := fl.InHoldout(f.key)
-	for i := first; i < last; i++ {
+	if reason := f.guard(c, fl, &fl.Steps[p.last], at); reason != "" {
+		f.suppress(p, fl, at, holdout, reason, "")
+		return
+	}
+	group := []stepPlan{p}
+	if w := fl.Guards.CombineWindow; w > 0 {
+		group = f.combinable(group, fl, at, later(at.Add(w), now))
+	}
+	win := 0
+	for i := 1; i < len(group); i++ {
+		if group[i].c.TotalMinor > group[win].c.TotalMinor {
+			win = i
+		}
+	}
+	id := f.decide(group[win], fl, at, holdout)
+	for i, g := range group {
+		if i != win {
+			f.suppress(g, fl, at, holdout, ReasonCombined, id)
+		}
+	}
+	// The other carts' timers stay where they are: each fires as it
+	// would have, finds its step decided, and moves on. Their wakes can
+	// only have moved later, and Fire keeps to moving the timer it runs
+	// (a runtime that fetched a batch of due timers may rely on it).
+	if fc := fl.Guards.FrequencyCap; fc != nil && !holdout {
+		f.s.noteSent(at, f.cfg.longestCap())
+	}
+}
+
+// decisionTime is when a step due at due is decided, its cart's timer
+// having come due at fired and running at now: not before either, and
+// never inside the flow's quiet hours, neither at that time nor at now (a
+// lagging runtime must not send at night what came due in the evening).
+// A time after now means: deferred until then.
+func (f *fold) decisionTime(fl *Flow, due, fired, now time.Time) time.Time {
+	at := later(due, fired)
+	q := fl.Guards.QuietHours
+	if q == nil {
+		return at
+	}
+	loc := fl.Guards.customerLocation(&f.s.Profile)
+	at = q.End(at, loc)
+	if !at.After(now) && q.Contains(now, loc) {
+		at = q.End(now, loc)
+	}
+	return at
+}
+
+// guard returns why the step of fl may not be sent for the cart at t, or
+// "" when it may.
+func (f *fold) guard(c *Cart, fl *Flow, st *Step, t time.Time) string {
+	g := &fl.Guards
+	switch {
+	case g.needsConsent(st.Action) && !f.s.Profile.MarketingConsent:
+		return ReasonNoConsent
+	case g.MaxMessagesPerCart > 0 && messages(c) >= g.MaxMessagesPerCart:
+		return ReasonCartCap
+	case g.FrequencyCap != nil && !g.FrequencyCap.Allows(f.s.Sent, t):
+		return ReasonFrequencyCap
+	}
+	return ""
+}
+
+// messages counts the messages of the cart's current life, for the cart
+// cap. trimHistory keeps those records longest.
+func messages(c *Cart) int {
+	n := 0
+	for i := range c.Decisions {
+		if c.Decisions[i].Counts() {
+			n++
+		}
+	}
+	return n
+}
+
+// combinable adds to a group of one the customer's other open carts that a
+// decision of fl at `at` can cover: same currency, matched by fl, a step of
+// fl due by `by` with the same action, passing the guards, and not
+// expiring by then.
+func (f *fold) combinable(group []stepPlan, fl *Flow, at, by time.Time) []stepPlan {
+	a := group[0]
+	action := fl.Steps[a.last].Action
+	for _, b := range f.s.Carts {
+		if b == a.c || !b.IsOpen() || len(b.Items) == 0 || b.Currency != a.c.Currency ||
+			!fl.Match.Matches(&f.s.Profile, b) || !by.Before(f.expiry(b)) {
+			continue
+		}
+		bp, ok := planStep(b, fl, by)
+		if !ok || fl.Steps[bp.last].Action != action || f.guard(b, fl, &fl.Steps[bp.last], at) != "" {
+			continue
+		}
+		group = append(group, bp)
+	}
+	return group
+}
+
+// skipEarlier records the steps passed over by a plan.
+func (f *fold) skipEarlier(p stepPlan, fl *Flow) {
+	c := p.c
+	for i := p.first; i < p.last; i++ {
 		f.record(c, DecisionRecord{Flow: fl.Name, Step: fl.Steps[i].Name, StepIndex: i, Version: c.Version,
 			At: c.LastActivity.Add(fl.Steps[i].After), Skipped: true})
 	}
-	st := &fl.Steps[last]
-	due := c.LastActivity.Add(st.After)
+}
+
+// decide emits the decision of a plan at `at` and returns its id.
+func (f *fold) decide(p stepPlan, fl *Flow, at time.Time, holdout bool) string {
+	c := p.c
+	f.skipEarlier(p, fl)
+	st := &fl.Steps[p.last]
 	validUntil := f.expiry(c)
-	if last+1 < len(fl.Steps) {
-		validUntil = c.LastActivity.Add(fl.Steps[last+1].After)
+	if p.last+1 < len(fl.Steps) {
+		validUntil = c.LastActivity.Add(fl.Steps[p.last+1].After)
 	}
 	id := DecisionID(f.key, c.ID, c.CreatedAt, fl.Name, st.Name, c.Version)
-	f.record(c, DecisionRecord{ID: id, Flow: fl.Name, Step: st.Name, StepIndex: last, Version: c.Version,
-		At: due, Holdout: holdout, Discount: st.Discount != nil})
-	p := &f.s.Profile
+	r := DecisionRecord{ID: id, Flow: fl.Name, Step: st.Name, StepIndex: p.last, Version: c.Version,
+		At: at, Holdout: holdout, Discount: st.Discount != nil}
+	if !p.due.Equal(at) {
+		r.Due = p.due
+	}
+	f.record(c, r)
+	pr := &f.s.Profile
 	f.eff.Decisions = append(f.eff.Decisions, events.Decision{
-		ID: id, Flow: fl.Name, Step: st.Name, StepIndex: last, Action: st.Action, Template: st.Template,
+		ID: id, Flow: fl.Name, Step: st.Name, StepIndex: p.last, Action: st.Action, Template: st.Template,
 		Discount: st.Discount, Holdout: holdout, Cart: c.Snapshot(),
-		Customer: events.CustomerSnapshot{Key: f.key, CustomerID: p.CustomerID, Email: p.Email, Name: p.Name,
-			Locale: p.Locale, TimeZone: p.TimeZone, MarketingConsent: p.MarketingConsent},
-		DecidedAt: due, ValidUntil: validUntil,
+		Customer: events.CustomerSnapshot{Key: f.key, CustomerID: pr.CustomerID, Email: pr.Email, Name: pr.Name,
+			Locale: pr.Locale, TimeZone: pr.TimeZone, MarketingConsent: pr.MarketingConsent},
+		DecidedAt: at, ValidUntil: validUntil,
+	})
+	return id
+}
+
+// suppress records a plan's step as suppressed for reason; into names the
+// decision a combined step went out with.
+func (f *fold) suppress(p stepPlan, fl *Flow, at time.Time, holdout bool, reason, into string) {
+	c := p.c
+	f.skipEarlier(p, fl)
+	st := &fl.Steps[p.last]
+	r := DecisionRecord{ID: into, Flow: fl.Name, Step: st.Name, StepIndex: p.last, Version: c.Version,
+		At: at, Holdout: holdout, Suppressed: reason}
+	if !p.due.Equal(at) {
+		r.Due = p.due
+	}
+	f.record(c, r)
+	f.eff.Suppressed = append(f.eff.Suppressed, Suppression{
+		DecisionID: DecisionID(f.key, c.ID, c.CreatedAt, fl.Name, st.Name, c.Version),
+		Flow:       fl.Name, Step: st.Name, StepIndex: p.last, CartID: c.ID, Reason: reason, Into: into,
+		At: at, Holdout: holdout,
 	})
 }
 
 func (f *fold) record(c *Cart, r DecisionRecord) {
 	c.Decisions = append(c.Decisions, r)
-	if n := len(c.Decisions) - MaxDecisionHistory; n > 0 {
-		c.Decisions = append(c.Decisions[:0], c.Decisions[n:]...)
+	trimHistory(c)
+}
+
+// trimHistory bounds the cart's history to MaxDecisionHistory records. It
+// drops the oldest record that does not count toward the cart cap first,
+// so that the cap keeps seeing every message of the cart's life.
+func trimHistory(c *Cart) {
+	for len(c.Decisions) > MaxDecisionHistory {
+		i := slices.IndexFunc(c.Decisions, func(r DecisionRecord) bool { return !r.Counts() })
+		if i < 0 {
+			i = 0
+		}
+		c.Decisions = slices.Delete(c.Decisions, i, i+1)
 	}
 }
 
 // schedule sets the cart's WakeAt: for an open cart the earliest of its
-// next step due in any matching flow and its expiry; for a closed cart the
-// end of its retention.
+// next step's wake in any matching flow (see wake) and its expiry; for a
+// closed cart the end of its retention.
 func (f *fold) schedule(c *Cart) {
 	if !c.IsOpen() {
 		c.WakeAt = c.ClosedAt.Add(f.cfg.ClosedRetention)
@@ -528,17 +754,39 @@ func (f *fold) schedule(c *Cart) {
 	if len(c.Items) > 0 {
 		for i := range f.cfg.Flows {
 			fl := &f.cfg.Flows[i]
-			if !fl.Match.Matches(c) {
+			if !fl.Match.Matches(&f.s.Profile, c) {
 				continue
 			}
-			if j := nextStep(c, fl); j >= 0 {
-				if due := c.LastActivity.Add(fl.Steps[j].After); due.Before(next) {
-					next = due
-				}
+			if w := f.wake(c, fl); !w.IsZero() && w.Before(next) {
+				next = w
 			}
 		}
 	}
 	c.WakeAt = next
+}
+
+// wake is when the fold must look at the cart's next step of fl: its due
+// time, or the end of a deferral made by this Fire; zero when no step is
+// pending.
+//
+// A step due inside quiet hours wakes the cart at its due time, and Fire
+// defers it then (Effects.Deferred): the deferral is visible, and it
+// follows the time zone the customer has when the step comes due. The
+// deferral is not stored: when something reschedules the cart before the
+// window ends (a profile change, say), the timer goes back to the due time
+// and the next Fire defers the step again.
+func (f *fold) wake(c *Cart, fl *Flow) time.Time {
+	j := nextStep(c, fl)
+	if j < 0 {
+		return time.Time{}
+	}
+	at := c.LastActivity.Add(fl.Steps[j].After)
+	for _, d := range f.deferrals {
+		if d.cart == c.ID && d.flow == fl.Name {
+			at = later(at, d.until)
+		}
+	}
+	return at
 }
 
 func (f *fold) outcome(c *Cart, kind string, value int64, at time.Time, r *DecisionRecord, orderID string) {
@@ -548,7 +796,7 @@ func (f *fold) outcome(c *Cart, kind string, value int64, at time.Time, r *Decis
 		OrderID: orderID, At: at,
 	}
 	for i := range c.Decisions {
-		if !c.Decisions[i].Skipped {
+		if c.Decisions[i].Sent() {
 			o.Decisions++
 		}
 	}

@@ -17,6 +17,8 @@ import (
 var t0 = time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
 
 const testFlows = `
+guards:
+  requires_consent: false # the customers of these tests have no profile
 flows:
   - name: b2c
     match: {channels: [b2c]}

@@ -257,6 +257,10 @@ func FuzzParseFlows(f *testing.F) {
 	f.Add([]byte("flows:\n  - name: x\n    steps: [{after: 1d12h, action: email}]\n    expire_after: 3d\n"))
 	f.Add([]byte("flows: []"))
 	f.Add([]byte("flows:\n  - name: a\n    steps:\n      - after: 2h\n        action: sms\n      - after: 1h\n        discount: {percent: 5, amount_minor: 1}\n"))
+	f.Add([]byte("guards:\n  quiet_hours: {from: \"21:00\", to: \"08:00\"}\n  frequency_cap: {max: 1, per: 16h}\n  default_time_zone: Europe/Berlin\n" +
+		"  combine_window: 10m\n  max_messages_per_cart: 2\nflows:\n  - name: a\n    match: {include_skus: [A], locales: [de], b2b: false}\n" +
+		"    steps: [{after: 1h, action: email}]\n    guards: {quiet_hours: {off: true}, requires_consent: true}\n" +
+		"  - name: b\n    match: {exclude_skus: [A], min_items: 2, max_items: 3}\n    steps: [{after: 1h, action: email}]\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		flows, err := ParseFlows("fuzz.yaml", data)
 		if err != nil {
@@ -281,6 +285,19 @@ func FuzzParseFlows(f *testing.F) {
 			names[fl.Name] = true
 			if len(fl.Steps) == 0 || fl.ExpireAfter <= 0 || fl.AttributionWindow <= 0 || fl.HoldoutPercent < 0 || fl.HoldoutPercent > 100 {
 				t.Fatalf("invalid flow accepted: %+v", fl)
+			}
+			g := fl.Guards
+			if fc := g.FrequencyCap; fc != nil && (fc.Max < 1 || fc.Max > MaxSentTimes/2 || fc.Per <= 0) {
+				t.Fatalf("flow %s: invalid frequency cap accepted: %+v", fl.Name, *fc)
+			}
+			if q := g.QuietHours; q != nil && (q.From == q.To || q.From < 0 || q.To < 0 || q.From >= 24*60 || q.To >= 24*60) {
+				t.Fatalf("flow %s: invalid quiet hours accepted: %+v", fl.Name, *q)
+			}
+			if _, ok := location(g.DefaultTimeZone); !ok || g.MaxMessagesPerCart < 0 || g.CombineWindow < 0 {
+				t.Fatalf("flow %s: invalid guards accepted: %+v", fl.Name, g)
+			}
+			if m := fl.Match; m.MinValueMinor < 0 || m.MinItems < 0 || (m.MaxItems > 0 && m.MaxItems < m.MinItems) {
+				t.Fatalf("flow %s: invalid match accepted: %+v", fl.Name, m)
 			}
 			for i, st := range fl.Steps {
 				if st.After <= 0 || st.After >= fl.ExpireAfter || (i > 0 && st.After <= fl.Steps[i-1].After) {

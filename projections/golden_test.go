@@ -14,8 +14,10 @@ package projections
 //
 //	# a comment, copied to the output
 //	config idle_expire_after=48h closed_retention=24h   (optional)
+//	guards:                        (a flows file, parsed with ParseFlows:
+//	  ...                           guards are optional)
 //	flows:
-//	  - name: ...                  (a flows file, parsed with ParseFlows)
+//	  - name: ...
 //	---
 //	event   TIME cust KEY TYPE {data JSON}   apply one event (encoded and
 //	                                        decoded like a producer's record)
@@ -26,10 +28,21 @@ package projections
 //	                                        runtime's timer driver does
 //	state   [KEY]                            print the carts of one or all customers
 //	timers                                   print the timer index
+//	deliver                                  apply the events the fold emitted so
+//	                                        far (a login handed over to a guest's
+//	                                        key, carts assigned to the customer),
+//	                                        in order, and those they emit, as the
+//	                                        runtime's outbox does
 //
 // `event` only applies the event: timers fire through `fire` and `advance`
 // alone, so a script says exactly when time passes. Trailing "# comments"
 // are allowed on every command.
+//
+// Besides decisions, outcomes and timer moves, the output shows the steps
+// guards suppressed ("suppressed ... reason=...") and deferred ("deferred
+// ... until=..."); `state` shows suppressed records, a record's due time
+// when its decision was deferred or combined early, and the customer's
+// recent message times for the frequency cap.
 
 import (
 	"bufio"
@@ -99,7 +112,8 @@ func runScript(t *testing.T, path string, src []byte) []byte {
 	s := newSim(cfg)
 	var out bytes.Buffer
 	indent := "  "
-	s.observe = func(st *step) { writeStep(&out, indent, st) }
+	var pending []Emit // emitted, not yet delivered
+	s.observe = func(st *step) { writeStep(&out, indent, st); pending = append(pending, st.Eff.Emits...) }
 	bodyLine := bytes.Count(header, []byte("\n")) + 2
 	sc := bufio.NewScanner(bytes.NewReader(body))
 	sc.Buffer(nil, 1<<20)
@@ -166,7 +180,32 @@ func runScript(t *testing.T, path string, src []byte) []byte {
 			if fired == 0 && runErr == nil {
 				fmt.Fprintf(&out, "%s(nothing due)\n", indent)
 			}
-			s.observe = func(st *step) { writeStep(&out, indent, st) }
+			s.observe = func(st *step) { writeStep(&out, indent, st); pending = append(pending, st.Eff.Emits...) }
+		case "deliver":
+			if len(pending) == 0 {
+				fmt.Fprintf(&out, "%s(nothing to deliver)\n", indent)
+			}
+			for len(pending) > 0 && runErr == nil {
+				em := pending[0]
+				pending = pending[1:]
+				raw, err := events.Encode(em.ID, events.Source, em.Type, em.Time, "", em.Data)
+				if err != nil {
+					fail("emit %s: %v", em.ID, err)
+				}
+				ev, err := events.Decode(raw, time.Time{})
+				if err != nil {
+					fail("emit %s does not decode: %v", em.ID, err)
+				}
+				fmt.Fprintf(&out, "%sdeliver %s %s %s\n", indent, fmtTime(em.Time), em.Key, em.Type)
+				if ev.CartAssigned != nil {
+					for _, r := range ev.CartAssigned.Decisions {
+						fmt.Fprintf(&out, "%s  with history %s/%s#%d at %s skipped=%v holdout=%v\n", indent, r.Flow, r.Step, r.StepIndex, fmtTime(r.At), r.Skipped, r.Holdout)
+					}
+				}
+				s.observe = func(st *step) { writeStep(&out, indent+"  ", st); pending = append(pending, st.Eff.Emits...) }
+				runErr = s.apply(em.Key, ev)
+			}
+			s.observe = func(st *step) { writeStep(&out, indent, st); pending = append(pending, st.Eff.Emits...) }
 		case "state":
 			f := strings.Fields(stripComment(rest))
 			keys := f
@@ -285,6 +324,18 @@ func writeStep(out *bytes.Buffer, indent string, st *step) {
 	for _, d := range e.Decisions {
 		writeDecision(out, indent, d)
 	}
+	for _, sp := range e.Suppressed {
+		fmt.Fprintf(out, "%ssuppressed %s/%s#%d cart=%s reason=%s at=%s holdout=%v", indent, sp.Flow, sp.Step,
+			sp.StepIndex, sp.CartID, sp.Reason, fmtTime(sp.At), sp.Holdout)
+		if sp.Into != "" {
+			fmt.Fprintf(out, " into=%s", sp.Into)
+		}
+		out.WriteString("\n")
+	}
+	for _, df := range e.Deferred {
+		fmt.Fprintf(out, "%sdeferred %s/%s#%d cart=%s due=%s until=%s\n", indent, df.Flow, df.Step, df.StepIndex,
+			df.CartID, fmtTime(df.Due), fmtTime(df.Until))
+	}
 	for _, o := range e.Outcomes {
 		writeOutcome(out, indent, o)
 	}
@@ -297,7 +348,8 @@ func writeStep(out *bytes.Buffer, indent string, st *step) {
 	if e.State == nil && st.Before {
 		fmt.Fprintf(out, "%sstate of %s deleted\n", indent, st.Key)
 	}
-	if len(e.Decisions) == 0 && len(e.Outcomes) == 0 && len(e.Timers) == 0 && e.OpenCartsDelta == 0 && !(e.State == nil && st.Before) {
+	if len(e.Decisions) == 0 && len(e.Outcomes) == 0 && len(e.Timers) == 0 && e.OpenCartsDelta == 0 &&
+		len(e.Suppressed) == 0 && len(e.Deferred) == 0 && !(e.State == nil && st.Before) {
 		fmt.Fprintf(out, "%s(no effects)\n", indent)
 	}
 }
@@ -344,11 +396,26 @@ func writeCustomer(out *bytes.Buffer, indent, key string, st *CustomerState) {
 			indent, fmtTime(c.CreatedAt), fmtTime(c.LastActivity), fmtTime(c.ClosedAt), fmtTime(c.WakeAt))
 		for _, r := range c.Decisions {
 			what := r.ID
-			if r.Skipped {
+			switch {
+			case r.Skipped:
 				what = "skipped"
+			case r.Suppressed == ReasonCombined:
+				what = "suppressed=combined into " + r.ID
+			case r.Suppressed != "":
+				what = "suppressed=" + r.Suppressed
+			}
+			if !r.Due.IsZero() {
+				what += " (due " + fmtTime(r.Due) + ")"
 			}
 			fmt.Fprintf(out, "%s    %s/%s#%d v%d at %s %s holdout=%v\n", indent, r.Flow, r.Step, r.StepIndex, r.Version, fmtTime(r.At), what, r.Holdout)
 		}
+	}
+	if len(st.Sent) > 0 {
+		times := make([]string, len(st.Sent))
+		for i, t := range st.Sent {
+			times[i] = fmtTime(t)
+		}
+		fmt.Fprintf(out, "%s  sent (for the frequency cap): %s\n", indent, strings.Join(times, ", "))
 	}
 }
 

@@ -385,7 +385,9 @@ func checkCart(c *Cart) error {
 // checker follows a run's outputs and checks the rules that span steps:
 // decision and outcome ids are unique, decisions come only from timers and
 // never for a cart whose checkout (or discard) came before the step's due
-// time, and outcomes are attributed to decisions that were emitted.
+// time, outcomes are attributed to decisions that were emitted, and the
+// guards hold: no decision inside quiet hours, no cap exceeded, no email
+// without the consent it needs.
 type checker struct {
 	cfg       *Config
 	decisions map[string]decisionInfo
@@ -401,6 +403,14 @@ type checker struct {
 	// same cart life, version, flow and step (a dropped cart re-created by
 	// a stale event at its old creation time derives the same decision).
 	allowRederive bool
+	// messages holds, by customer key, the decision times of the
+	// customer's messages under a frequency cap, as the checker saw them
+	// go out (and come along with assigned carts). A customer whose state
+	// is deleted or erased starts afresh, as the fold does.
+	messages map[string][]time.Time
+	// guardStats counts suppressions by reason, deferrals ("deferred") and
+	// combined decisions, for coverage checks.
+	guardStats map[string]int
 }
 
 type decisionInfo struct {
@@ -423,7 +433,8 @@ type closeInfo struct {
 
 func newChecker(cfg *Config) *checker {
 	return &checker{cfg: cfg, decisions: map[string]decisionInfo{}, outcomes: map[string]events.Outcome{},
-		closes: map[timerKey]closeInfo{}, credited: map[string]string{}, sent: map[sentKey]string{}}
+		closes: map[timerKey]closeInfo{}, credited: map[string]string{}, sent: map[sentKey]string{},
+		messages: map[string][]time.Time{}, guardStats: map[string]int{}}
 }
 
 type sentKey struct {
@@ -434,6 +445,8 @@ type sentKey struct {
 type preApply struct {
 	cartStatus string    // "" for no cart
 	erasedAt   time.Time // the customer's tombstone, if any
+	// assignRepeat: a cart.assigned the customer already has
+	assignRepeat bool
 }
 
 func (ck *checker) before(st *CustomerState, ev *events.Event) preApply {
@@ -444,6 +457,9 @@ func (ck *checker) before(st *CustomerState, ev *events.Event) preApply {
 	if ref, ok := ev.Cart(); ok && st != nil {
 		if c := st.Cart(ref.CartID); c != nil {
 			p.cartStatus = c.Status
+			if d := ev.CartAssigned; d != nil {
+				p.assignRepeat = c.AssignedFrom == d.FromKey && c.Version >= max(d.Version, 1)
+			}
 		}
 	}
 	return p
@@ -455,8 +471,20 @@ func isActivity(ev *events.Event) bool {
 }
 
 func (ck *checker) afterApply(key string, ev *events.Event, pre preApply, eff Effects, st *CustomerState) error {
-	if len(eff.Decisions) > 0 {
-		return fmt.Errorf("Apply emitted %d decisions; only timers decide", len(eff.Decisions))
+	if len(eff.Decisions) > 0 || len(eff.Suppressed) > 0 || len(eff.Deferred) > 0 {
+		return fmt.Errorf("Apply decided (%d decisions, %d suppressed, %d deferred); only timers decide",
+			len(eff.Decisions), len(eff.Suppressed), len(eff.Deferred))
+	}
+	if eff.State == nil || ev.CustomerErased != nil {
+		delete(ck.messages, key)
+	}
+	if d := ev.CartAssigned; d != nil && !pre.assignRepeat && eff.State != nil {
+		// The assigned cart's messages count toward the customer's cap.
+		for _, r := range d.Decisions {
+			if fl := ck.cfg.flow(r.Flow); !r.Skipped && !r.Holdout && (fl == nil || fl.Guards.FrequencyCap != nil) {
+				ck.addMessage(key, r.At)
+			}
+		}
 	}
 	if ev.CustomerErased != nil && (pre.erasedAt.IsZero() || ev.Time.After(pre.erasedAt)) {
 		// All that is left is a tombstone.
@@ -503,9 +531,22 @@ func (ck *checker) afterFire(key, cartID string, now time.Time, eff Effects, st 
 	if st == nil || st.Cart(cartID) == nil {
 		delete(ck.closes, timerKey{key, cartID})
 	}
+	if st == nil {
+		delete(ck.messages, key)
+	}
+	for _, tc := range eff.Timers {
+		if tc.CartID != cartID {
+			return fmt.Errorf("the timer of cart %s moved the timer of cart %s", cartID, tc.CartID)
+		}
+	}
+	if err := ck.guards(key, cartID, now, eff, st); err != nil {
+		return err
+	}
 	for _, d := range eff.Decisions {
-		if d.Cart.CartID != cartID {
-			return fmt.Errorf("the timer of cart %s decided about cart %s", cartID, d.Cart.CartID)
+		// A combined decision may be about another cart of the customer.
+		cartID := d.Cart.CartID
+		if st == nil || st.Cart(cartID) == nil || !st.Cart(cartID).IsOpen() {
+			return fmt.Errorf("decision %s about cart %s, which the customer does not have open", d.ID, d.Cart.CartID)
 		}
 		if d.DecidedAt.After(now) {
 			return fmt.Errorf("decision %s decided at %s, after now %s", d.ID, fmtTime(d.DecidedAt), fmtTime(now))
@@ -550,6 +591,114 @@ func (ck *checker) afterFire(key, cartID string, now time.Time, eff Effects, st 
 		}
 	}
 	return nil
+}
+
+// guards checks the guard rules of one Fire's effects: no decision (and no
+// deferral's end) inside the flow's quiet hours, and no decision made
+// while now is inside them; no frequency or cart cap exceeded; consent
+// where the flow needs it; suppressions recorded in the carts' histories,
+// combined ones naming a decision of the same Fire.
+func (ck *checker) guards(key, cartID string, now time.Time, eff Effects, st *CustomerState) error {
+	ids := map[string]bool{}
+	for _, d := range eff.Decisions {
+		ids[d.ID] = true
+		fl := ck.cfg.flow(d.Flow)
+		if fl == nil {
+			return fmt.Errorf("decision %s of unknown flow %q", d.ID, d.Flow)
+		}
+		g := &fl.Guards
+		loc := g.customerLocation(&Profile{TimeZone: d.Customer.TimeZone})
+		if q := g.QuietHours; q != nil {
+			if q.Contains(d.DecidedAt, loc) {
+				return fmt.Errorf("decision %s decided at %s, inside quiet hours in %s", d.ID, fmtTime(d.DecidedAt), loc)
+			}
+			if q.Contains(now, loc) {
+				return fmt.Errorf("decision %s made at %s, inside quiet hours in %s", d.ID, fmtTime(now), loc)
+			}
+		}
+		if g.needsConsent(d.Action) && !d.Customer.MarketingConsent {
+			return fmt.Errorf("decision %s (%s) without consent", d.ID, d.Action)
+		}
+		if n := g.MaxMessagesPerCart; n > 0 && st != nil {
+			if c := st.Cart(d.Cart.CartID); c != nil && messages(c) > n {
+				return fmt.Errorf("decision %s: cart %s has had %d messages, over the cap of %d", d.ID, c.ID, messages(c), n)
+			}
+		}
+		if fc := g.FrequencyCap; fc != nil && !d.Holdout {
+			msgs := ck.messages[key]
+			// Brute force: every window [s, s+Per) that holds the new
+			// message, starting at any message or at it.
+			for _, s := range append(slices.Clone(msgs), d.DecidedAt) {
+				if s.After(d.DecidedAt) || !d.DecidedAt.Before(s.Add(fc.Per)) {
+					continue
+				}
+				n := 1
+				for _, m := range msgs {
+					if !m.Before(s) && m.Before(s.Add(fc.Per)) {
+						n++
+					}
+				}
+				if n > fc.Max {
+					return fmt.Errorf("decision %s at %s: %d messages in the %s from %s, the cap is %d", d.ID,
+						fmtTime(d.DecidedAt), n, fc.Per, fmtTime(s), fc.Max)
+				}
+			}
+		}
+		if g.FrequencyCap != nil && !d.Holdout {
+			ck.addMessage(key, d.DecidedAt)
+		}
+	}
+	for _, sp := range eff.Suppressed {
+		ck.guardStats["suppressed "+sp.Reason]++
+		switch sp.Reason {
+		case ReasonNoConsent, ReasonCartCap, ReasonFrequencyCap:
+			if sp.Into != "" {
+				return fmt.Errorf("suppression %+v names a decision", sp)
+			}
+		case ReasonCombined:
+			if !ids[sp.Into] {
+				return fmt.Errorf("step %s/%s of cart %s combined into %q, not a decision of this Fire", sp.Flow, sp.Step, sp.CartID, sp.Into)
+			}
+		default:
+			return fmt.Errorf("suppression with unknown reason: %+v", sp)
+		}
+		if sp.At.After(now) {
+			return fmt.Errorf("suppression %+v after now %s", sp, fmtTime(now))
+		}
+		var c *Cart
+		if st != nil {
+			c = st.Cart(sp.CartID)
+		}
+		if c == nil || !slices.ContainsFunc(c.Decisions, func(r DecisionRecord) bool {
+			return r.Suppressed == sp.Reason && r.Flow == sp.Flow && r.StepIndex == sp.StepIndex && r.At.Equal(sp.At)
+		}) {
+			return fmt.Errorf("suppression %+v is not in the cart's history", sp)
+		}
+	}
+	if len(eff.Decisions) > 0 && slices.ContainsFunc(eff.Suppressed, func(sp Suppression) bool { return sp.Reason == ReasonCombined }) {
+		ck.guardStats["combined decision"]++
+	}
+	for _, df := range eff.Deferred {
+		ck.guardStats["deferred"]++
+		fl := ck.cfg.flow(df.Flow)
+		if fl == nil || fl.Guards.QuietHours == nil || df.CartID != cartID || st == nil {
+			return fmt.Errorf("deferral %+v without quiet hours, or of another cart", df)
+		}
+		loc := fl.Guards.customerLocation(&st.Profile)
+		if !df.Until.After(now) || fl.Guards.QuietHours.Contains(df.Until, loc) {
+			return fmt.Errorf("deferral %+v: until must be after now %s and outside quiet hours", df, fmtTime(now))
+		}
+		if c := st.Cart(df.CartID); c == nil || c.WakeAt.After(df.Until) {
+			return fmt.Errorf("deferral %+v: the cart's timer is not at or before the end of the deferral", df)
+		}
+	}
+	return nil
+}
+
+func (ck *checker) addMessage(key string, t time.Time) {
+	msgs := ck.messages[key]
+	i, _ := slices.BinarySearchFunc(msgs, t, func(a, b time.Time) int { return a.Compare(b) })
+	ck.messages[key] = slices.Insert(msgs, i, t)
 }
 
 func (a decisionInfo) sameDecision(b decisionInfo) bool {

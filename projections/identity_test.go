@@ -13,6 +13,8 @@ var idT0 = time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
 func identityConfig(t *testing.T) *Config {
 	t.Helper()
 	flows, err := ParseFlows("t", []byte(`
+guards:
+  requires_consent: false # guests have no profile, hence no consent
 flows:
   - name: f
     steps:

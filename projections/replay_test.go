@@ -23,8 +23,17 @@ import (
 )
 
 // replayFlows are short, overlapping flows, so that a log spanning hours
-// reaches every step, expiry and retention many times.
+// reaches every step, expiry and retention many times, with every guard
+// on: consent, quiet hours (the log spans two nights; profiles are in
+// Berlin or, by default, New York), a frequency cap, a cart cap and
+// combined decisions.
 const replayFlows = `
+guards:
+  quiet_hours: {from: "22:00", to: "07:00"}
+  default_time_zone: America/New_York
+  frequency_cap: {max: 2, per: 1h}
+  max_messages_per_cart: 3
+  combine_window: 5m
 flows:
   - name: quick
     match: {cart_types: [shopping], channels: [b2c], min_value_minor: 500}
@@ -41,8 +50,13 @@ flows:
       - {name: account-manager, after: 45m, action: webhook}
     expire_after: 6h
     attribution_window: 3h
+    guards:
+      quiet_hours: {off: true}
+      frequency_cap: {off: true}
+      requires_consent: true
   - name: eur
     match: {currencies: [EUR], max_value_minor: 20000}
+    allow_overlap: true  # overlaps quick on purpose
     steps:
       - {name: nudge, after: 20m, action: webhook}
       - {name: last-call, after: 90m, action: email, template: last-call}
@@ -330,22 +344,25 @@ func replay(t *testing.T, cfg *Config, log []logEntry, restarts []int, hashAt ma
 	res := replayResult{hashes: map[int]string{}, stats: map[string]int{}, ids: map[string]string{}}
 	s.observe = func(st *step) {
 		e := st.Eff
-		if len(e.Decisions) == 0 && len(e.Outcomes) == 0 && len(e.Timers) == 0 && e.OpenCartsDelta == 0 {
+		if len(e.Decisions) == 0 && len(e.Outcomes) == 0 && len(e.Timers) == 0 && e.OpenCartsDelta == 0 &&
+			len(e.Suppressed) == 0 && len(e.Deferred) == 0 {
 			return
 		}
 		line := struct {
-			Kind      string
-			Key       string
-			Cart      string            `json:",omitempty"`
-			Now       time.Time         `json:",omitzero"`
-			Event     string            `json:",omitempty"`
-			Decisions []events.Decision `json:",omitempty"`
-			Outcomes  []events.Outcome  `json:",omitempty"`
-			Timers    []TimerChange     `json:",omitempty"`
-			Open      int
-			Deleted   bool
-		}{Kind: st.Kind, Key: st.Key, Cart: st.CartID, Now: st.Now, Decisions: e.Decisions, Outcomes: e.Outcomes,
-			Timers: e.Timers, Open: e.OpenCartsDelta, Deleted: e.State == nil}
+			Kind       string
+			Key        string
+			Cart       string            `json:",omitempty"`
+			Now        time.Time         `json:",omitzero"`
+			Event      string            `json:",omitempty"`
+			Decisions  []events.Decision `json:",omitempty"`
+			Suppressed []Suppression     `json:",omitempty"`
+			Deferred   []Deferral        `json:",omitempty"`
+			Outcomes   []events.Outcome  `json:",omitempty"`
+			Timers     []TimerChange     `json:",omitempty"`
+			Open       int
+			Deleted    bool
+		}{Kind: st.Kind, Key: st.Key, Cart: st.CartID, Now: st.Now, Decisions: e.Decisions, Suppressed: e.Suppressed,
+			Deferred: e.Deferred, Outcomes: e.Outcomes, Timers: e.Timers, Open: e.OpenCartsDelta, Deleted: e.State == nil}
 		if st.Event != nil {
 			line.Event = st.Event.ID
 		}
@@ -409,6 +426,9 @@ func replay(t *testing.T, cfg *Config, log []logEntry, restarts []int, hashAt ma
 		}
 	}
 	res.atEnd = s.marshal()
+	for k, n := range s.chk.guardStats {
+		res.stats[k] += n
+	}
 	// Let every timer run out: all carts expire and are dropped.
 	if err := s.advance(s.eff.Add(cfg.IdleExpireAfter + cfg.ClosedRetention + time.Hour)); err != nil {
 		t.Fatal(err)
@@ -528,7 +548,9 @@ func logStats(t *testing.T, r replayResult) {
 func checkCoverage(t *testing.T, r replayResult) {
 	t.Helper()
 	for _, k := range []string{"decision", "decision holdout", "skipped step", "outcome recovered", "outcome converted",
-		"outcome converted_holdout", "outcome lost", "outcome discarded", "event customer.erased", "event cart.assigned"} {
+		"outcome converted_holdout", "outcome lost", "outcome discarded", "event customer.erased", "event cart.assigned",
+		"suppressed " + ReasonNoConsent, "suppressed " + ReasonFrequencyCap, "suppressed " + ReasonCartCap,
+		"suppressed " + ReasonCombined, "combined decision", "deferred"} {
 		if r.stats[k] == 0 {
 			t.Errorf("the log never produced %q", k)
 		}

@@ -32,6 +32,12 @@ type CustomerState struct {
 	// ErasedAt marks a tombstone: the customer was erased at this event
 	// time, and events from before it are ignored.
 	ErasedAt time.Time `json:"erased_at,omitzero"`
+	// Sent holds the decision times of the customer's recent messages
+	// (emitted, non-holdout decisions of flows under a frequency cap, on
+	// any cart), sorted, for the frequency cap. It is bounded: at most
+	// MaxSentTimes entries, none much older than the longest cap window.
+	// A state with nothing else in it is deleted, Sent included.
+	Sent []time.Time `json:"sent,omitempty"`
 }
 
 // Erased reports whether the state is a tombstone with nothing in it.
@@ -99,16 +105,42 @@ type Cart struct {
 // DecisionRecord is one entry of a cart's decision history. Skipped records
 // mark steps that came due together with a later step (after downtime, say)
 // and were passed over in favour of the later one; they emit nothing.
+// Suppressed records mark steps a guard stopped; they emit nothing either.
+// Every record marks its step as done for the inactivity period.
 type DecisionRecord struct {
-	ID        string    `json:"id,omitempty"`
-	Flow      string    `json:"flow"`
-	Step      string    `json:"step"`
-	StepIndex int       `json:"step_index"`
-	Version   int64     `json:"version"`
-	At        time.Time `json:"at"`
-	Holdout   bool      `json:"holdout,omitempty"`
-	Skipped   bool      `json:"skipped,omitempty"`
-	Discount  bool      `json:"discount,omitempty"`
+	// ID is the emitted decision's id. A suppressed record has none,
+	// except a combined one: it names the decision it went out with.
+	ID        string `json:"id,omitempty"`
+	Flow      string `json:"flow"`
+	Step      string `json:"step"`
+	StepIndex int    `json:"step_index"`
+	Version   int64  `json:"version"`
+	// At is the decision time (decided_at); for a skipped record, the
+	// step's due time.
+	At time.Time `json:"at"`
+	// Due is the step's due time when it differs from At: the decision
+	// was deferred by quiet hours, or made early for a combined decision.
+	Due        time.Time `json:"due,omitzero"`
+	Holdout    bool      `json:"holdout,omitempty"`
+	Skipped    bool      `json:"skipped,omitempty"`
+	Discount   bool      `json:"discount,omitempty"`
+	Suppressed string    `json:"suppressed,omitempty"` // a Reason constant
+}
+
+// Sent reports whether the record is an emitted decision (holdout
+// included).
+func (r *DecisionRecord) Sent() bool { return !r.Skipped && r.Suppressed == "" }
+
+// Counts reports whether the record counts toward the caps: an emitted
+// decision that is not in the holdout group.
+func (r *DecisionRecord) Counts() bool { return r.Sent() && !r.Holdout }
+
+// DueAt is when the record's step came due.
+func (r *DecisionRecord) DueAt() time.Time {
+	if !r.Due.IsZero() {
+		return r.Due
+	}
+	return r.At
 }
 
 // IsOpen reports whether the cart is open.

@@ -174,20 +174,23 @@ func runProcessor(ctx context.Context, args []string, stdout io.Writer) error {
 // metrics is the Prometheus face of the processor's hooks and stats, and
 // of the API's requests.
 type metrics struct {
-	reg       *prometheus.Registry
-	rejected  *prometheus.CounterVec
-	skipped   prometheus.Counter
-	lateness  prometheus.Histogram
-	batch     prometheus.Histogram
-	http      *prometheus.HistogramVec
-	forwarded *prometheus.CounterVec
-	once      sync.Once
+	reg        *prometheus.Registry
+	rejected   *prometheus.CounterVec
+	suppressed *prometheus.CounterVec
+	skipped    prometheus.Counter
+	lateness   prometheus.Histogram
+	batch      prometheus.Histogram
+	http       *prometheus.HistogramVec
+	forwarded  *prometheus.CounterVec
+	once       sync.Once
 }
 
 func newMetrics() *metrics {
 	m := &metrics{reg: prometheus.NewRegistry()}
 	m.rejected = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cartlift_events_rejected_total",
 		Help: "Input records sent to the dead-letter topic, by reason."}, []string{"reason"})
+	m.suppressed = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cartlift_decisions_suppressed_total",
+		Help: "Steps that came due but a guard stopped, by reason (no_consent, frequency_cap, cart_cap, combined)."}, []string{"reason"})
 	m.skipped = prometheus.NewCounter(prometheus.CounterOpts{Name: "cartlift_events_skipped_total",
 		Help: "Input records of unknown event types, skipped."})
 	m.lateness = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "cartlift_timer_lateness_seconds",
@@ -201,17 +204,18 @@ func newMetrics() *metrics {
 		[]string{"route", "method", "code"})
 	m.forwarded = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cartlift_http_forwarded_total",
 		Help: "API requests forwarded to the instance that owns the customer's partition, by route pattern."}, []string{"route"})
-	m.reg.MustRegister(m.rejected, m.skipped, m.lateness, m.batch, m.http, m.forwarded,
+	m.reg.MustRegister(m.rejected, m.suppressed, m.skipped, m.lateness, m.batch, m.http, m.forwarded,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
 func (m *metrics) hooks() processor.Hooks {
 	return processor.Hooks{
-		EventRejected:  func(reason string) { m.rejected.WithLabelValues(reason).Inc() },
-		EventSkipped:   func(string) { m.skipped.Inc() },
-		TimerFired:     func(d time.Duration) { m.lateness.Observe(d.Seconds()) },
-		BatchCommitted: func(_ int32, _ int, took time.Duration) { m.batch.Observe(took.Seconds()) },
+		EventRejected:      func(reason string) { m.rejected.WithLabelValues(reason).Inc() },
+		EventSkipped:       func(string) { m.skipped.Inc() },
+		DecisionSuppressed: func(reason string) { m.suppressed.WithLabelValues(reason).Inc() },
+		TimerFired:         func(d time.Duration) { m.lateness.Observe(d.Seconds()) },
+		BatchCommitted:     func(_ int32, _ int, took time.Duration) { m.batch.Observe(took.Seconds()) },
 	}
 }
 
@@ -238,6 +242,7 @@ func (m *metrics) register(p *processor.Processor) {
 		counter("cartlift_decisions_emitted_total", "Decisions acknowledged by the brokers.", func(s processor.Stats) int64 { return s.DecisionsEmitted })
 		counter("cartlift_outcomes_emitted_total", "Outcomes acknowledged by the brokers.", func(s processor.Stats) int64 { return s.OutcomesEmitted })
 		counter("cartlift_timers_fired_total", "Timers fired.", func(s processor.Stats) int64 { return s.TimersFired })
+		counter("cartlift_decisions_deferred_total", "Steps held for quiet hours (decided at the window's end).", func(s processor.Stats) int64 { return s.DecisionsDeferred })
 		gauge("cartlift_consumer_lag", "Records between the processed and the end offsets of assigned partitions.", func(s processor.Stats) int64 { return s.Lag })
 		gauge("cartlift_open_carts", "Open carts in assigned partitions.", func(s processor.Stats) int64 { return s.OpenCarts })
 		gauge("cartlift_pending_timers", "Pending timers in assigned partitions.", func(s processor.Stats) int64 { return s.PendingTimers })
