@@ -9,7 +9,7 @@ PKGS  := ./...
 DEMO_DURATION ?= 60s
 DEMO_RATE     ?= 400
 
-.PHONY: all build demo test test-short bench bench-e2e lint fuzz clean
+.PHONY: all build demo test test-short test-race bench bench-e2e lint fuzz clean
 
 all: build
 
@@ -25,6 +25,10 @@ demo: build
 # against an in-process Kafka-protocol broker and subprocesses of the binary.
 test: lint
 	$(GO) test -count=1 -timeout 20m $(PKGS)
+
+# The concurrent packages under the race detector (slower; run before a release).
+test-race:
+	$(GO) test -race -count=1 -timeout 20m ./processor ./cmd/...
 
 test-short:
 	$(GO) test -count=1 -short $(PKGS)
