@@ -25,6 +25,7 @@ Usage:
   cartlift demo [flags]        broker + processor + generator with live progress
   cartlift load [flags]        measure end-to-end throughput through the Kafka protocol
   cartlift flows check FILE    validate a flows file
+  cartlift backtest [flags]    replay a history through flows files (--flows, --compare) and report per step
 
 Run 'cartlift <command> -h' for the flags of a command.
 `
@@ -95,6 +96,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runLoad(ctx, rest, stdout)
 	case "flows":
 		return runFlows(rest, stdout)
+	case "backtest":
+		return runBacktest(ctx, rest, stdout)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
