@@ -367,7 +367,7 @@ func (p *Processor) adjustOffsets(_ context.Context, offsets map[string]map[int3
 			continue
 		}
 		for part := range parts {
-			meta, err := loadMeta(p.db, part)
+			meta, err := loadMeta(p.db, part, nil)
 			if err != nil {
 				return nil, err
 			}

@@ -22,14 +22,23 @@ import (
 //	[p]{kindState}customerKey                 projections.CustomerState (codec.go)
 //	[p]{kindTimer}due(8)customerKey 0x00 cartID   empty value; the timer index
 //	[p]{kindOutbox}seq(8)                     an encoded outboxEntry
+//	[p]{kindModified}modifiedAt(8)customerKey 0x00 cartID   empty value;
+//	                                          open carts by last modification,
+//	                                          swept by scheduled flows
 //
 // Customer keys and cart ids never contain 0x00 (events.Decode rejects
-// control characters), so the timer key splits unambiguously.
+// control characters), so the timer and modification keys split
+// unambiguously.
+//
+// The modification index is kept from the fold's Effects.Modified. A store
+// written before it existed has no entries for carts not modified since:
+// they join the index at their next modification.
 const (
-	kindMeta   byte = 1
-	kindState  byte = 2
-	kindTimer  byte = 3
-	kindOutbox byte = 4
+	kindMeta     byte = 1
+	kindState    byte = 2
+	kindTimer    byte = 3
+	kindOutbox   byte = 4
+	kindModified byte = 5
 )
 
 // Metadata records of a partition.
@@ -39,7 +48,46 @@ const (
 	metaEventTime  byte = 't' // newest processed event time (unix nanos)
 	metaOpenCarts  byte = 'c' // open carts in the partition
 	metaTimers     byte = 'n' // pending timers in the partition
+	// metaSchedule + flow name: the last run time (unix nanos) of a
+	// scheduled flow in the partition.
+	metaSchedule byte = 'r'
 )
+
+func scheduleKey(p int32, flow string) []byte {
+	return append(metaKey(p, metaSchedule), flow...)
+}
+
+func modKey(p int32, at time.Time, customer, cart string) []byte {
+	k := encodeDue(partPrefix(p, kindModified), at)
+	k = append(k, customer...)
+	k = append(k, 0)
+	return append(k, cart...)
+}
+
+// modRange returns the bounds of the index entries of partition p
+// modified in [from, to].
+func modRange(p int32, from, to time.Time) (lower, upper []byte) {
+	lower = encodeDue(partPrefix(p, kindModified), from)
+	if to.UnixNano() == math.MaxInt64 {
+		return lower, partPrefix(p, kindModified+1)
+	}
+	return lower, encodeDue(partPrefix(p, kindModified), to.Add(1))
+}
+
+// parseModKey splits a modification index key.
+func parseModKey(k []byte) (at time.Time, customer, cart string, err error) {
+	if len(k) < 5+8+1 || k[4] != kindModified {
+		return time.Time{}, "", "", fmt.Errorf("malformed modification key %x", k)
+	}
+	at = decodeDue(k[5:13])
+	rest := k[13:]
+	for i, c := range rest {
+		if c == 0 {
+			return at, string(rest[:i]), string(rest[i+1:]), nil
+		}
+	}
+	return time.Time{}, "", "", fmt.Errorf("malformed modification key %x", k)
+}
 
 func partPrefix(p int32, kind byte) []byte {
 	k := make([]byte, 5, 64)
@@ -180,6 +228,8 @@ type partitionMeta struct {
 	EventTime  time.Time
 	OpenCarts  int64
 	Timers     int64
+	// Runs holds the last run time of each scheduled flow, by name.
+	Runs map[string]time.Time
 }
 
 func getInt(r pebble.Reader, key []byte) (int64, bool, error) {
@@ -197,8 +247,8 @@ func getInt(r pebble.Reader, key []byte) (int64, bool, error) {
 	return int64(binary.BigEndian.Uint64(v)), true, nil
 }
 
-func loadMeta(r pebble.Reader, p int32) (partitionMeta, error) {
-	m := partitionMeta{NextOffset: -1}
+func loadMeta(r pebble.Reader, p int32, flows *projections.Config) (partitionMeta, error) {
+	m := partitionMeta{NextOffset: -1, Runs: map[string]time.Time{}}
 	var err error
 	read := func(k byte) int64 {
 		if err != nil {
@@ -220,6 +270,18 @@ func loadMeta(r pebble.Reader, p int32) (partitionMeta, error) {
 	}
 	m.OpenCarts = read(metaOpenCarts)
 	m.Timers = read(metaTimers)
+	if flows != nil {
+		for _, i := range flows.ScheduledFlows() {
+			name := flows.Flows[i].Name
+			v, ok, e := getInt(r, scheduleKey(p, name))
+			if e != nil && err == nil {
+				err = e
+			}
+			if ok {
+				m.Runs[name] = time.Unix(0, v).UTC()
+			}
+		}
+	}
 	return m, err
 }
 
@@ -238,6 +300,11 @@ func storeMeta(b *pebble.Batch, p int32, m partitionMeta) error {
 	}{{metaNextOffset, m.NextOffset}, {metaOutboxSeq, int64(m.OutboxSeq)}, {metaEventTime, et},
 		{metaOpenCarts, m.OpenCarts}, {metaTimers, m.Timers}} {
 		if err := putInt(b, metaKey(p, kv.k), kv.v); err != nil {
+			return err
+		}
+	}
+	for name, t := range m.Runs {
+		if err := putInt(b, scheduleKey(p, name), t.UnixNano()); err != nil {
 			return err
 		}
 	}

@@ -92,7 +92,7 @@ type worker struct {
 }
 
 func newWorker(pr *Processor, part int32) (*worker, error) {
-	meta, err := loadMeta(pr.db, part)
+	meta, err := loadMeta(pr.db, part, pr.flows)
 	if err != nil {
 		return nil, fmt.Errorf("partition %d: %w", part, err)
 	}
@@ -191,9 +191,78 @@ func (w *worker) tick() error {
 			return err
 		}
 		if n < maxFiresPerBatch {
-			return nil
+			break
 		}
 	}
+	if err := w.runSchedules(now); err != nil {
+		return err
+	}
+	return w.commit()
+}
+
+// runSchedules runs the scheduled flows due by now, the partition's
+// effective time (the wall clock from tick, the event time while the
+// worker lags). Per flow, the partition's metadata holds the last run
+// time: when now has reached the next cron time after it, ONE run happens,
+// at the latest cron time at or before now (runs missed while the
+// processor was down collapse into it). The run sweeps only the range of
+// the modification index in its time frame and calls FireSchedule for
+// each cart there; the new last run time goes into the same Pebble batch
+// as the run's effects.
+//
+// On the first start of a partition with a flow (no last run stored), the
+// last run is set to now without a run: a schedule never runs
+// retroactively for the time before it was deployed.
+func (w *worker) runSchedules(now time.Time) error {
+	flows := w.pr.flows
+	for _, i := range flows.ScheduledFlows() {
+		fl := &flows.Flows[i]
+		if w.meta.Runs == nil {
+			w.meta.Runs = map[string]time.Time{}
+		}
+		last, ok := w.meta.Runs[fl.Name]
+		if !ok {
+			w.meta.Runs[fl.Name] = now
+			w.changed = true
+			continue
+		}
+		run := fl.Schedule.Due(last, now)
+		if run.IsZero() {
+			continue
+		}
+		from, to := fl.Schedule.Frame(run)
+		lower, upper := modRange(w.part, from, to)
+		keys, err := w.dueKeys(lower, upper, math.MaxInt)
+		if err != nil {
+			return err
+		}
+		decided := 0
+		for _, k := range keys {
+			_, customer, cart, err := parseModKey(k)
+			if err != nil {
+				return err
+			}
+			st, err := w.state(customer)
+			if err != nil {
+				return err
+			}
+			if st == nil {
+				continue
+			}
+			eff := projections.FireSchedule(st, customer, cart, fl, run, flows)
+			if len(eff.Decisions) == 0 && len(eff.Suppressed) == 0 && len(eff.Modified) == 0 && len(eff.Timers) == 0 {
+				continue // nothing changed
+			}
+			decided += len(eff.Decisions)
+			if err := w.apply(customer, eff); err != nil {
+				return err
+			}
+		}
+		w.meta.Runs[fl.Name] = run
+		w.changed = true
+		w.log.Info("scheduled run", "flow", fl.Name, "run", run, "swept", len(keys), "decided", decided)
+	}
+	return nil
 }
 
 func (w *worker) process(f fetched) error {
@@ -264,6 +333,12 @@ func (w *worker) processRecord(r *kgo.Record) error {
 	if _, err := w.fireDue(ev.Time.Add(-1), false); err != nil {
 		return err
 	}
+	if !w.caughtUp.Load() {
+		// Lagging: scheduled runs follow event time, as timers do.
+		if err := w.runSchedules(ev.Time.Add(-1)); err != nil {
+			return err
+		}
+	}
 	key := string(r.Key) // ev.Key(), or a guest's key for a login handed over
 	st, err := w.state(key)
 	if err != nil {
@@ -333,6 +408,18 @@ func (w *worker) apply(key string, eff projections.Effects) error {
 			}
 			if tc.New.Before(w.scanFrom) {
 				w.scanFrom = tc.New
+			}
+		}
+	}
+	for _, mc := range eff.Modified {
+		if !mc.Old.IsZero() {
+			if err := w.b.Delete(modKey(w.part, mc.Old, key, mc.CartID), nil); err != nil {
+				return err
+			}
+		}
+		if !mc.New.IsZero() {
+			if err := w.b.Set(modKey(w.part, mc.New, key, mc.CartID), nil, nil); err != nil {
+				return err
 			}
 		}
 	}

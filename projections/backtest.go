@@ -2,6 +2,7 @@ package projections
 
 import (
 	"container/heap"
+	"slices"
 	"time"
 
 	"github.com/cartlift/cartlift/events"
@@ -35,6 +36,10 @@ type Backtest struct {
 	steps    map[btStepKey]*StepReport
 	rep      Report
 	queue    []btQueued
+	// lastRun holds the last run time of each scheduled flow, by flow
+	// index; a flow gets its first entry at the first event, without a
+	// run (as the processor does on its first start).
+	lastRun map[int]time.Time
 }
 
 type btTimerKey struct{ key, cart string }
@@ -117,6 +122,10 @@ type FlowReport struct {
 	Name           string       `json:"name"`
 	HoldoutPercent int          `json:"holdout_percent"`
 	Steps          []StepReport `json:"steps"`
+	// Schedule is a scheduled flow's cron expression; Runs counts its
+	// runs.
+	Schedule string `json:"schedule,omitempty"`
+	Runs     int64  `json:"runs,omitempty"`
 }
 
 // StepReport counts one step of a flow.
@@ -154,13 +163,16 @@ func (s *StepReport) SuppressedTotal() int64 {
 // NewBacktest returns an empty backtest of the flows in cfg.
 func NewBacktest(cfg *Config) *Backtest {
 	b := &Backtest{cfg: cfg, states: map[string]*CustomerState{}, byCart: map[btTimerKey]*btTimer{},
-		deferred: map[btDeferKey]btDeferral{}, steps: map[btStepKey]*StepReport{}}
+		deferred: map[btDeferKey]btDeferral{}, steps: map[btStepKey]*StepReport{}, lastRun: map[int]time.Time{}}
 	b.rep.Outcomes = map[string]int64{}
 	for _, fl := range cfg.Flows {
 		fr := FlowReport{Name: fl.Name, HoldoutPercent: fl.HoldoutPercent, Steps: make([]StepReport, len(fl.Steps))}
 		for j, st := range fl.Steps {
 			fr.Steps[j] = StepReport{Step: st.Name, Suppressed: map[string]int64{},
 				RecoveredValue: map[string]int64{}, HoldoutValue: map[string]int64{}}
+		}
+		if fl.Schedule != nil {
+			fr.Schedule = fl.Schedule.Cron
 		}
 		b.rep.Flows = append(b.rep.Flows, fr)
 	}
@@ -198,6 +210,7 @@ func (b *Backtest) Apply(key string, ev *events.Event) {
 func (b *Backtest) event(key string, ev *events.Event) {
 	before := ev.Time.Add(-1)
 	b.fireDue(before, before)
+	b.runSchedules(before)
 	b.store(key, Apply(b.states[key], key, ev, b.cfg))
 	if ev.Time.After(b.eff) {
 		b.eff = ev.Time
@@ -211,6 +224,7 @@ func (b *Backtest) Finish(at time.Time) {
 		b.eff = at
 	}
 	b.fireDue(b.eff, b.eff)
+	b.runSchedules(b.eff)
 	for len(b.queue) > 0 { // Fire emits nothing today; be safe
 		q := b.queue[0]
 		b.queue = b.queue[1:]
@@ -234,6 +248,53 @@ func (b *Backtest) fireDue(limit, now time.Time) {
 			// fire it forever (the tests check this never happens).
 			heap.Remove(&b.timers, t.index)
 			delete(b.byCart, btTimerKey{t.key, t.cart})
+		}
+	}
+}
+
+// runSchedules runs, for each scheduled flow with a run due by now, the
+// latest such run (missed runs collapse into it, as in the processor). It
+// scans every state for the carts in the run's time frame, and sweeps
+// them in the processor's index order (modification time, customer key,
+// cart id).
+func (b *Backtest) runSchedules(now time.Time) {
+	type cand struct {
+		mod       time.Time
+		key, cart string
+	}
+	for _, i := range b.cfg.ScheduledFlows() {
+		fl := &b.cfg.Flows[i]
+		last, ok := b.lastRun[i]
+		if !ok {
+			b.lastRun[i] = now
+			continue
+		}
+		run := fl.Schedule.Due(last, now)
+		if run.IsZero() {
+			continue
+		}
+		b.lastRun[i] = run
+		b.rep.Flows[i].Runs++
+		from, to := fl.Schedule.Frame(run)
+		var cands []cand
+		for key, st := range b.states {
+			for _, c := range st.Carts {
+				if c.IsOpen() && !c.ModifiedAt.Before(from) && !c.ModifiedAt.After(to) {
+					cands = append(cands, cand{c.ModifiedAt, key, c.ID})
+				}
+			}
+		}
+		slices.SortFunc(cands, func(a, b cand) int {
+			if c := a.mod.Compare(b.mod); c != 0 {
+				return c
+			}
+			if c := cmpString(a.key, b.key); c != 0 {
+				return c
+			}
+			return cmpString(a.cart, b.cart)
+		})
+		for _, c := range cands {
+			b.store(c.key, FireSchedule(b.states[c.key], c.key, c.cart, fl, run, b.cfg))
 		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/robfig/cron/v3"
 	"gopkg.in/yaml.v3"
 
 	"github.com/cartlift/cartlift/events"
@@ -61,6 +62,81 @@ type Flow struct {
 	// AllowOverlap accepts that the flow and another email flow can both
 	// match the same cart (ParseFlows refuses that otherwise).
 	AllowOverlap bool
+	// Schedule, when set, makes the flow a scheduled one: instead of
+	// inactivity steps, each run of the schedule sweeps the open carts
+	// whose last modification lies in the run's time frame, and decides
+	// its one step (Steps[0], whose After is zero) for each of them (see
+	// FireSchedule).
+	Schedule *Schedule
+}
+
+// Schedule is when a scheduled flow runs and which carts a run sweeps.
+type Schedule struct {
+	// Cron is the expression as written: "@hourly", "@daily", "@weekly",
+	// "@monthly" or five standard fields ("0 9 * * 1-5").
+	Cron string
+	// TimeZone is the IANA zone the expression is read in ("" is UTC).
+	TimeZone string
+	// A run at T sweeps the open carts modified in
+	// [T-ModifiedAfter, T-ModifiedBefore].
+	ModifiedAfter  time.Duration
+	ModifiedBefore time.Duration
+	sched          cron.Schedule
+}
+
+// ParseSchedule parses a cron expression in the named time zone.
+func ParseSchedule(spec, zone string) (*Schedule, error) {
+	loc, ok := location(zone)
+	if !ok {
+		return nil, fmt.Errorf("%q is not an IANA time zone (like UTC or Europe/Berlin)", zone)
+	}
+	if strings.Contains(spec, "TZ=") {
+		return nil, fmt.Errorf("%q: set the zone with time_zone, not in the expression", spec)
+	}
+	if strings.HasPrefix(strings.TrimSpace(spec), "@every") {
+		return nil, fmt.Errorf("%q: @every is not supported; use a cron expression", spec)
+	}
+	sc, err := cron.ParseStandard(spec)
+	if err != nil {
+		return nil, fmt.Errorf("%q is not a cron expression (like @daily or \"0 9 * * 1-5\"): %v", spec, err)
+	}
+	if s, ok := sc.(*cron.SpecSchedule); ok {
+		s.Location = loc
+	}
+	return &Schedule{Cron: spec, TimeZone: zone, sched: sc}, nil
+}
+
+// Next returns the first run time after t, in UTC; zero when the
+// schedule does not fire within five years.
+func (s *Schedule) Next(t time.Time) time.Time {
+	n := s.sched.Next(t)
+	if n.IsZero() {
+		return n
+	}
+	return n.UTC()
+}
+
+// maxCatchUp bounds how far back Due looks for missed runs.
+const maxCatchUp = 400 * 24 * time.Hour
+
+// Due returns the latest run time in (last, now], or zero when there is
+// none. Runs missed between last and now collapse into that one: a
+// schedule missed while the runtime was down runs once when it comes back.
+func (s *Schedule) Due(last, now time.Time) time.Time {
+	if now.Sub(last) > maxCatchUp {
+		last = now.Add(-maxCatchUp)
+	}
+	var run time.Time
+	for t := s.Next(last); !t.IsZero() && !t.After(now); t = s.Next(t) {
+		run = t
+	}
+	return run
+}
+
+// Frame returns the bounds of the modification times a run at run
+// sweeps: [from, to], both inclusive.
+func (s *Schedule) Frame(run time.Time) (from, to time.Time) {
+	return run.Add(-s.ModifiedAfter), run.Add(-s.ModifiedBefore)
 }
 
 // Match filters carts. Empty lists match everything; value bounds are in
@@ -243,14 +319,22 @@ type yamlFile struct {
 }
 
 type yamlFlow struct {
-	Name              string     `yaml:"name"`
-	Match             yamlMatch  `yaml:"match"`
-	Steps             []yamlStep `yaml:"steps"`
-	ExpireAfter       string     `yaml:"expire_after"`
-	AttributionWindow string     `yaml:"attribution_window"`
-	HoldoutPercent    int        `yaml:"holdout_percent"`
-	Guards            yamlGuards `yaml:"guards"`
-	AllowOverlap      bool       `yaml:"allow_overlap"`
+	Name              string        `yaml:"name"`
+	Match             yamlMatch     `yaml:"match"`
+	Steps             []yamlStep    `yaml:"steps"`
+	ExpireAfter       string        `yaml:"expire_after"`
+	AttributionWindow string        `yaml:"attribution_window"`
+	HoldoutPercent    int           `yaml:"holdout_percent"`
+	Guards            yamlGuards    `yaml:"guards"`
+	AllowOverlap      bool          `yaml:"allow_overlap"`
+	Schedule          *yamlSchedule `yaml:"schedule"`
+}
+
+type yamlSchedule struct {
+	Cron           string `yaml:"cron"`
+	TimeZone       string `yaml:"time_zone"`
+	ModifiedAfter  string `yaml:"modified_after"`
+	ModifiedBefore string `yaml:"modified_before"`
 }
 
 type yamlMatch struct {
@@ -359,7 +443,7 @@ func yamlError(file string, err error) FlowError {
 	if f, typ, ok := strings.Cut(fe.Msg, " not found in type "); ok {
 		where := map[string]string{"yamlFile": "the file", "yamlFlow": "a flow", "yamlMatch": "match",
 			"yamlStep": "a step", "yamlDiscount": "discount", "yamlGuards": "guards",
-			"yamlCap": "frequency_cap", "yamlQuiet": "quiet_hours"}[strings.TrimPrefix(typ, "projections.")]
+			"yamlCap": "frequency_cap", "yamlQuiet": "quiet_hours", "yamlSchedule": "schedule"}[strings.TrimPrefix(typ, "projections.")]
 		fe.Msg = fmt.Sprintf("unknown %s in %s", strings.Replace(f, "field ", "field ", 1), where)
 	}
 	return fe
@@ -440,10 +524,24 @@ func (p *flowParser) flows(in []yamlFlow, base Guards) []Flow {
 		if yf.HoldoutPercent < 0 || yf.HoldoutPercent > 100 {
 			p.fail(name, at("holdout_percent"), "holdout_percent", "must be between 0 and 100, got %d", yf.HoldoutPercent)
 		}
-		f.ExpireAfter = p.duration(name, at("expire_after"), "expire_after", yf.ExpireAfter, DefaultExpireAfter)
+		defExpire := DefaultExpireAfter
+		if ys := yf.Schedule; ys != nil {
+			f.Schedule = p.schedule(name, at, ys)
+			if f.Schedule != nil && yf.ExpireAfter == "" {
+				defExpire = max(defExpire, f.Schedule.ModifiedAfter)
+			}
+		}
+		f.ExpireAfter = p.duration(name, at("expire_after"), "expire_after", yf.ExpireAfter, defExpire)
 		f.AttributionWindow = p.duration(name, at("attribution_window"), "attribution_window", yf.AttributionWindow, DefaultAttributionWindow)
-		if len(yf.Steps) == 0 {
+		if sc := f.Schedule; sc != nil && f.ExpireAfter < sc.ModifiedAfter {
+			p.fail(name, at("expire_after"), "expire_after", "%s is shorter than schedule.modified_after (%s): carts would expire before a run could reach them",
+				fmtDuration(f.ExpireAfter), fmtDuration(sc.ModifiedAfter))
+		}
+		switch {
+		case len(yf.Steps) == 0:
 			p.fail(name, at(), "steps", "at least one step is required")
+		case yf.Schedule != nil && len(yf.Steps) > 1:
+			p.fail(name, at("steps", 1), "steps", "a scheduled flow has exactly one step (each run decides it once per cart), got %d", len(yf.Steps))
 		}
 		stepNames := map[string]bool{}
 		for j, ys := range yf.Steps {
@@ -455,7 +553,11 @@ func (p *flowParser) flows(in []yamlFlow, base Guards) []Flow {
 				p.fail(name, at("steps", j, "name"), field+".name", "%q is used by an earlier step", s.Name)
 			}
 			stepNames[s.Name] = true
-			if ys.After == "" {
+			if yf.Schedule != nil {
+				if ys.After != "" {
+					p.fail(name, at("steps", j, "after"), field+".after", "a scheduled flow's step takes no after: the schedule says when it runs")
+				}
+			} else if ys.After == "" {
 				p.fail(name, at("steps", j), field+".after", "is required")
 			} else {
 				s.After = p.duration(name, at("steps", j, "after"), field+".after", ys.After, 0)
@@ -463,7 +565,7 @@ func (p *flowParser) flows(in []yamlFlow, base Guards) []Flow {
 			if j > 0 && s.After > 0 && s.After <= f.stepAfter(j-1) {
 				p.fail(name, at("steps", j, "after"), field+".after", "%s must be later than the previous step's %s", ys.After, yf.Steps[j-1].After)
 			}
-			if f.ExpireAfter > 0 && s.After >= f.ExpireAfter {
+			if f.ExpireAfter > 0 && s.After > 0 && s.After >= f.ExpireAfter {
 				p.fail(name, at("steps", j, "after"), field+".after", "%s is not before expire_after (%s): the step could never fire", ys.After, fmtDuration(f.ExpireAfter))
 			}
 			switch s.Action {
@@ -482,6 +584,63 @@ func (p *flowParser) flows(in []yamlFlow, base Guards) []Flow {
 	}
 	p.overlaps(out, badName)
 	return out
+}
+
+// schedule converts and checks a flow's schedule section; nil when it is
+// unusable (the problems are reported).
+func (p *flowParser) schedule(name string, at func(...any) []any, ys *yamlSchedule) *Schedule {
+	ok := true
+	var sc *Schedule
+	switch {
+	case strings.TrimSpace(ys.Cron) == "":
+		p.fail(name, at("schedule"), "schedule.cron", "is required (like @daily or \"0 9 * * 1-5\")")
+		ok = false
+	default:
+		if _, zok := location(ys.TimeZone); !zok || ys.TimeZone == "Local" {
+			p.fail(name, at("schedule", "time_zone"), "schedule.time_zone", "%q is not an IANA time zone (like UTC or Europe/Berlin)", ys.TimeZone)
+			ok = false
+			break
+		}
+		var err error
+		sc, err = ParseSchedule(ys.Cron, ys.TimeZone)
+		if err != nil {
+			p.fail(name, at("schedule", "cron"), "schedule.cron", "%v", err)
+			ok = false
+			break
+		}
+		// A fixed reference keeps the check deterministic; cron looks
+		// five years ahead, which covers the 29th of February.
+		if ref := time.Date(2024, 3, 1, 0, 0, 0, 0, time.UTC); sc.Next(ref).IsZero() {
+			p.fail(name, at("schedule", "cron"), "schedule.cron", "%q never fires", ys.Cron)
+			ok = false
+		}
+	}
+	var after, before time.Duration
+	if ys.ModifiedAfter == "" {
+		p.fail(name, at("schedule"), "schedule.modified_after", "is required: how long before a run the oldest modification it sweeps lies (like 7d)")
+		ok = false
+	} else {
+		after = p.duration(name, at("schedule", "modified_after"), "schedule.modified_after", ys.ModifiedAfter, 0)
+		ok = ok && after > 0
+	}
+	if ys.ModifiedBefore != "" {
+		if d, err := ParseDuration(ys.ModifiedBefore); err == nil && d == 0 {
+			before = 0
+		} else {
+			before = p.duration(name, at("schedule", "modified_before"), "schedule.modified_before", ys.ModifiedBefore, -1)
+			ok = ok && before >= 0
+		}
+	}
+	if after > 0 && before >= after {
+		p.fail(name, at("schedule", "modified_before"), "schedule.modified_before", "%s must be shorter than modified_after (%s): the time frame would be empty",
+			ys.ModifiedBefore, ys.ModifiedAfter)
+		ok = false
+	}
+	if !ok {
+		return nil
+	}
+	sc.ModifiedAfter, sc.ModifiedBefore = after, before
+	return sc
 }
 
 // match converts and checks a flow's match section.

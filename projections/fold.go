@@ -28,6 +28,16 @@ type TimerChange struct {
 	New    time.Time
 }
 
+// ModChange moves an open cart in the index of open carts by last
+// modification (the sweep of scheduled flows) from Old to New. A zero Old
+// means the cart was not in the index (new, reopened); a zero New means it
+// leaves it (closed, removed).
+type ModChange struct {
+	CartID string
+	Old    time.Time
+	New    time.Time
+}
+
 // Effects is what one Apply or Fire produces. The runtime must persist all
 // of it atomically, together with the input position.
 type Effects struct {
@@ -36,6 +46,9 @@ type Effects struct {
 	State *CustomerState
 	// Timers lists the carts whose timer moved.
 	Timers []TimerChange
+	// Modified lists the open carts whose last modification moved, for
+	// the runtime's index of open carts by modification time.
+	Modified []ModChange
 	// Decisions and Outcomes to publish, in order.
 	Decisions []events.Decision
 	Outcomes  []events.Outcome
@@ -191,7 +204,7 @@ func Fire(state *CustomerState, key, cartID string, now time.Time, cfg *Config) 
 	case len(c.Items) > 0:
 		for i := range f.cfg.Flows {
 			fl := &f.cfg.Flows[i]
-			if fl.Match.Matches(&f.s.Profile, c) {
+			if fl.Schedule == nil && fl.Match.Matches(&f.s.Profile, c) {
 				f.fireFlow(c, fl, fired, now)
 			}
 		}
@@ -206,6 +219,7 @@ type fold struct {
 	key        string
 	cfg        *Config
 	wakes      []TimerChange // carts' timers before, by cart id
+	mods       []ModChange   // open carts' modification times before, by cart id
 	openBefore int
 	eff        Effects
 	// deferrals made by this Fire: schedule keeps those steps' wakes at
@@ -226,6 +240,9 @@ func begin(s *CustomerState, key string, cfg *Config) *fold {
 	for _, c := range s.Carts {
 		if !c.WakeAt.IsZero() {
 			f.wakes = append(f.wakes, TimerChange{CartID: c.ID, Old: c.WakeAt})
+		}
+		if c.IsOpen() && !c.ModifiedAt.IsZero() {
+			f.mods = append(f.mods, ModChange{CartID: c.ID, Old: c.ModifiedAt})
 		}
 	}
 	return f
@@ -248,6 +265,20 @@ func (f *fold) end() Effects {
 			f.eff.Timers = append(f.eff.Timers, TimerChange{CartID: c.ID, New: c.WakeAt})
 		}
 	}
+	for i := range f.mods {
+		m := &f.mods[i]
+		if c := f.s.Cart(m.CartID); c != nil && c.IsOpen() {
+			m.New = c.ModifiedAt
+		}
+		if !m.New.Equal(m.Old) {
+			f.eff.Modified = append(f.eff.Modified, *m)
+		}
+	}
+	for _, c := range f.s.Carts {
+		if c.IsOpen() && !c.ModifiedAt.IsZero() && !f.hadMod(c.ID) {
+			f.eff.Modified = append(f.eff.Modified, ModChange{CartID: c.ID, New: c.ModifiedAt})
+		}
+	}
 	f.eff.OpenCartsDelta = f.s.OpenCarts() - f.openBefore
 	if !f.s.empty() {
 		f.eff.State = f.s
@@ -260,6 +291,13 @@ func (f *fold) end() Effects {
 // search: a customer with many carts costs O(n log n) per event, not O(n²).
 func (f *fold) hadTimer(id string) bool {
 	_, ok := slices.BinarySearchFunc(f.wakes, id, func(w TimerChange, id string) int { return cmpString(w.CartID, id) })
+	return ok
+}
+
+// hadMod reports whether the cart was open and indexed at begin (f.mods
+// is sorted by cart id, like f.wakes).
+func (f *fold) hadMod(id string) bool {
+	_, ok := slices.BinarySearchFunc(f.mods, id, func(m ModChange, id string) int { return cmpString(m.CartID, id) })
 	return ok
 }
 
@@ -694,15 +732,21 @@ func (f *fold) decide(p stepPlan, fl *Flow, at time.Time, holdout bool) string {
 		r.Due = p.due
 	}
 	f.record(c, r)
+	f.emitDecision(c, fl, p.last, id, at, validUntil, holdout)
+	return id
+}
+
+// emitDecision publishes the decision of step j of fl for the cart.
+func (f *fold) emitDecision(c *Cart, fl *Flow, j int, id string, at, validUntil time.Time, holdout bool) {
+	st := &fl.Steps[j]
 	pr := &f.s.Profile
 	f.eff.Decisions = append(f.eff.Decisions, events.Decision{
-		ID: id, Flow: fl.Name, Step: st.Name, StepIndex: p.last, Action: st.Action, Template: st.Template,
+		ID: id, Flow: fl.Name, Step: st.Name, StepIndex: j, Action: st.Action, Template: st.Template,
 		Discount: st.Discount, Holdout: holdout, Cart: c.Snapshot(),
 		Customer: events.CustomerSnapshot{Key: f.key, CustomerID: pr.CustomerID, Email: pr.Email, Name: pr.Name,
 			Locale: pr.Locale, TimeZone: pr.TimeZone, MarketingConsent: pr.MarketingConsent},
 		DecidedAt: at, ValidUntil: validUntil,
 	})
-	return id
 }
 
 // suppress records a plan's step as suppressed for reason; into names the
@@ -754,7 +798,7 @@ func (f *fold) schedule(c *Cart) {
 	if len(c.Items) > 0 {
 		for i := range f.cfg.Flows {
 			fl := &f.cfg.Flows[i]
-			if !fl.Match.Matches(&f.s.Profile, c) {
+			if fl.Schedule != nil || !fl.Match.Matches(&f.s.Profile, c) {
 				continue
 			}
 			if w := f.wake(c, fl); !w.IsZero() && w.Before(next) {

@@ -120,11 +120,14 @@ type sim struct {
 	chk     *checker
 	// touched holds the customers changed since the last check.
 	touched map[string]bool
+	// mods is the index of open carts by modification time, kept from
+	// Effects.Modified as the processor keeps it: by key, by cart.
+	mods map[string]map[string]time.Time
 }
 
 func newSim(cfg *Config) *sim {
 	return &sim{cfg: cfg, states: map[string]*CustomerState{}, timers: timerIndex{}, chk: newChecker(cfg),
-		touched: map[string]bool{}}
+		touched: map[string]bool{}, mods: map[string]map[string]time.Time{}}
 }
 
 // apply folds one event into the state of key.
@@ -173,7 +176,50 @@ func (s *sim) store(key string, eff Effects) error {
 		s.states[key] = eff.State
 	}
 	s.open += eff.OpenCartsDelta
+	if err := s.applyMods(key, eff.Modified); err != nil {
+		return err
+	}
 	return s.timers.apply(key, eff.Timers)
+}
+
+// applyMods keeps the modification index and checks it against the state:
+// exactly the open carts, at their ModifiedAt.
+func (s *sim) applyMods(key string, changes []ModChange) error {
+	m := s.mods[key]
+	if m == nil {
+		m = map[string]time.Time{}
+		s.mods[key] = m
+	}
+	for _, mc := range changes {
+		cur, ok := m[mc.CartID]
+		if ok != !mc.Old.IsZero() || (ok && !cur.Equal(mc.Old)) {
+			return fmt.Errorf("modification index of %s/%s: change from %s, but it is at %s (%v)", key, mc.CartID, fmtTime(mc.Old), fmtTime(cur), ok)
+		}
+		if mc.New.IsZero() {
+			delete(m, mc.CartID)
+		} else {
+			m[mc.CartID] = mc.New
+		}
+	}
+	n := 0
+	if st := s.states[key]; st != nil {
+		for _, c := range st.Carts {
+			if !c.IsOpen() || c.ModifiedAt.IsZero() {
+				continue
+			}
+			n++
+			if at, ok := m[c.ID]; !ok || !at.Equal(c.ModifiedAt) {
+				return fmt.Errorf("modification index of %s/%s: %s (%v), cart modified at %s", key, c.ID, fmtTime(at), ok, fmtTime(c.ModifiedAt))
+			}
+		}
+	}
+	if n != len(m) {
+		return fmt.Errorf("modification index of %s: %d entries, %d open carts", key, len(m), n)
+	}
+	if len(m) == 0 {
+		delete(s.mods, key)
+	}
+	return nil
 }
 
 // fireDue fires, in due order, every timer due before limit (strict) or at

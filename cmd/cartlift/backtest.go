@@ -341,6 +341,11 @@ func printBacktest(w io.Writer, res backtestResult) {
 		}
 	}
 	tw.Flush()
+	for _, f := range r.Flows {
+		if f.Schedule != "" {
+			fmt.Fprintf(w, "scheduled flow %s (%s): %d runs\n", f.Name, f.Schedule, f.Runs)
+		}
+	}
 	var kinds []string
 	for _, k := range slices.Sorted(mapKeys(r.Outcomes)) {
 		kinds = append(kinds, fmt.Sprintf("%s %d", k, r.Outcomes[k]))

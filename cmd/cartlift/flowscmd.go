@@ -25,6 +25,14 @@ func runFlows(args []string, stdout io.Writer) error {
 	for _, f := range cfg.Flows {
 		fmt.Fprintf(stdout, "flow %s: %d step(s)", f.Name, len(f.Steps))
 		for _, s := range f.Steps {
+			if sc := f.Schedule; sc != nil {
+				tz := sc.TimeZone
+				if tz == "" {
+					tz = "UTC"
+				}
+				fmt.Fprintf(stdout, " · %s on %q (%s) for carts modified %s to %s before the run (%s)", s.Name, sc.Cron, tz, sc.ModifiedAfter, sc.ModifiedBefore, s.Action)
+				continue
+			}
 			fmt.Fprintf(stdout, " · %s after %s (%s)", s.Name, s.After, s.Action)
 		}
 		fmt.Fprintf(stdout, " · expires after %s, holdout %d%%\n", f.ExpireAfter, f.HoldoutPercent)
