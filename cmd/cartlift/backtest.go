@@ -407,18 +407,19 @@ func pct(a, b int64) string {
 	return fmt.Sprintf("%.1f%%", 100*float64(a)/float64(b))
 }
 
-// fmtMoney lists amounts in minor units by currency, e.g. "EUR 123456".
+// fmtMoney lists amounts by currency in major units, e.g.
+// "1,234.56 EUR · 99.00 USD" (the JSON output keeps minor units).
 func fmtMoney(m map[string]int64) string {
 	var parts []string
 	for _, c := range slices.Sorted(mapKeys(m)) {
 		if m[c] != 0 {
-			parts = append(parts, fmt.Sprintf("%s %d", c, m[c]))
+			parts = append(parts, money(m[c], c))
 		}
 	}
 	if len(parts) == 0 {
 		return "-"
 	}
-	return strings.Join(parts, " ")
+	return strings.Join(parts, " · ")
 }
 
 func fmtBTTime(t time.Time) string {
