@@ -181,6 +181,44 @@ func runScript(t *testing.T, path string, src []byte) []byte {
 				fmt.Fprintf(&out, "%s(nothing due)\n", indent)
 			}
 			s.observe = func(st *step) { writeStep(&out, indent, st); pending = append(pending, st.Eff.Emits...) }
+		case "run", "catchup":
+			// run TIME flow NAME: one scheduled run at TIME.
+			// catchup NOW flow NAME last LAST: what the runtime does when it
+			// comes back at NOW after its last run at LAST: the latest due
+			// run only (Schedule.Due), or nothing.
+			f := strings.Fields(stripComment(rest))
+			if (cmd == "run" && (len(f) != 3 || f[1] != "flow")) || (cmd == "catchup" && (len(f) != 5 || f[1] != "flow" || f[3] != "last")) {
+				fail("want: run TIME flow NAME, or catchup NOW flow NAME last TIME")
+			}
+			at := parseScriptTime(t, path, n, f[0])
+			if cmd == "catchup" {
+				var sch *Schedule
+				for i := range cfg.Flows {
+					if cfg.Flows[i].Name == f[2] {
+						sch = cfg.Flows[i].Schedule
+					}
+				}
+				if sch == nil {
+					fail("no scheduled flow %q", f[2])
+				}
+				at = sch.Due(parseScriptTime(t, path, n, f[4]), at)
+				if at.IsZero() {
+					fmt.Fprintf(&out, "%s(no run due)\n", indent)
+					break
+				}
+				fmt.Fprintf(&out, "%sone run, at %s\n", indent, fmtTime(at))
+			}
+			decided := 0
+			s.observe = func(st *step) {
+				decided++
+				fmt.Fprintf(&out, "%scart %s/%s\n", indent, st.Key, st.CartID)
+				writeStep(&out, indent+"  ", st)
+			}
+			runErr = s.runSchedule(f[2], at)
+			if decided == 0 && runErr == nil {
+				fmt.Fprintf(&out, "%s(no decision: no cart in the time frame, or all decided in this run)\n", indent)
+			}
+			s.observe = func(st *step) { writeStep(&out, indent, st); pending = append(pending, st.Eff.Emits...) }
 		case "deliver":
 			if len(pending) == 0 {
 				fmt.Fprintf(&out, "%s(nothing to deliver)\n", indent)

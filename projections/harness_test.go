@@ -165,6 +165,36 @@ func (s *sim) fire(key, cartID string, due, now time.Time) error {
 	return nil
 }
 
+// runSchedule runs one scheduled run of the named flow at run, as the
+// processor does: every open cart in the modification index (sorted by
+// customer key, then cart id) goes through FireSchedule, which decides
+// whether it is in the run's time frame.
+func (s *sim) runSchedule(flow string, run time.Time) error {
+	var fl *Flow
+	for i := range s.cfg.Flows {
+		if s.cfg.Flows[i].Name == flow {
+			fl = &s.cfg.Flows[i]
+		}
+	}
+	if fl == nil || fl.Schedule == nil {
+		return fmt.Errorf("no scheduled flow %q", flow)
+	}
+	for _, key := range slices.Sorted(maps.Keys(s.mods)) {
+		for _, cart := range slices.Sorted(maps.Keys(s.mods[key])) {
+			_, had := s.states[key]
+			eff := FireSchedule(s.states[key], key, cart, fl, run, s.cfg)
+			st := &step{Kind: "schedule", Key: key, CartID: cart, Now: run, Eff: eff, Before: had}
+			if err := s.store(key, eff); err != nil {
+				return fmt.Errorf("run %s at %s, %s/%s: %w", flow, fmtTime(run), key, cart, err)
+			}
+			if s.observe != nil && (len(eff.Decisions) > 0 || len(eff.Suppressed) > 0) {
+				s.observe(st)
+			}
+		}
+	}
+	return nil
+}
+
 func (s *sim) store(key string, eff Effects) error {
 	s.touched[key] = true
 	if eff.State == nil {
