@@ -9,7 +9,7 @@ PKGS  := ./...
 DEMO_DURATION ?= 60s
 DEMO_RATE     ?= 400
 
-.PHONY: all build demo test test-short test-race bench bench-e2e lint fuzz clean
+.PHONY: all build demo test test-short test-race bench bench-e2e lint fuzz clean tools
 
 all: build
 
@@ -22,9 +22,15 @@ demo: build
 	./$(BIN) demo -duration $(DEMO_DURATION) -rate $(DEMO_RATE)
 
 # Every test: unit, golden, property, fuzz seeds, and the integration tests
-# against an in-process Kafka-protocol broker and subprocesses of the binary.
-test: lint
+# against an in-process Kafka-protocol broker and subprocesses of the binary,
+# and the actions tests against a real SMTP server (Mailpit, see `tools`).
+test: lint tools
 	$(GO) test -count=1 -timeout 20m $(PKGS)
+
+# Test tools: Mailpit (the SMTP server of the actions tests), installed into
+# $(go env GOPATH)/bin when neither $PATH nor that directory has it.
+tools:
+	command -v mailpit >/dev/null || test -x "$$($(GO) env GOPATH)/bin/mailpit" || $(GO) install github.com/axllent/mailpit@v1.33.1
 
 # The concurrent packages under the race detector (slower; run before a release).
 test-race:

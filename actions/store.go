@@ -1,0 +1,72 @@
+package actions
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log"
+	"time"
+
+	"github.com/cockroachdb/pebble"
+)
+
+// Record is what the store keeps per decision id: the result of handling it.
+type Record struct {
+	Kind  string    `json:"kind"`
+	At    time.Time `json:"at"`
+	Error string    `json:"error,omitempty"`
+}
+
+// Store is the durable record of handled decisions, a Pebble database keyed
+// by "d/" + decision id. Writes are synced, so a record survives a crash.
+type Store struct {
+	db *pebble.DB
+}
+
+// OpenStore opens (creating if needed) the store in dir.
+func OpenStore(dir string) (*Store, error) {
+	db, err := pebble.Open(dir, &pebble.Options{Logger: quietLogger{}})
+	if err != nil {
+		return nil, fmt.Errorf("actions store: %w", err)
+	}
+	return &Store{db: db}, nil
+}
+
+func storeKey(decisionID string) []byte { return []byte("d/" + decisionID) }
+
+// quietLogger drops Pebble's informational messages (WAL replay, ...) and
+// keeps its fatal errors.
+type quietLogger struct{}
+
+func (quietLogger) Infof(string, ...any) {}
+
+func (quietLogger) Fatalf(format string, args ...any) { log.Fatalf("pebble: "+format, args...) }
+
+// Get returns the record of a decision and whether there is one.
+func (s *Store) Get(decisionID string) (Record, bool, error) {
+	v, closer, err := s.db.Get(storeKey(decisionID))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return Record{}, false, nil
+	}
+	if err != nil {
+		return Record{}, false, err
+	}
+	defer closer.Close()
+	var r Record
+	if err := json.Unmarshal(v, &r); err != nil {
+		return Record{}, false, fmt.Errorf("actions store: record of %s: %w", decisionID, err)
+	}
+	return r, true, nil
+}
+
+// Put writes the record of a decision durably.
+func (s *Store) Put(decisionID string, r Record) error {
+	v, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	return s.db.Set(storeKey(decisionID), v, pebble.Sync)
+}
+
+// Close closes the database.
+func (s *Store) Close() error { return s.db.Close() }
