@@ -20,6 +20,7 @@ const usage = `cartlift recovers abandoned shopping carts.
 
 Usage:
   cartlift run                 run the processor (configured from the environment)
+  cartlift actions             run the actions role (emails) on its own, configured from the environment
   cartlift broker              run the embedded Kafka-protocol broker on its own
   cartlift gen [flags]         produce synthetic shopper traffic
   cartlift demo [flags]        broker + processor + generator with live progress
@@ -86,6 +87,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	switch cmd {
 	case "run":
 		return runProcessor(ctx, rest, stdout)
+	case "actions":
+		return runActions(ctx, rest, stdout)
 	case "broker":
 		return runBroker(ctx, rest, stdout)
 	case "gen":
