@@ -63,6 +63,10 @@ type ConsumerConfig struct {
 	// EmailsPerSecond limits the email channel; 0 means no limit.
 	EmailsPerSecond float64
 
+	// Webhook, when set, handles the decisions whose action is "webhook"
+	// and announces issued discount codes to its DiscountURL.
+	Webhook *WebhookHandler
+
 	Logger *slog.Logger
 	// Now returns the current time; time.Now when nil.
 	Now func() time.Time
@@ -194,6 +198,9 @@ func (c *Consumer) handleRecord(ctx context.Context, r *kgo.Record) error {
 		c.log.Warn("actions: undecodable record to the DLQ", "partition", r.Partition, "offset", r.Offset, "err", err)
 		return c.deadLetter(ctx, r, ReasonUndecodable, err)
 	}
+	if d.Action == "webhook" && c.cfg.Webhook != nil {
+		return c.handleWebhookRecord(ctx, r, d)
+	}
 	if d.Action != "email" {
 		c.log.Info("actions: skipped decision", "decision_id", d.ID, "action", d.Action, "kind", KindSkippedAction)
 		if _, ok, err := c.email.Store.Get(d.ID); err == nil && !ok {
@@ -211,7 +218,13 @@ func (c *Consumer) handleRecord(ctx context.Context, r *kgo.Record) error {
 	switch res.Kind {
 	case KindEmailSent:
 		log.Info("actions: email sent")
-		return c.outcome(ctx, d, KindEmailSent)
+		if err := c.outcome(ctx, d, KindEmailSent); err != nil {
+			return err
+		}
+		if res.Discount != nil {
+			return c.announceDiscount(ctx, d, *res.Discount)
+		}
+		return nil
 	case KindEmailFailed:
 		reason := ReasonPermanentFailure
 		if res.Retryable() {
@@ -228,16 +241,79 @@ func (c *Consumer) handleRecord(ctx context.Context, r *kgo.Record) error {
 	}
 }
 
+// handleWebhookRecord handles a "webhook" decision: webhook.delivered and
+// webhook.failed outcomes, a failure to the DLQ.
+func (c *Consumer) handleWebhookRecord(ctx context.Context, r *kgo.Record, d events.Decision) error {
+	res, attempts := c.retry(ctx, d, c.cfg.Webhook.Handle, nil, KindWebhookFailed)
+	if ctx.Err() != nil && res.Retryable() {
+		return ctx.Err()
+	}
+	log := c.log.With("decision_id", d.ID, "flow", d.Flow, "step", d.Step, "kind", res.Kind, "attempts", attempts)
+	switch res.Kind {
+	case KindWebhookDelivered:
+		log.Info("actions: webhook delivered")
+		return c.outcome(ctx, d, KindWebhookDelivered)
+	case KindWebhookFailed:
+		reason := ReasonPermanentFailure
+		if res.Retryable() {
+			reason = ReasonRetriesExhausted
+		}
+		log.Warn("actions: webhook failed, decision to the DLQ", "reason", reason, "err", res.Err)
+		if err := c.outcome(ctx, d, KindWebhookFailed); err != nil {
+			return err
+		}
+		return c.deadLetter(ctx, r, reason, res.Err)
+	default:
+		log.Info("actions: no webhook", "previous", res.Previous)
+		return nil
+	}
+}
+
+// announceDiscount produces the discount.issued outcome (the code in its
+// headers) and, when configured, POSTs the code to the shop (retried like
+// any transient failure; a failure for good is logged, the email is out).
+func (c *Consumer) announceDiscount(ctx context.Context, d events.Decision, disc IssuedDiscount) error {
+	o := DiscountOutcome(d, disc, c.cfg.Now())
+	if err := c.produceOutcome(ctx, d, o,
+		kgo.RecordHeader{Key: HeaderDiscountCode, Value: []byte(disc.Code)},
+		kgo.RecordHeader{Key: HeaderDiscountExpires, Value: []byte(disc.ExpiresAt.Format(time.RFC3339))}); err != nil {
+		return err
+	}
+	if c.cfg.Webhook == nil || c.cfg.Webhook.Config.DiscountURL == "" {
+		return nil
+	}
+	res, attempts := c.retry(ctx, d, func(ctx context.Context, d events.Decision) Result {
+		if err := c.cfg.Webhook.AnnounceDiscount(ctx, disc); err != nil {
+			return Result{DecisionID: d.ID, Kind: KindWebhookFailed, Err: err}
+		}
+		return Result{DecisionID: d.ID, Kind: KindWebhookDelivered}
+	}, nil, KindWebhookFailed)
+	if res.Err != nil {
+		if ctx.Err() != nil && res.Retryable() {
+			return ctx.Err()
+		}
+		c.log.Warn("actions: discount webhook failed", "decision_id", d.ID, "attempts", attempts, "err", res.Err)
+	}
+	return nil
+}
+
 // handleEmail handles an email decision, retrying transient failures.
 func (c *Consumer) handleEmail(ctx context.Context, d events.Decision) (Result, int) {
+	return c.retry(ctx, d, c.email.Handle, c.limiter, KindEmailFailed)
+}
+
+// retry calls handle until its result is not retryable, MaxAttempts
+// attempts or ctx is done, waiting the backoff between attempts and for a
+// token of limiter (if any) before each.
+func (c *Consumer) retry(ctx context.Context, d events.Decision, handle func(context.Context, events.Decision) Result, limiter *tokenBucket, failKind string) (Result, int) {
 	var res Result
 	for attempt := 1; ; attempt++ {
-		if c.limiter != nil {
-			if err := c.limiter.Wait(ctx); err != nil {
-				return Result{DecisionID: d.ID, Kind: KindEmailFailed, Err: &DeliveryError{Err: err}}, attempt - 1
+		if limiter != nil {
+			if err := limiter.Wait(ctx); err != nil {
+				return Result{DecisionID: d.ID, Kind: failKind, Err: &DeliveryError{Err: err}}, attempt - 1
 			}
 		}
-		res = c.email.Handle(ctx, d)
+		res = handle(ctx, d)
 		if !res.Retryable() || attempt >= c.cfg.MaxAttempts || ctx.Err() != nil {
 			return res, attempt
 		}
@@ -269,9 +345,9 @@ func (c *Consumer) backoff(n int) time.Duration {
 // OutcomeID is the deterministic id of the outcome of an action.
 func OutcomeID(decisionID, kind string) string { return "o-" + decisionID + "-" + kind }
 
-func (c *Consumer) outcome(ctx context.Context, d events.Decision, kind string) error {
-	now := c.cfg.Now().UTC()
-	o := events.Outcome{
+// newOutcome is the outcome of kind of a decision, at now.
+func newOutcome(d events.Decision, kind string, now time.Time) events.Outcome {
+	return events.Outcome{
 		ID:          OutcomeID(d.ID, kind),
 		Kind:        kind,
 		CustomerKey: d.Customer.Key,
@@ -284,14 +360,22 @@ func (c *Consumer) outcome(ctx context.Context, d events.Decision, kind string) 
 		Flow:        d.Flow,
 		Step:        d.Step,
 		Holdout:     d.Holdout,
-		At:          now,
+		At:          now.UTC(),
 	}
-	v, err := events.Encode(o.ID, events.Source, events.TypeOutcome, now, o.CartID, o)
+}
+
+func (c *Consumer) outcome(ctx context.Context, d events.Decision, kind string) error {
+	return c.produceOutcome(ctx, d, newOutcome(d, kind, c.cfg.Now()))
+}
+
+func (c *Consumer) produceOutcome(ctx context.Context, d events.Decision, o events.Outcome, headers ...kgo.RecordHeader) error {
+	v, err := events.Encode(o.ID, events.Source, events.TypeOutcome, o.At, o.CartID, o)
 	if err != nil {
 		return err
 	}
 	rec := &kgo.Record{Topic: c.cfg.TopicOutcomes, Key: []byte(d.Customer.Key), Value: v,
 		Headers: []kgo.RecordHeader{{Key: "ce_id", Value: []byte(o.ID)}, {Key: "ce_type", Value: []byte(events.TypeOutcome)}}}
+	rec.Headers = append(rec.Headers, headers...)
 	return c.produce(ctx, rec)
 }
 

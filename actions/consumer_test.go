@@ -3,6 +3,7 @@ package actions_test
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -132,13 +133,23 @@ func TestConsumerEmailsOutcomesAndDLQ(t *testing.T) {
 	noConsent.Customer.MarketingConsent = false
 	sent := decision(t)
 	sent.ID += "-sent"
+	sent.Discount.Prefix = "CL-"
 	// One partition: when the last record's outcome is there, all were handled.
 	produceValues(t, brokers, encodeDecision(t, holdout), encodeDecision(t, noConsent),
 		[]byte("not a cloudevent"), encodeDecision(t, sent))
 
-	outs := readTopic(t, brokers, events.TopicOutcomes, 1)
-	if len(outs) != 1 {
-		t.Fatalf("%d outcomes, want 1", len(outs))
+	// email.sent, then discount.issued (the decision has a discount).
+	outs := readTopic(t, brokers, events.TopicOutcomes, 2)
+	if len(outs) != 2 {
+		t.Fatalf("%d outcomes, want 2", len(outs))
+	}
+	if o := outcomeOf(t, outs[1]); o.Kind != actions.KindDiscountIssued || o.ID != actions.OutcomeID(sent.ID, actions.KindDiscountIssued) ||
+		o.DecisionID != sent.ID || o.CartID != sent.Cart.CartID || o.ValueMinor != 2000 {
+		t.Errorf("discount outcome %+v", o)
+	}
+	code := header(outs[1], actions.HeaderDiscountCode)
+	if !strings.HasPrefix(code, "CL-") || len(code) != len("CL-")+actions.CodeLength || header(outs[1], actions.HeaderDiscountExpires) == "" {
+		t.Errorf("discount code header %q, expires %q", code, header(outs[1], actions.HeaderDiscountExpires))
 	}
 	o := outcomeOf(t, outs[0])
 	if o.Kind != actions.KindEmailSent || o.DecisionID != sent.ID || o.ID != actions.OutcomeID(sent.ID, actions.KindEmailSent) ||
@@ -169,8 +180,8 @@ func TestConsumerEmailsOutcomesAndDLQ(t *testing.T) {
 	if len(dlq) != 2 {
 		t.Fatalf("%d DLQ records, want 2", len(dlq))
 	}
-	if outs := readTopic(t, brokers, events.TopicOutcomes, 1); len(outs) != 1 {
-		t.Errorf("%d outcomes after the redelivery, want 1", len(outs))
+	if outs := readTopic(t, brokers, events.TopicOutcomes, 2); len(outs) != 2 {
+		t.Errorf("%d outcomes after the redelivery, want 2", len(outs))
 	}
 	if n := len(messagesTo(t, sent.Customer.Email)); n != 1 {
 		t.Errorf("%d emails after the redelivery, want 1", n)

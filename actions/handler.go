@@ -32,12 +32,14 @@ type Result struct {
 	Kind       string
 	Previous   string
 	Err        error
+	// Discount is the code issued for the decision (email.sent only).
+	Discount *IssuedDiscount
 }
 
 // Retryable reports whether handling the decision again may succeed: a
 // transient delivery failure, which is not recorded in the store.
 func (r Result) Retryable() bool {
-	return r.Kind == KindEmailFailed && r.Err != nil && !IsPermanent(r.Err)
+	return (r.Kind == KindEmailFailed || r.Kind == KindWebhookFailed) && r.Err != nil && !IsPermanent(r.Err)
 }
 
 // Handler handles decisions with the email channel, at most one email per
@@ -125,7 +127,7 @@ func (h *Handler) Handle(ctx context.Context, d events.Decision) Result {
 	case strings.TrimSpace(d.Customer.Email) == "":
 		res.Kind = KindNoAddress
 	default:
-		res.Kind, res.Err = h.send(ctx, d)
+		res.Kind, res.Err, res.Discount = h.send(ctx, d)
 	}
 	if res.Kind == KindEmailFailed && !IsPermanent(res.Err) {
 		return res // transient: not recorded, so a retry can send
@@ -140,12 +142,25 @@ func (h *Handler) Handle(ctx context.Context, d events.Decision) Result {
 	return res
 }
 
-func (h *Handler) send(ctx context.Context, d events.Decision) (string, error) {
+// send issues the decision's discount code (if it has a discount; the same
+// code on every attempt, see Store.IssueDiscount), renders and sends.
+func (h *Handler) send(ctx context.Context, d events.Decision) (string, error, *IssuedDiscount) {
 	resume := ExpandURL(h.Config.ResumeURLTemplate, d)
 	unsub := ExpandURL(h.Config.UnsubscribeURL, d)
-	r, err := h.Templates.Render(d, resume, unsub)
+	data := NewEmailData(d, resume, unsub)
+	var disc *IssuedDiscount
+	if HasDiscount(d) && data.Discount != nil {
+		issued, _, err := h.Store.IssueDiscount(d, h.now())
+		if err != nil {
+			return KindEmailFailed, &DeliveryError{Err: fmt.Errorf("discount code: %w", err)}, nil
+		}
+		disc = &issued
+		data.Discount.Code = issued.Code
+		data.Discount.ValidUntil = issued.ExpiresAt.Format(time.RFC3339)
+	}
+	r, err := h.Templates.RenderData(d.Template, data)
 	if err != nil {
-		return KindEmailFailed, &DeliveryError{Permanent: true, Err: fmt.Errorf("render: %w", err)}
+		return KindEmailFailed, &DeliveryError{Permanent: true, Err: fmt.Errorf("render: %w", err)}, disc
 	}
 	e := Email{
 		To:        d.Customer.Email,
@@ -160,9 +175,9 @@ func (h *Handler) send(ctx context.Context, d events.Decision) (string, error) {
 		},
 	}
 	if err := h.Sender.Send(ctx, e); err != nil {
-		return KindEmailFailed, Classify(err)
+		return KindEmailFailed, Classify(err), disc
 	}
-	return KindEmailSent, nil
+	return KindEmailSent, nil, disc
 }
 
 // MessageID is the Message-ID (without angle brackets) of the email of a

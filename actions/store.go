@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"sync"
 	"time"
 
 	"github.com/cockroachdb/pebble"
@@ -19,8 +20,13 @@ type Record struct {
 
 // Store is the durable record of handled decisions, a Pebble database keyed
 // by "d/" + decision id. Writes are synced, so a record survives a crash.
+//
+// Besides the records, it keeps the issued discount codes ("k/" + decision
+// id, and "c/" + code to keep codes unique) and the webhook deliveries
+// ("w/" + decision id + "|" + endpoint).
 type Store struct {
 	db *pebble.DB
+	mu sync.Mutex // serialises the read-then-write of IssueDiscount and MarkOnce
 }
 
 // OpenStore opens (creating if needed) the store in dir.
@@ -70,3 +76,28 @@ func (s *Store) Put(decisionID string, r Record) error {
 
 // Close closes the database.
 func (s *Store) Close() error { return s.db.Close() }
+
+// getJSON reads the JSON value at key into v; false when there is none.
+func (s *Store) getJSON(key string, v any) (bool, error) {
+	b, closer, err := s.db.Get([]byte(key))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	defer closer.Close()
+	if err := json.Unmarshal(b, v); err != nil {
+		return false, fmt.Errorf("actions store: %s: %w", key, err)
+	}
+	return true, nil
+}
+
+// putJSON writes v as JSON at key durably.
+func (s *Store) putJSON(key string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return s.db.Set([]byte(key), b, pebble.Sync)
+}

@@ -87,7 +87,7 @@ type EmailItem struct {
 // EmailDiscount is the offer of a decision as the templates see it.
 type EmailDiscount struct {
 	Label      string // "10% off" (capped: "10% off, up to EUR 20.00") or "EUR 5.00 off"
-	Code       string // empty until discount codes are issued
+	Code       string // the issued code (empty when none was issued)
 	ValidUntil string // RFC 3339 date-time (UTC), empty without expiry
 }
 
@@ -114,11 +114,15 @@ type Rendered struct {
 // Render renders the decision's template (DefaultTemplate when it names
 // none or an unknown one) with the given links.
 func (t *Templates) Render(d events.Decision, resumeURL, unsubscribeURL string) (Rendered, error) {
-	name := d.Template
+	return t.RenderData(d.Template, NewEmailData(d, resumeURL, unsubscribeURL))
+}
+
+// RenderData renders the template name (DefaultTemplate when empty or
+// unknown) with data.
+func (t *Templates) RenderData(name string, data EmailData) (Rendered, error) {
 	if t.subject[name] == nil {
 		name = DefaultTemplate
 	}
-	data := NewEmailData(d, resumeURL, unsubscribeURL)
 	var out Rendered
 	var b bytes.Buffer
 	if err := t.subject[name].Execute(&b, data); err != nil {

@@ -38,6 +38,13 @@ type actionsConfig struct {
 	ResumeURL      string `env:"CARTLIFT_RESUME_URL"`
 	UnsubscribeURL string `env:"CARTLIFT_UNSUBSCRIBE_URL"`
 
+	// Webhooks: decisions with action "webhook" go to WebhookURLs; issued
+	// discount codes to DiscountWebhookURL. Both need WebhookSecret.
+	WebhookURLs        []string      `env:"CARTLIFT_WEBHOOK_URLS"`
+	DiscountWebhookURL string        `env:"CARTLIFT_DISCOUNT_WEBHOOK_URL"`
+	WebhookSecret      string        `env:"CARTLIFT_WEBHOOK_SECRET"`
+	WebhookTimeout     time.Duration `env:"CARTLIFT_WEBHOOK_TIMEOUT, default=10s"`
+
 	// Rate is the email channel's limit in emails per second; 0: none.
 	Rate        float64       `env:"CARTLIFT_ACTIONS_RATE, default=10"`
 	MaxAttempts int           `env:"CARTLIFT_ACTIONS_MAX_ATTEMPTS, default=5"`
@@ -87,11 +94,21 @@ func runActions(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	var wh *actions.WebhookHandler
+	if len(cfg.WebhookURLs) > 0 || cfg.DiscountWebhookURL != "" {
+		wh, err = actions.NewWebhookHandler(actions.WebhookConfig{
+			Endpoints: cfg.WebhookURLs, DiscountURL: cfg.DiscountWebhookURL,
+			Secret: cfg.WebhookSecret, Timeout: cfg.WebhookTimeout,
+		}, store)
+		if err != nil {
+			return &exitError{2, err}
+		}
+	}
 	c, err := actions.NewConsumer(actions.ConsumerConfig{
 		Brokers: cfg.Brokers, Group: cfg.Group,
 		TopicDecisions: cfg.TopicDecisions, TopicOutcomes: cfg.TopicOutcomes, TopicDLQ: cfg.TopicDLQ,
 		MaxAttempts: cfg.MaxAttempts, BackoffBase: cfg.BackoffBase, BackoffMax: cfg.BackoffMax,
-		EmailsPerSecond: cfg.Rate,
+		EmailsPerSecond: cfg.Rate, Webhook: wh,
 	}, h)
 	if err != nil {
 		return err
