@@ -16,7 +16,7 @@ all: build
 build:
 	$(GO) build -o $(BIN) ./cmd/cartlift
 
-demo: build
+demo: build tools
 	CARTLIFT_FLOWS=$${CARTLIFT_FLOWS:-deploy/flows/demo.yaml} \
 	CARTLIFT_DATA_DIR=$${CARTLIFT_DATA_DIR:-./data/demo} \
 	./$(BIN) demo -duration $(DEMO_DURATION) -rate $(DEMO_RATE)

@@ -35,7 +35,14 @@ const (
 // ResumeURLTemplate and UnsubscribeURL are URL templates in which the
 // placeholders {decision_id}, {cart_id}, {customer_key} and {customer_id}
 // are replaced by the path-escaped values of the decision, e.g.
-// "https://shop.example/cart/{cart_id}?d={decision_id}". Both are required.
+// "https://shop.example/cart/{cart_id}?d={decision_id}". Both are required
+// unless signed links are configured.
+//
+// Signed links: with LinkSecret and LinkBaseURL set, the resume link is
+// LinkBaseURL + "/r/<token>" and the unsubscribe link (also in the
+// List-Unsubscribe header) LinkBaseURL + "/u/<token>", tokens signed by a
+// LinkSigner and valid for LinkTTL (default 30 days); a LinkHandler serves
+// them.
 type EmailConfig struct {
 	Host              string
 	Port              int
@@ -46,7 +53,13 @@ type EmailConfig struct {
 	Timeout           time.Duration
 	UnsubscribeURL    string
 	ResumeURLTemplate string
+	LinkSecret        []byte
+	LinkBaseURL       string
+	LinkTTL           time.Duration
 }
+
+// SignedLinks reports whether signed links are configured.
+func (c EmailConfig) SignedLinks() bool { return len(c.LinkSecret) > 0 && c.LinkBaseURL != "" }
 
 // WithDefaults returns a copy of c with the documented defaults filled in.
 func (c EmailConfig) WithDefaults() EmailConfig {
@@ -61,6 +74,9 @@ func (c EmailConfig) WithDefaults() EmailConfig {
 	}
 	if c.Timeout == 0 {
 		c.Timeout = DefaultSMTPTimeout
+	}
+	if c.LinkTTL == 0 {
+		c.LinkTTL = DefaultLinkTTL
 	}
 	return c
 }
@@ -85,7 +101,17 @@ func (c EmailConfig) Validate() error {
 	if c.Password != "" && c.Username == "" {
 		errs = append(errs, errors.New("email: password without username"))
 	}
-	for name, v := range map[string]string{"resume URL template": c.ResumeURLTemplate, "unsubscribe URL": c.UnsubscribeURL} {
+	if c.LinkTTL < 0 {
+		errs = append(errs, errors.New("email: negative link TTL"))
+	}
+	if (len(c.LinkSecret) > 0) != (c.LinkBaseURL != "") {
+		errs = append(errs, errors.New("email: signed links need both a link secret and a link base URL"))
+	}
+	urls := map[string]string{"resume URL template": c.ResumeURLTemplate, "unsubscribe URL": c.UnsubscribeURL}
+	if c.SignedLinks() {
+		urls = map[string]string{"link base URL": c.LinkBaseURL}
+	}
+	for name, v := range urls {
 		if !strings.HasPrefix(v, "https://") && !strings.HasPrefix(v, "http://") {
 			errs = append(errs, fmt.Errorf("email: %s %q must be an http(s) URL", name, v))
 		}

@@ -145,8 +145,11 @@ func (h *Handler) Handle(ctx context.Context, d events.Decision) Result {
 // send issues the decision's discount code (if it has a discount; the same
 // code on every attempt, see Store.IssueDiscount), renders and sends.
 func (h *Handler) send(ctx context.Context, d events.Decision) (string, error, *IssuedDiscount) {
-	resume := ExpandURL(h.Config.ResumeURLTemplate, d)
-	unsub := ExpandURL(h.Config.UnsubscribeURL, d)
+	resume, unsub, signed := h.Config.signedLinks(d, h.now())
+	if !signed {
+		resume = ExpandURL(h.Config.ResumeURLTemplate, d)
+		unsub = ExpandURL(h.Config.UnsubscribeURL, d)
+	}
 	data := NewEmailData(d, resume, unsub)
 	var disc *IssuedDiscount
 	if HasDiscount(d) && data.Discount != nil {

@@ -7,7 +7,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -17,6 +20,7 @@ import (
 	json "github.com/goccy/go-json"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/cartlift/cartlift/actions"
 	"github.com/cartlift/cartlift/cmd/cartlift/shopper"
 	"github.com/cartlift/cartlift/events"
 )
@@ -69,6 +73,30 @@ func runDemo(ctx context.Context, args []string, stdout io.Writer) error {
 		fmt.Fprintf(stdout, "  metrics  http://%s/metrics   readiness: http://%s/readyz\n", n.httpLn.Addr(), n.httpLn.Addr())
 		fmt.Fprintf(stdout, "  carts    curl -s http://%s/v1/customers/c-000042/carts   (a customer's open carts)\n", n.httpLn.Addr())
 	}
+	// The actions role sends the email decisions to a local mail catcher,
+	// Mailpit, when it is installed (`make tools`).
+	var (
+		mp           *demoMailpit
+		stopActions  = func() {}
+		actionsStore *actions.Store
+	)
+	if bin, err := findMailpitBinary(); err != nil {
+		fmt.Fprintf(stdout, "  emails   none: Mailpit not found (go install github.com/axllent/mailpit@v1.33.1, or make tools)\n")
+	} else if mp, err = startDemoMailpit(bin, cfg.Broker.DataDir); err != nil {
+		fmt.Fprintf(stdout, "  emails   none: starting Mailpit: %v\n", err)
+		mp = nil
+	} else {
+		defer mp.stop()
+		var stop func()
+		stop, actionsStore, err = startDemoActions(cfg.Broker.DataDir, n.brokers, mp.smtpPort, log)
+		if err != nil {
+			return err
+		}
+		defer actionsStore.Close()
+		stopActions = sync.OnceFunc(stop)
+		defer stopActions()
+		fmt.Fprintf(stdout, "  emails   %s/ (Mailpit: the reminders cartlift sends)\n", mp.web)
+	}
 	fmt.Fprintf(stdout, "  logs     %s\n\n", logPath)
 
 	genCl, err := kgo.NewClient(kgo.SeedBrokers(n.brokers...), kgo.DefaultProduceTopic(cfg.TopicEvents),
@@ -108,10 +136,14 @@ loop:
 			break loop
 		case <-tick.C:
 			s := n.proc.Stats()
-			fmt.Fprintf(stdout, "[%3.0fs] events %s (%s/s) · open carts %s · pending timers %s · decisions %s (%.1f/s) · outcomes %s · lag %d\n",
+			emails := ""
+			if mp != nil {
+				emails = " · emails sent " + num(int64(tail.emailsSent()))
+			}
+			fmt.Fprintf(stdout, "[%3.0fs] events %s (%s/s) · open carts %s · pending timers %s · decisions %s (%.1f/s) · outcomes %s%s · lag %d\n",
 				time.Since(start).Seconds(), num(s.EventsConsumed), num((s.EventsConsumed-lastEvents)/2),
 				num(s.OpenCarts), num(s.PendingTimers), num(s.DecisionsEmitted),
-				float64(s.DecisionsEmitted-lastDecisions)/2, num(s.OutcomesEmitted), s.Lag)
+				float64(s.DecisionsEmitted-lastDecisions)/2, num(s.OutcomesEmitted), emails, s.Lag)
 			lastEvents, lastDecisions = s.EventsConsumed, s.DecisionsEmitted
 			if time.Since(lastSample) >= 6*time.Second {
 				if line := tail.sample(); line != "" {
@@ -129,13 +161,149 @@ loop:
 	}
 	time.Sleep(1500 * time.Millisecond) // the relay's last round, and the tail's
 	s := n.proc.Stats()
+	stopActions() // before the broker it consumes from
 	stopProc()
 	runErr := n.wait()
 	printDemoSummary(stdout, time.Since(start), gen, s.EventsConsumed, s.EventsRejected, s.OpenCarts, s.PendingTimers, tail)
+	if mp != nil {
+		fmt.Fprintf(stdout, "  emails sent        %12s   see them at %s/ (Mailpit stops with the demo)\n", num(int64(tail.emailsSent())), mp.web)
+	}
 	fmt.Fprintf(stdout, "  stopped by guards  %12s   deferred for quiet hours %s (no consent, caps, combined: cartlift_decisions_suppressed_total)\n",
 		num(s.DecisionsSuppressed), num(s.DecisionsDeferred))
 	fmt.Fprintf(stdout, "\nstate and broker log kept in %s (run with -keep to continue from them)\n", cfg.Broker.DataDir)
 	return runErr
+}
+
+// demoMailpit is the Mailpit subprocess of the demo: SMTP and web UI on
+// 127.0.0.1.
+type demoMailpit struct {
+	cmd      *exec.Cmd
+	smtpPort int
+	web      string // http://127.0.0.1:<port>
+}
+
+// findMailpitBinary looks for mailpit in $PATH, then in $(go env GOPATH)/bin,
+// where `make tools` installs it.
+func findMailpitBinary() (string, error) {
+	if p, err := exec.LookPath("mailpit"); err == nil {
+		return p, nil
+	}
+	gopath := os.Getenv("GOPATH")
+	if out, err := exec.Command("go", "env", "GOPATH").Output(); err == nil {
+		gopath = strings.TrimSpace(string(out))
+	}
+	for _, dir := range filepath.SplitList(gopath) {
+		p := filepath.Join(dir, "bin", "mailpit")
+		if st, err := os.Stat(p); err == nil && !st.IsDir() && st.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", errors.New("mailpit not found")
+}
+
+// demoFreePort returns a free port of 127.0.0.1, preferring want.
+func demoFreePort(want int) (int, error) {
+	if want > 0 {
+		if l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", want)); err == nil {
+			l.Close()
+			return want, nil
+		}
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// startDemoMailpit starts Mailpit (its output to dataDir/mailpit.log) and
+// waits for its HTTP API. Its messages are in a temporary database that it
+// deletes when it stops.
+func startDemoMailpit(bin, dataDir string) (*demoMailpit, error) {
+	smtpPort, err := demoFreePort(0)
+	if err != nil {
+		return nil, err
+	}
+	webPort, err := demoFreePort(8025)
+	if err != nil {
+		return nil, err
+	}
+	out, err := os.Create(filepath.Join(dataDir, "mailpit.log"))
+	if err != nil {
+		return nil, err
+	}
+	defer out.Close() // the child has its own descriptor
+	cmd := exec.Command(bin,
+		"--smtp", fmt.Sprintf("127.0.0.1:%d", smtpPort),
+		"--listen", fmt.Sprintf("127.0.0.1:%d", webPort),
+		"--smtp-disable-rdns", "--disable-version-check", "--quiet")
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	mp := &demoMailpit{cmd: cmd, smtpPort: smtpPort, web: fmt.Sprintf("http://127.0.0.1:%d", webPort)}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		resp, err := http.Get(mp.web + "/api/v1/info")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return mp, nil
+			}
+		}
+		if time.Now().After(deadline) {
+			mp.stop()
+			return nil, fmt.Errorf("its API at %s did not come up: %v", mp.web, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (m *demoMailpit) stop() {
+	_ = m.cmd.Process.Kill()
+	_ = m.cmd.Wait()
+}
+
+// startDemoActions runs the actions role in-process, as `cartlift actions`
+// would: the store under dataDir/actions, emails to Mailpit without TLS,
+// links to the demo's HTTP address. stop cancels it and waits.
+func startDemoActions(dataDir string, brokers []string, smtpPort int, log *slog.Logger) (stop func(), store *actions.Store, err error) {
+	email := actions.EmailConfig{
+		Host: "127.0.0.1", Port: smtpPort, From: "shop@cartlift.example", TLSPolicy: actions.TLSNone,
+		ResumeURLTemplate: "http://127.0.0.1:8080/cart/{cart_id}?d={decision_id}",
+		UnsubscribeURL:    "http://127.0.0.1:8080/unsubscribe?c={customer_key}&d={decision_id}",
+	}.WithDefaults()
+	if err := email.Validate(); err != nil {
+		return nil, nil, err
+	}
+	sender, err := actions.NewSMTPSender(email)
+	if err != nil {
+		return nil, nil, err
+	}
+	store, err = actions.OpenStore(filepath.Join(dataDir, "actions"))
+	if err != nil {
+		return nil, nil, err
+	}
+	h, err := actions.NewHandler(email, sender, store, nil)
+	if err != nil {
+		store.Close()
+		return nil, nil, err
+	}
+	c, err := actions.NewConsumer(actions.ConsumerConfig{Brokers: brokers, Logger: log}, h)
+	if err != nil {
+		store.Close()
+		return nil, nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := c.Run(ctx); err != nil {
+			log.Error("actions", "err", err)
+		}
+	}()
+	return func() { cancel(); <-done }, store, nil
 }
 
 // decisionTail reads the output topics, as a downstream service would, and
@@ -201,6 +369,13 @@ func (t *decisionTail) run(ctx context.Context) {
 			}
 		})
 	}
+}
+
+// emailsSent is the number of email.sent outcomes seen.
+func (t *decisionTail) emailsSent() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.outcomes[actions.KindEmailSent]
 }
 
 // sample describes the newest decision in one line, without personal data.
