@@ -5,6 +5,9 @@ import (
 	"embed"
 	"fmt"
 	htmltemplate "html/template"
+	"os"
+	"path/filepath"
+	"sort"
 	"strings"
 	texttemplate "text/template"
 	"time"
@@ -19,60 +22,167 @@ var defaultTemplates embed.FS
 // one that does not exist.
 const DefaultTemplate = "reminder"
 
-// Templates holds, per template name, a subject (text/template), a
-// plain-text body (text/template) and an HTML body (html/template). The
-// embedded defaults are templates/<name>.{subject,txt,html}.tmpl.
+// Templates holds, per template key, a subject (text/template), a
+// plain-text body (text/template) and an HTML body (html/template). A key
+// is a template name ("reminder") or a name and a language ("reminder.de").
+// The embedded defaults are templates/<name>.{subject,txt,html}.tmpl
+// (English) and templates/<name>.<lang>.{subject,txt,html}.tmpl.
 type Templates struct {
 	subject map[string]*texttemplate.Template
 	text    map[string]*texttemplate.Template
 	html    map[string]*htmltemplate.Template
 }
 
-// DefaultTemplates parses the embedded templates.
-func DefaultTemplates() (*Templates, error) {
-	t := &Templates{
-		subject: map[string]*texttemplate.Template{},
-		text:    map[string]*texttemplate.Template{},
-		html:    map[string]*htmltemplate.Template{},
+// templateFuncs are available in every template.
+var templateFuncs = map[string]any{
+	// date formats an RFC 3339 time for a language: "de" gives
+	// "02.01.2006, 15:04 UTC"; other languages (and unparsable input) get
+	// the input unchanged.
+	"date": FormatDate,
+}
+
+// FormatDate formats the RFC 3339 time s for the language lang (a Locale
+// such as "de-DE" or a language such as "de"): German gets
+// "31.12.2025, 18:30 UTC" (in UTC); every other language, an empty s or an
+// unparsable s gets s unchanged.
+func FormatDate(lang, s string) string {
+	if s == "" {
+		return s
 	}
+	tm, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return s
+	}
+	switch Language(lang) {
+	case "de":
+		return tm.UTC().Format("02.01.2006, 15:04 UTC")
+	}
+	return s
+}
+
+// Language returns the language part of a locale, lower-cased: the part
+// before the first '-' or '_' ("de-DE" and "de_DE" give "de", "EN" gives
+// "en"); empty for an empty locale.
+func Language(locale string) string {
+	if i := strings.IndexAny(locale, "-_"); i >= 0 {
+		locale = locale[:i]
+	}
+	return strings.ToLower(strings.TrimSpace(locale))
+}
+
+// DefaultTemplates parses the embedded templates; it is LoadTemplates("").
+func DefaultTemplates() (*Templates, error) {
+	return LoadTemplates("")
+}
+
+// LoadTemplates parses the embedded templates overlaid with the *.tmpl
+// files of dir (other files and subdirectories are ignored): a file in dir
+// with the name of an embedded one replaces it, other names add templates
+// or languages (<name>.<lang>.{subject,txt,html}.tmpl). Every template key
+// needs all three of subject, txt and html, and "reminder" must exist. An
+// empty dir gives the embedded set. Errors name the offending file.
+func LoadTemplates(dir string) (*Templates, error) {
+	type source struct {
+		path string // for errors: "templates/x.tmpl" (embedded) or the file in dir
+		src  []byte
+	}
+	files := map[string]source{}
 	entries, err := defaultTemplates.ReadDir("templates")
 	if err != nil {
 		return nil, err
 	}
 	for _, e := range entries {
-		base := strings.TrimSuffix(e.Name(), ".tmpl")
-		dot := strings.LastIndexByte(base, '.')
-		if dot <= 0 {
-			return nil, fmt.Errorf("template %s: want <name>.{subject,txt,html}.tmpl", e.Name())
-		}
-		name, kind := base[:dot], base[dot+1:]
 		src, err := defaultTemplates.ReadFile("templates/" + e.Name())
 		if err != nil {
 			return nil, err
 		}
-		switch kind {
-		case "subject":
-			t.subject[name], err = texttemplate.New(e.Name()).Option("missingkey=error").Parse(strings.TrimSpace(string(src)))
-		case "txt":
-			t.text[name], err = texttemplate.New(e.Name()).Option("missingkey=error").Parse(string(src))
-		case "html":
-			t.html[name], err = htmltemplate.New(e.Name()).Option("missingkey=error").Parse(string(src))
-		default:
-			err = fmt.Errorf("unknown kind %q", kind)
-		}
+		files[e.Name()] = source{path: "templates/" + e.Name() + " (embedded)", src: src}
+	}
+	if dir != "" {
+		entries, err := os.ReadDir(dir)
 		if err != nil {
-			return nil, fmt.Errorf("template %s: %w", e.Name(), err)
+			return nil, fmt.Errorf("template directory: %w", err)
+		}
+		for _, e := range entries {
+			if e.IsDir() || !strings.HasSuffix(e.Name(), ".tmpl") {
+				continue
+			}
+			path := filepath.Join(dir, e.Name())
+			src, err := os.ReadFile(path)
+			if err != nil {
+				return nil, fmt.Errorf("template %s: %w", path, err)
+			}
+			files[e.Name()] = source{path: path, src: src}
 		}
 	}
-	for name := range t.subject {
-		if t.text[name] == nil || t.html[name] == nil {
-			return nil, fmt.Errorf("template %s: subject, txt and html are all required", name)
+	names := make([]string, 0, len(files))
+	for n := range files {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+
+	t := &Templates{
+		subject: map[string]*texttemplate.Template{},
+		text:    map[string]*texttemplate.Template{},
+		html:    map[string]*htmltemplate.Template{},
+	}
+	keys := map[string]string{} // key -> a file path, for completeness errors
+	for _, file := range names {
+		f := files[file]
+		base := strings.TrimSuffix(file, ".tmpl")
+		dot := strings.LastIndexByte(base, '.')
+		if dot <= 0 {
+			return nil, fmt.Errorf("template %s: want <name>[.<lang>].{subject,txt,html}.tmpl", f.path)
+		}
+		key, kind := base[:dot], base[dot+1:]
+		switch kind {
+		case "subject":
+			t.subject[key], err = texttemplate.New(file).Funcs(templateFuncs).Option("missingkey=error").Parse(strings.TrimSpace(string(f.src)))
+		case "txt":
+			t.text[key], err = texttemplate.New(file).Funcs(templateFuncs).Option("missingkey=error").Parse(string(f.src))
+		case "html":
+			t.html[key], err = htmltemplate.New(file).Funcs(templateFuncs).Option("missingkey=error").Parse(string(f.src))
+		default:
+			err = fmt.Errorf("unknown kind %q, want subject, txt or html", kind)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("template %s: %w", f.path, err)
+		}
+		if _, ok := keys[key]; !ok {
+			keys[key] = f.path
+		}
+	}
+	for key, path := range keys {
+		if t.subject[key] == nil || t.text[key] == nil || t.html[key] == nil {
+			return nil, fmt.Errorf("template %s (from %s): subject, txt and html are all required", key, path)
 		}
 	}
 	if t.subject[DefaultTemplate] == nil {
 		return nil, fmt.Errorf("template %s missing", DefaultTemplate)
 	}
 	return t, nil
+}
+
+// Lookup returns the key of the template rendered for the template name
+// and the locale (e.g. "de-DE", "fr_FR", "en"): the first that exists of
+// <name>.<lang>, <name>, reminder.<lang> and reminder, where lang is
+// Language(locale). An empty name is DefaultTemplate.
+func (t *Templates) Lookup(name, locale string) string {
+	if name == "" {
+		name = DefaultTemplate
+	}
+	lang := Language(locale)
+	for _, n := range []string{name, DefaultTemplate} {
+		if lang != "" {
+			if k := n + "." + lang; t.subject[k] != nil {
+				return k
+			}
+		}
+		if t.subject[n] != nil {
+			return n
+		}
+	}
+	return DefaultTemplate
 }
 
 // EmailItem is one cart line as the templates see it.
@@ -87,6 +197,9 @@ type EmailItem struct {
 // EmailDiscount is the offer of a decision as the templates see it.
 type EmailDiscount struct {
 	Label      string // "10% off" (capped: "10% off, up to EUR 20.00") or "EUR 5.00 off"
+	Percent    int64  // the percentage (0 for a fixed amount)
+	Amount     string // the fixed amount, "EUR 5.00" (empty for a percentage)
+	Max        string // the cap of a percentage, "EUR 20.00" (empty when uncapped)
 	Code       string // the issued code (empty when none was issued)
 	ValidUntil string // RFC 3339 date-time (UTC), empty without expiry
 }
@@ -118,11 +231,9 @@ func (t *Templates) Render(d events.Decision, resumeURL, unsubscribeURL string) 
 }
 
 // RenderData renders the template name (DefaultTemplate when empty or
-// unknown) with data.
+// unknown) in the language of data.Lang (see Lookup) with data.
 func (t *Templates) RenderData(name string, data EmailData) (Rendered, error) {
-	if t.subject[name] == nil {
-		name = DefaultTemplate
-	}
+	name = t.Lookup(name, data.Lang)
 	var out Rendered
 	var b bytes.Buffer
 	if err := t.subject[name].Execute(&b, data); err != nil {
@@ -182,12 +293,15 @@ func NewEmailData(d events.Decision, resumeURL, unsubscribeURL string) EmailData
 	if disc := d.Discount; disc != nil && (disc.Percent != 0 || disc.AmountMinor != 0) {
 		ed := &EmailDiscount{}
 		if disc.Percent != 0 {
+			ed.Percent = disc.Percent
 			ed.Label = fmt.Sprintf("%d%% off", disc.Percent)
 			if disc.MaxMinor > 0 {
-				ed.Label += ", up to " + FormatMoney(disc.MaxMinor, cur)
+				ed.Max = FormatMoney(disc.MaxMinor, cur)
+				ed.Label += ", up to " + ed.Max
 			}
 		} else {
-			ed.Label = FormatMoney(disc.AmountMinor, cur) + " off"
+			ed.Amount = FormatMoney(disc.AmountMinor, cur)
+			ed.Label = ed.Amount + " off"
 		}
 		if disc.ValidForSeconds > 0 && !d.DecidedAt.IsZero() {
 			ed.ValidUntil = d.DecidedAt.Add(time.Duration(disc.ValidForSeconds) * time.Second).UTC().Format(time.RFC3339)
