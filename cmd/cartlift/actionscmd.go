@@ -2,15 +2,23 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"time"
 
-	"github.com/cartlift/cartlift/actions"
 	"github.com/sethvargo/go-envconfig"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/cartlift/cartlift/actions"
+	"github.com/cartlift/cartlift/events"
 )
 
 // actionsConfig is the configuration of `cartlift actions`, from the
@@ -38,6 +46,19 @@ type actionsConfig struct {
 	ResumeURL      string `env:"CARTLIFT_RESUME_URL"`
 	UnsubscribeURL string `env:"CARTLIFT_UNSUBSCRIBE_URL"`
 
+	// Signed links: with LinkBaseURL set, emails carry signed resume and
+	// unsubscribe links under it (LinkSecret, at least 32 characters, is
+	// then required) and the role serves them on HTTPAddr: GET /r/{token}
+	// redirects to CartURL ({cart_id}, {decision_id}, {customer_key}) and
+	// records link.clicked on cart-outcomes; /u/{token} unsubscribes
+	// (RFC 8058 one-click POST) and emits customer.updated to cart-events.
+	LinkSecret  string        `env:"CARTLIFT_LINK_SECRET"`
+	LinkBaseURL string        `env:"CARTLIFT_LINK_BASE_URL"`
+	LinkTTL     time.Duration `env:"CARTLIFT_LINK_TTL, default=720h"`
+	CartURL     string        `env:"CARTLIFT_CART_URL"`
+	HTTPAddr    string        `env:"CARTLIFT_ACTIONS_HTTP_ADDR, default=127.0.0.1:8081"`
+	TopicEvents string        `env:"CARTLIFT_TOPIC_EVENTS, default=cart-events"`
+
 	// Webhooks: decisions with action "webhook" go to WebhookURLs; issued
 	// discount codes to DiscountWebhookURL. Both need WebhookSecret.
 	WebhookURLs        []string      `env:"CARTLIFT_WEBHOOK_URLS"`
@@ -60,7 +81,220 @@ func loadActionsConfig(ctx context.Context, l envconfig.Lookuper) (actionsConfig
 	if len(cfg.Brokers) == 0 {
 		cfg.Brokers = []string{cfg.BrokerAddr}
 	}
-	return cfg, nil
+	return cfg, cfg.validateLinks()
+}
+
+// actionsConfigured reports whether the actions role is configured in the
+// environment (SMTP_HOST or CARTLIFT_LINK_BASE_URL set), so `cartlift run`
+// runs it too.
+func actionsConfigured(l envconfig.Lookuper) bool {
+	for _, env := range []string{"SMTP_HOST", "CARTLIFT_LINK_BASE_URL"} {
+		if v, ok := l.Lookup(env); ok && v != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// minLinkSecret is the shortest accepted CARTLIFT_LINK_SECRET.
+const minLinkSecret = 32
+
+// validateLinks checks the signed-link settings.
+func (c *actionsConfig) validateLinks() error {
+	if c.LinkSecret != "" && len(c.LinkSecret) < minLinkSecret {
+		return configError("CARTLIFT_LINK_SECRET", "must be at least %d characters, got %d", minLinkSecret, len(c.LinkSecret))
+	}
+	if c.LinkBaseURL == "" {
+		if c.LinkSecret != "" {
+			return configError("CARTLIFT_LINK_BASE_URL", "required when CARTLIFT_LINK_SECRET is set")
+		}
+		return nil
+	}
+	if c.LinkSecret == "" {
+		return configError("CARTLIFT_LINK_SECRET", "required when CARTLIFT_LINK_BASE_URL is set")
+	}
+	if u, err := url.Parse(c.LinkBaseURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return configError("CARTLIFT_LINK_BASE_URL", "%q is not an absolute http(s) URL", c.LinkBaseURL)
+	}
+	if c.CartURL == "" {
+		return configError("CARTLIFT_CART_URL", "required when CARTLIFT_LINK_BASE_URL is set")
+	}
+	if u, err := url.Parse(c.CartURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return configError("CARTLIFT_CART_URL", "%q is not an absolute http(s) URL", c.CartURL)
+	}
+	if c.LinkTTL <= 0 {
+		return configError("CARTLIFT_LINK_TTL", "must be positive, got %s", c.LinkTTL)
+	}
+	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
+		return configError("CARTLIFT_ACTIONS_HTTP_ADDR", "%q is not host:port", c.HTTPAddr)
+	}
+	if c.TopicEvents == "" {
+		return configError("CARTLIFT_TOPIC_EVENTS", "must not be empty")
+	}
+	return nil
+}
+
+// linkServer serves the signed links (actions.LinkHandler) with a producer
+// for what they record: outcomes to cart-outcomes, customer.updated to
+// cart-events, each keyed by the customer key.
+type linkServer struct {
+	handler  http.Handler
+	producer *kgo.Client
+}
+
+// newLinkServer builds the link server of cfg; nil (and no error) when
+// signed links are not configured. Close it with close.
+func newLinkServer(cfg actionsConfig, opts ...kgo.Opt) (*linkServer, error) {
+	if cfg.LinkBaseURL == "" {
+		return nil, nil
+	}
+	if err := cfg.validateLinks(); err != nil {
+		return nil, err
+	}
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(cfg.Brokers...), kgo.RequiredAcks(kgo.AllISRAcks())}, opts...)...)
+	if err != nil {
+		return nil, err
+	}
+	produce := func(ctx context.Context, rec *kgo.Record) error {
+		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		return cl.ProduceSync(pctx, rec).FirstErr()
+	}
+	lh := &actions.LinkHandler{
+		Signer:          actions.LinkSigner{Secret: []byte(cfg.LinkSecret)},
+		CartURLTemplate: cfg.CartURL,
+		Outcome: func(ctx context.Context, o events.Outcome) error {
+			v, err := events.Encode(o.ID, events.Source, events.TypeOutcome, o.At, o.CartID, o)
+			if err != nil {
+				return err
+			}
+			return produce(ctx, &kgo.Record{Topic: cfg.TopicOutcomes, Key: []byte(o.CustomerKey), Value: v,
+				Headers: []kgo.RecordHeader{{Key: "ce_id", Value: []byte(o.ID)}, {Key: "ce_type", Value: []byte(events.TypeOutcome)}}})
+		},
+		CustomerUpdate: func(ctx context.Context, key string, value []byte) error {
+			return produce(ctx, &kgo.Record{Topic: cfg.TopicEvents, Key: []byte(key), Value: value})
+		},
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/r/", lh)
+	mux.Handle("/u/", lh)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+	return &linkServer{handler: mux, producer: cl}, nil
+}
+
+func (s *linkServer) close() { s.producer.Close() }
+
+// actionsRole is the running actions role: the consumer of cart-decisions
+// and, with signed links configured, the link server.
+type actionsRole struct {
+	done   chan error
+	cancel context.CancelFunc
+	srv    *http.Server
+	links  *linkServer
+	store  *actions.Store
+}
+
+// startActionsRole starts the actions role of cfg (`cartlift actions`, and
+// `cartlift run` when the actions are configured). stop ends it.
+func startActionsRole(ctx context.Context, cfg actionsConfig, log *slog.Logger) (*actionsRole, error) {
+	email := actions.EmailConfig{
+		Host: cfg.SMTPHost, Port: cfg.SMTPPort, Username: cfg.SMTPUsername, Password: cfg.SMTPPassword,
+		From: cfg.SMTPFrom, TLSPolicy: cfg.SMTPTLS, Timeout: cfg.SMTPTimeout,
+		ResumeURLTemplate: cfg.ResumeURL, UnsubscribeURL: cfg.UnsubscribeURL,
+	}
+	if cfg.LinkBaseURL != "" {
+		email.LinkSecret, email.LinkBaseURL, email.LinkTTL = []byte(cfg.LinkSecret), cfg.LinkBaseURL, cfg.LinkTTL
+	}
+	email = email.WithDefaults()
+	if err := email.Validate(); err != nil {
+		return nil, &exitError{2, err}
+	}
+	sender, err := actions.NewSMTPSender(email)
+	if err != nil {
+		return nil, err
+	}
+	r := &actionsRole{done: make(chan error, 1)}
+	r.store, err = actions.OpenStore(filepath.Join(cfg.DataDir, "actions"))
+	if err != nil {
+		return nil, err
+	}
+	fail := func(err error) (*actionsRole, error) {
+		if r.links != nil {
+			r.links.close()
+		}
+		r.store.Close()
+		return nil, err
+	}
+	h, err := actions.NewHandler(email, sender, r.store, nil)
+	if err != nil {
+		return fail(err)
+	}
+	var wh *actions.WebhookHandler
+	if len(cfg.WebhookURLs) > 0 || cfg.DiscountWebhookURL != "" {
+		wh, err = actions.NewWebhookHandler(actions.WebhookConfig{
+			Endpoints: cfg.WebhookURLs, DiscountURL: cfg.DiscountWebhookURL,
+			Secret: cfg.WebhookSecret, Timeout: cfg.WebhookTimeout,
+		}, r.store)
+		if err != nil {
+			return fail(&exitError{2, err})
+		}
+	}
+	c, err := actions.NewConsumer(actions.ConsumerConfig{
+		Brokers: cfg.Brokers, Group: cfg.Group,
+		TopicDecisions: cfg.TopicDecisions, TopicOutcomes: cfg.TopicOutcomes, TopicDLQ: cfg.TopicDLQ,
+		MaxAttempts: cfg.MaxAttempts, BackoffBase: cfg.BackoffBase, BackoffMax: cfg.BackoffMax,
+		EmailsPerSecond: cfg.Rate, Webhook: wh, Logger: log,
+	}, h)
+	if err != nil {
+		return fail(err)
+	}
+	r.links, err = newLinkServer(cfg)
+	if err != nil {
+		return fail(err)
+	}
+	if r.links != nil {
+		ln, err := net.Listen("tcp", cfg.HTTPAddr)
+		if err != nil {
+			return fail(fmt.Errorf("config: CARTLIFT_ACTIONS_HTTP_ADDR: %w", err))
+		}
+		r.srv = &http.Server{Handler: r.links.handler, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 2 * time.Minute}
+		go func() {
+			if err := r.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("actions link server", "err", err)
+			}
+		}()
+		log.Info("actions link server listening", "addr", ln.Addr().String(), "base", cfg.LinkBaseURL)
+	}
+	ctx, r.cancel = context.WithCancel(ctx)
+	go func() { r.done <- c.Run(ctx) }()
+	log.Info("actions role running", "brokers", cfg.Brokers, "group", cfg.Group, "smtp", fmt.Sprintf("%s:%d", email.Host, email.Port), "rate", cfg.Rate)
+	return r, nil
+}
+
+// wait blocks until the consumer stopped, then shuts the rest down.
+func (r *actionsRole) wait() error {
+	err := <-r.done
+	r.done <- err // for a later stop
+	if r.srv != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = r.srv.Shutdown(sctx)
+		cancel()
+	}
+	if r.links != nil {
+		r.links.close()
+		r.links = nil
+	}
+	if r.store != nil {
+		r.store.Close()
+		r.store = nil
+	}
+	return err
+}
+
+// stop cancels the role and waits for it.
+func (r *actionsRole) stop() error {
+	r.cancel()
+	return r.wait()
 }
 
 // runActions is `cartlift actions`: the actions role on its own, consuming
@@ -73,47 +307,13 @@ func runActions(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	email := actions.EmailConfig{
-		Host: cfg.SMTPHost, Port: cfg.SMTPPort, Username: cfg.SMTPUsername, Password: cfg.SMTPPassword,
-		From: cfg.SMTPFrom, TLSPolicy: cfg.SMTPTLS, Timeout: cfg.SMTPTimeout,
-		ResumeURLTemplate: cfg.ResumeURL, UnsubscribeURL: cfg.UnsubscribeURL,
-	}.WithDefaults()
-	if err := email.Validate(); err != nil {
-		return &exitError{2, err}
-	}
-	sender, err := actions.NewSMTPSender(email)
+	r, err := startActionsRole(ctx, cfg, slog.Default())
 	if err != nil {
 		return err
 	}
-	store, err := actions.OpenStore(filepath.Join(cfg.DataDir, "actions"))
-	if err != nil {
-		return err
+	fmt.Fprintf(stdout, "actions: consuming %s as %s, emails via %s:%d\n", cfg.TopicDecisions, cfg.Group, cfg.SMTPHost, cfg.SMTPPort)
+	if r.links != nil {
+		fmt.Fprintf(stdout, "actions: serving signed links %s/r/ and /u/ on %s\n", strings.TrimRight(cfg.LinkBaseURL, "/"), cfg.HTTPAddr)
 	}
-	defer store.Close()
-	h, err := actions.NewHandler(email, sender, store, nil)
-	if err != nil {
-		return err
-	}
-	var wh *actions.WebhookHandler
-	if len(cfg.WebhookURLs) > 0 || cfg.DiscountWebhookURL != "" {
-		wh, err = actions.NewWebhookHandler(actions.WebhookConfig{
-			Endpoints: cfg.WebhookURLs, DiscountURL: cfg.DiscountWebhookURL,
-			Secret: cfg.WebhookSecret, Timeout: cfg.WebhookTimeout,
-		}, store)
-		if err != nil {
-			return &exitError{2, err}
-		}
-	}
-	c, err := actions.NewConsumer(actions.ConsumerConfig{
-		Brokers: cfg.Brokers, Group: cfg.Group,
-		TopicDecisions: cfg.TopicDecisions, TopicOutcomes: cfg.TopicOutcomes, TopicDLQ: cfg.TopicDLQ,
-		MaxAttempts: cfg.MaxAttempts, BackoffBase: cfg.BackoffBase, BackoffMax: cfg.BackoffMax,
-		EmailsPerSecond: cfg.Rate, Webhook: wh,
-	}, h)
-	if err != nil {
-		return err
-	}
-	slog.Info("actions role running", "brokers", cfg.Brokers, "group", cfg.Group, "smtp", fmt.Sprintf("%s:%d", email.Host, email.Port), "rate", cfg.Rate)
-	fmt.Fprintf(stdout, "actions: consuming %s as %s, emails via %s:%d\n", cfg.TopicDecisions, cfg.Group, email.Host, email.Port)
-	return c.Run(ctx)
+	return r.wait()
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/sethvargo/go-envconfig"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -32,6 +33,7 @@ type node struct {
 	http     *http.Server
 	httpLn   net.Listener
 	runErr   chan error
+	actions  *actionsRole // nil unless the actions role runs in this node
 }
 
 // startNode starts everything of `cartlift run` and returns once the
@@ -113,6 +115,12 @@ func startNode(ctx context.Context, cfg runConfig, log *slog.Logger) (*node, err
 // failed), then shuts everything down.
 func (n *node) wait() error {
 	err := <-n.runErr
+	if n.actions != nil {
+		// Before the broker it consumes from.
+		if aerr := n.actions.stop(); aerr != nil && err == nil && !errors.Is(aerr, context.Canceled) {
+			err = aerr
+		}
+	}
 	if n.http != nil {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_ = n.http.Shutdown(sctx)
@@ -159,11 +167,34 @@ func runProcessor(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// The actions role (emails, webhooks, signed links) is part of `cartlift
+	// run` when it is configured, i.e. SMTP_HOST or CARTLIFT_LINK_BASE_URL
+	// is set: it then consumes cart-decisions in this process, from the same
+	// brokers, and serves the links on CARTLIFT_ACTIONS_HTTP_ADDR, a mux of
+	// its own. `cartlift actions` runs the same role on its own.
+	var acfg actionsConfig
+	withActions := actionsConfigured(envconfig.OsLookuper())
+	if withActions {
+		if acfg, err = loadActionsConfig(ctx, envconfig.OsLookuper()); err != nil {
+			return err
+		}
+	}
 	log := newLogger(cfg.LogLevel, cfg.LogFormat)
 	slog.SetDefault(log)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	n, err := startNode(ctx, cfg, log)
 	if err != nil {
 		return err
+	}
+	if withActions {
+		acfg.Brokers = n.brokers
+		if n.actions, err = startActionsRole(ctx, acfg, log); err != nil {
+			log.Error("actions role", "err", err)
+			cancel()
+			_ = n.wait()
+			return err
+		}
 	}
 	err = n.wait()
 	s := n.proc.Stats()
