@@ -219,3 +219,35 @@ func TestConsumerTransientFailureToDLQ(t *testing.T) {
 		t.Errorf("store has the transiently failed decision (%v, %v)", ok, err)
 	}
 }
+
+// TestConsumerPermanentRejectionToDLQ: an SMTP server that rejects the
+// recipient for good (5xx) sends the decision to the DLQ at once, without
+// retries, with an email.failed outcome; the rejection is recorded, so a
+// redelivery does not try again.
+func TestConsumerPermanentRejectionToDLQ(t *testing.T) {
+	brokers := startCluster(t)
+	h, store := newHandler(t, t.TempDir(), mailpit.smtpPort)
+	startConsumer(t, brokers, h, actions.ConsumerConfig{MaxAttempts: 5, BackoffBase: 10 * time.Millisecond, BackoffMax: 50 * time.Millisecond})
+
+	d := decision(t)
+	d.ID = "d-permanent-rejection"
+	d.Customer.Email = "someone@rejected.test" // Mailpit answers 550 for this domain
+	produceValues(t, brokers, encodeDecision(t, d))
+	dlq := readTopic(t, brokers, actions.TopicActionsDLQ, 1)
+	if len(dlq) != 1 {
+		t.Fatalf("%d DLQ records, want 1", len(dlq))
+	}
+	if got := header(dlq[0], actions.HeaderErrorReason); got != actions.ReasonPermanentFailure {
+		t.Errorf("reason %q, want %q", got, actions.ReasonPermanentFailure)
+	}
+	if dd, err := actions.DecodeDecision(dlq[0].Value); err != nil || dd.ID != d.ID {
+		t.Errorf("DLQ value: %v %v", dd.ID, err)
+	}
+	outs := readTopic(t, brokers, events.TopicOutcomes, 1)
+	if len(outs) != 1 || outcomeOf(t, outs[0]).Kind != actions.KindEmailFailed {
+		t.Errorf("outcomes %d, want one email.failed", len(outs))
+	}
+	if _, ok, err := store.Get(d.ID); !ok || err != nil {
+		t.Errorf("the permanent rejection is not recorded (%v, %v)", ok, err)
+	}
+}
