@@ -82,3 +82,23 @@ func TestClassify(t *testing.T) {
 		t.Error("Classify(nil) != nil")
 	}
 }
+
+func TestFormatMoneyLocale(t *testing.T) {
+	for _, c := range []struct {
+		minor     int64
+		cur, lang string
+		want      string
+	}{
+		{5999, "EUR", "de", "59,99 EUR"},
+		{123456, "EUR", "de", "1.234,56 EUR"},
+		{100000000, "EUR", "fr", "1.000.000,00 EUR"},
+		{-250, "EUR", "de", "-2,50 EUR"},
+		{1500, "JPY", "de", "1.500 JPY"},
+		{5999, "EUR", "en", "EUR 59.99"},
+		{5999, "USD", "", "USD 59.99"},
+	} {
+		if got := actions.FormatMoneyLocale(c.minor, c.cur, c.lang); got != c.want {
+			t.Errorf("FormatMoneyLocale(%d, %s, %q) = %q, want %q", c.minor, c.cur, c.lang, got, c.want)
+		}
+	}
+}

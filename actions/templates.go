@@ -254,9 +254,12 @@ func (t *Templates) RenderData(name string, data EmailData) (Rendered, error) {
 	return out, nil
 }
 
-// NewEmailData builds the template data of a decision.
+// NewEmailData builds the template data of a decision. Amounts are
+// formatted for the customer's locale (FormatMoneyLocale).
 func NewEmailData(d events.Decision, resumeURL, unsubscribeURL string) EmailData {
 	cur := d.Cart.Currency
+	lang := Language(d.Customer.Locale)
+	FormatMoney := func(minor int64, currency string) string { return FormatMoneyLocale(minor, currency, lang) }
 	data := EmailData{
 		Name:           d.Customer.Name,
 		Lang:           "en",
@@ -309,6 +312,40 @@ func NewEmailData(d events.Decision, resumeURL, unsubscribeURL string) EmailData
 		data.Discount = ed
 	}
 	return data
+}
+
+// decimalComma lists the languages that write 1.234,56: their amounts read
+// "1.234,56 EUR"; every other language gets FormatMoney's "EUR 1234.56".
+var decimalComma = map[string]bool{"de": true, "fr": true, "es": true, "it": true, "nl": true, "pt": true,
+	"da": true, "sv": true, "nb": true, "fi": true, "pl": true, "cs": true, "tr": true}
+
+// FormatMoneyLocale formats an amount in minor units for a language (as
+// returned by Language): in a decimal-comma language the amount comes
+// first, with '.' between thousands and ',' before the minor digits
+// (FormatMoneyLocale(123456, "EUR", "de") is "1.234,56 EUR"); otherwise it
+// is FormatMoney.
+func FormatMoneyLocale(minor int64, currency, lang string) string {
+	if !decimalComma[lang] {
+		return FormatMoney(minor, currency)
+	}
+	s := strings.TrimPrefix(FormatMoney(minor, currency), currency+" ")
+	sign := ""
+	if strings.HasPrefix(s, "-") {
+		sign, s = "-", s[1:]
+	}
+	whole, frac, hasFrac := strings.Cut(s, ".")
+	var b strings.Builder
+	for i, c := range whole {
+		if i > 0 && (len(whole)-i)%3 == 0 {
+			b.WriteByte('.')
+		}
+		b.WriteRune(c)
+	}
+	out := sign + b.String()
+	if hasFrac {
+		out += "," + frac
+	}
+	return out + " " + currency
 }
 
 // FormatMoney formats an amount in minor units as the ISO 4217 code, a
