@@ -96,6 +96,40 @@ func (h *Handler) lock(id string) *sync.Mutex {
 	return &h.locks[f.Sum32()%uint32(len(h.locks))]
 }
 
+// handleOnce is what every action shares. A decision already recorded is a
+// duplicate; a holdout decision is skipped and one past valid_until is
+// expired; otherwise act acts. The result is recorded under the decision
+// id, except a transient failure, so that a retry can still act.
+func handleOnce(store *Store, d events.Decision, now func() time.Time, failKind string, act func() Result) Result {
+	res := Result{DecisionID: d.ID}
+	prev, found, err := store.Get(d.ID)
+	switch {
+	case err != nil:
+		res.Kind, res.Err = failKind, &DeliveryError{Err: err}
+		return res
+	case found:
+		res.Kind, res.Previous = KindDuplicate, prev.Kind
+		return res
+	case d.Holdout:
+		res.Kind = KindSkippedHoldout
+	case !d.ValidUntil.IsZero() && now().After(d.ValidUntil):
+		res.Kind = KindExpired
+	default:
+		res = act()
+		if res.Retryable() {
+			return res // transient: not recorded, so a retry can act
+		}
+	}
+	rec := Record{Kind: res.Kind, At: now().UTC()}
+	if res.Err != nil {
+		rec.Error = res.Err.Error()
+	}
+	if err := store.Put(d.ID, rec); err != nil {
+		res.Err = errors.Join(res.Err, fmt.Errorf("actions store: %w", err))
+	}
+	return res
+}
+
 // Handle handles one decision.
 func (h *Handler) Handle(ctx context.Context, d events.Decision) Result {
 	res := Result{DecisionID: d.ID}
@@ -107,39 +141,18 @@ func (h *Handler) Handle(ctx context.Context, d events.Decision) Result {
 	mu.Lock()
 	defer mu.Unlock()
 
-	prev, found, err := h.Store.Get(d.ID)
-	if err != nil {
-		res.Kind, res.Err = KindEmailFailed, &DeliveryError{Err: err}
+	return handleOnce(h.Store, d, h.now, KindEmailFailed, func() (res Result) {
+		res.DecisionID = d.ID
+		switch {
+		case !d.Customer.MarketingConsent:
+			res.Kind = KindNoConsent
+		case strings.TrimSpace(d.Customer.Email) == "":
+			res.Kind = KindNoAddress
+		default:
+			res.Kind, res.Err, res.Discount = h.send(ctx, d)
+		}
 		return res
-	}
-	if found {
-		res.Kind, res.Previous = KindDuplicate, prev.Kind
-		return res
-	}
-
-	switch {
-	case d.Holdout:
-		res.Kind = KindSkippedHoldout
-	case !d.ValidUntil.IsZero() && h.now().After(d.ValidUntil):
-		res.Kind = KindExpired
-	case !d.Customer.MarketingConsent:
-		res.Kind = KindNoConsent
-	case strings.TrimSpace(d.Customer.Email) == "":
-		res.Kind = KindNoAddress
-	default:
-		res.Kind, res.Err, res.Discount = h.send(ctx, d)
-	}
-	if res.Kind == KindEmailFailed && !IsPermanent(res.Err) {
-		return res // transient: not recorded, so a retry can send
-	}
-	rec := Record{Kind: res.Kind, At: h.now().UTC()}
-	if res.Err != nil {
-		rec.Error = res.Err.Error()
-	}
-	if err := h.Store.Put(d.ID, rec); err != nil {
-		res.Err = errors.Join(res.Err, fmt.Errorf("actions store: %w", err))
-	}
-	return res
+	})
 }
 
 // send issues the decision's discount code (if it has a discount; the same

@@ -8,35 +8,17 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cartlift/cartlift/actions"
 )
 
 // mailpit is the Mailpit server the tests send to, started by TestMain.
 var mailpit struct {
 	smtpPort int
 	api      string // http://127.0.0.1:<port>
-}
-
-// findMailpit looks for the mailpit binary in $PATH, then in
-// $(go env GOPATH)/bin, where `make tools` installs it.
-func findMailpit() (string, error) {
-	if p, err := exec.LookPath("mailpit"); err == nil {
-		return p, nil
-	}
-	gopath := os.Getenv("GOPATH")
-	if out, err := exec.Command("go", "env", "GOPATH").Output(); err == nil {
-		gopath = strings.TrimSpace(string(out))
-	}
-	for _, dir := range filepath.SplitList(gopath) {
-		p := filepath.Join(dir, "bin", "mailpit")
-		if st, err := os.Stat(p); err == nil && !st.IsDir() && st.Mode()&0o111 != 0 {
-			return p, nil
-		}
-	}
-	return "", fmt.Errorf("mailpit not found in $PATH nor in $(go env GOPATH)/bin (GOPATH=%q)", gopath)
 }
 
 func freePort() (int, error) {
@@ -53,7 +35,7 @@ func TestMain(m *testing.M) {
 }
 
 func runWithMailpit(m *testing.M) int {
-	bin, err := findMailpit()
+	bin, err := actions.FindMailpit()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "FAIL: the actions tests need a real SMTP server, Mailpit: %v.\n"+
 			"Run `make test` (it installs Mailpit with `make tools`), or: go install github.com/axllent/mailpit@v1.33.1\n", err)

@@ -218,23 +218,12 @@ func (w *WebhookHandler) Handle(ctx context.Context, d events.Decision) Result {
 		res.Kind, res.Err = KindWebhookFailed, &DeliveryError{Permanent: true, Err: errors.New("decision without id")}
 		return res
 	}
-	prev, found, err := w.Store.Get(d.ID)
-	if err != nil {
-		res.Kind, res.Err = KindWebhookFailed, &DeliveryError{Err: err}
-		return res
-	}
-	if found {
-		res.Kind, res.Previous = KindDuplicate, prev.Kind
-		return res
-	}
-	switch {
-	case d.Holdout:
-		res.Kind = KindSkippedHoldout
-	case !d.ValidUntil.IsZero() && w.now().After(d.ValidUntil):
-		res.Kind = KindExpired
-	case len(w.Config.Endpoints) == 0:
-		res.Kind, res.Err = KindWebhookFailed, &DeliveryError{Permanent: true, Err: errors.New("no webhook endpoint configured")}
-	default:
+	return handleOnce(w.Store, d, w.now, KindWebhookFailed, func() (res Result) {
+		res.DecisionID = d.ID
+		if len(w.Config.Endpoints) == 0 {
+			res.Kind, res.Err = KindWebhookFailed, &DeliveryError{Permanent: true, Err: errors.New("no webhook endpoint configured")}
+			return res
+		}
 		body, err := json.Marshal(d)
 		if err != nil {
 			res.Kind, res.Err = KindWebhookFailed, &DeliveryError{Permanent: true, Err: err}
@@ -247,18 +236,8 @@ func (w *WebhookHandler) Handle(ctx context.Context, d events.Decision) Result {
 				break
 			}
 		}
-	}
-	if res.Retryable() {
-		return res // transient: not recorded, so a retry can deliver
-	}
-	rec := Record{Kind: res.Kind, At: w.now().UTC()}
-	if res.Err != nil {
-		rec.Error = res.Err.Error()
-	}
-	if err := w.Store.Put(d.ID, rec); err != nil {
-		res.Err = errors.Join(res.Err, fmt.Errorf("actions store: %w", err))
-	}
-	return res
+		return res
+	})
 }
 
 // AnnounceDiscount POSTs an issued code (an IssuedDiscount as JSON) to

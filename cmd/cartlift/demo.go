@@ -13,11 +13,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	json "github.com/goccy/go-json"
+	"github.com/sethvargo/go-envconfig"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/cartlift/cartlift/actions"
@@ -76,24 +78,21 @@ func runDemo(ctx context.Context, args []string, stdout io.Writer) error {
 	// The actions role sends the email decisions to a local mail catcher,
 	// Mailpit, when it is installed (`make tools`).
 	var (
-		mp           *demoMailpit
-		stopActions  = func() {}
-		actionsStore *actions.Store
+		mp          *demoMailpit
+		stopActions = func() {}
 	)
-	if bin, err := findMailpitBinary(); err != nil {
+	if bin, err := actions.FindMailpit(); err != nil {
 		fmt.Fprintf(stdout, "  emails   none: Mailpit not found (go install github.com/axllent/mailpit@v1.33.1, or make tools)\n")
 	} else if mp, err = startDemoMailpit(bin, cfg.Broker.DataDir); err != nil {
 		fmt.Fprintf(stdout, "  emails   none: starting Mailpit: %v\n", err)
 		mp = nil
 	} else {
 		defer mp.stop()
-		var stop func()
-		stop, actionsStore, err = startDemoActions(cfg.Broker.DataDir, n.brokers, mp.smtpPort, log)
+		role, err := startDemoActions(procCtx, cfg.Broker.DataDir, n.brokers, mp.smtpPort, log)
 		if err != nil {
 			return err
 		}
-		defer actionsStore.Close()
-		stopActions = sync.OnceFunc(stop)
+		stopActions = sync.OnceFunc(func() { _ = role.stop() })
 		defer stopActions()
 		fmt.Fprintf(stdout, "  emails   %s/ (Mailpit: the reminders cartlift sends)\n", mp.web)
 	}
@@ -182,25 +181,6 @@ type demoMailpit struct {
 	web      string // http://127.0.0.1:<port>
 }
 
-// findMailpitBinary looks for mailpit in $PATH, then in $(go env GOPATH)/bin,
-// where `make tools` installs it.
-func findMailpitBinary() (string, error) {
-	if p, err := exec.LookPath("mailpit"); err == nil {
-		return p, nil
-	}
-	gopath := os.Getenv("GOPATH")
-	if out, err := exec.Command("go", "env", "GOPATH").Output(); err == nil {
-		gopath = strings.TrimSpace(string(out))
-	}
-	for _, dir := range filepath.SplitList(gopath) {
-		p := filepath.Join(dir, "bin", "mailpit")
-		if st, err := os.Stat(p); err == nil && !st.IsDir() && st.Mode()&0o111 != 0 {
-			return p, nil
-		}
-	}
-	return "", errors.New("mailpit not found")
-}
-
 // demoFreePort returns a free port of 127.0.0.1, preferring want.
 func demoFreePort(want int) (int, error) {
 	if want > 0 {
@@ -265,45 +245,26 @@ func (m *demoMailpit) stop() {
 	_ = m.cmd.Wait()
 }
 
-// startDemoActions runs the actions role in-process, as `cartlift actions`
-// would: the store under dataDir/actions, emails to Mailpit without TLS,
-// links to the demo's HTTP address. stop cancels it and waits.
-func startDemoActions(dataDir string, brokers []string, smtpPort int, log *slog.Logger) (stop func(), store *actions.Store, err error) {
-	email := actions.EmailConfig{
-		Host: "127.0.0.1", Port: smtpPort, From: "shop@cartlift.example", TLSPolicy: actions.TLSNone,
-		ResumeURLTemplate: "http://127.0.0.1:8080/cart/{cart_id}?d={decision_id}",
-		UnsubscribeURL:    "http://127.0.0.1:8080/unsubscribe?c={customer_key}&d={decision_id}",
-	}.WithDefaults()
-	if err := email.Validate(); err != nil {
-		return nil, nil, err
-	}
-	sender, err := actions.NewSMTPSender(email)
+// startDemoActions runs the actions role in-process with the settings of
+// the demo, as `cartlift actions` would with them in its environment:
+// the store under dataDir/actions, emails to the demo's Mailpit without
+// TLS, links to the demo's shop, no rate limit.
+func startDemoActions(ctx context.Context, dataDir string, brokers []string, smtpPort int, log *slog.Logger) (*actionsRole, error) {
+	cfg, err := loadActionsConfig(ctx, envconfig.MapLookuper(map[string]string{
+		"KAFKA_BROKERS":            strings.Join(brokers, ","),
+		"CARTLIFT_DATA_DIR":        dataDir,
+		"SMTP_HOST":                "127.0.0.1",
+		"SMTP_PORT":                strconv.Itoa(smtpPort),
+		"SMTP_FROM":                "shop@cartlift.example",
+		"SMTP_TLS":                 string(actions.TLSNone),
+		"CARTLIFT_RESUME_URL":      "http://127.0.0.1:8080/cart/{cart_id}?d={decision_id}",
+		"CARTLIFT_UNSUBSCRIBE_URL": "http://127.0.0.1:8080/unsubscribe?c={customer_key}&d={decision_id}",
+		"CARTLIFT_ACTIONS_RATE":    "0",
+	}))
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	store, err = actions.OpenStore(filepath.Join(dataDir, "actions"))
-	if err != nil {
-		return nil, nil, err
-	}
-	h, err := actions.NewHandler(email, sender, store, nil)
-	if err != nil {
-		store.Close()
-		return nil, nil, err
-	}
-	c, err := actions.NewConsumer(actions.ConsumerConfig{Brokers: brokers, Logger: log}, h)
-	if err != nil {
-		store.Close()
-		return nil, nil, err
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := c.Run(ctx); err != nil {
-			log.Error("actions", "err", err)
-		}
-	}()
-	return func() { cancel(); <-done }, store, nil
+	return startActionsRole(ctx, cfg, log)
 }
 
 // decisionTail reads the output topics, as a downstream service would, and
