@@ -1,0 +1,300 @@
+package analytics
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	gojson "github.com/goccy/go-json"
+
+	"github.com/cartlift/cartlift/events"
+)
+
+// Reasons a record goes to the analytics dead-letter topic.
+const (
+	ReasonUndecodable = "undecodable"
+	ReasonUnknownType = "unknown_type"
+	ReasonInvalid     = "invalid"
+)
+
+// RecordError is why a record cannot become a row.
+type RecordError struct {
+	Reason string // one of the Reason constants
+	Err    error
+}
+
+func (e *RecordError) Error() string { return e.Reason + ": " + e.Err.Error() }
+func (e *RecordError) Unwrap() error { return e.Err }
+
+// cartOutcomeKinds are the outcome kinds of the outcomes table; every other
+// kind on cart-outcomes is an action result (email.sent, link.clicked,
+// discount.issued, ...), so new action kinds need no migration.
+var cartOutcomeKinds = map[string]bool{
+	events.OutcomeRecovered: true, events.OutcomeConverted: true, events.OutcomeConvertedHoldout: true,
+	events.OutcomeLost: true, events.OutcomeDiscarded: true, events.OutcomeMerged: true,
+}
+
+// envelope is the part of a CloudEvents record the sink reads: the type,
+// and the data left raw until the type is known.
+type envelope struct {
+	Type string             `json:"type"`
+	Data gojson.RawMessage `json:"data"`
+}
+
+// decisionData is the part of events.Decision the decisions table keeps
+// (the items, the customer's address and name stay out of analytics). The
+// JSON names are the contract's; TestDecodeFollowsTheContract encodes an
+// events.Decision and checks every column.
+type decisionData struct {
+	ID        string           `json:"decision_id"`
+	Flow      string           `json:"flow"`
+	Step      string           `json:"step"`
+	StepIndex int              `json:"step_index"`
+	Action    string           `json:"action"`
+	Template  string           `json:"template"`
+	Discount  *events.Discount `json:"discount"`
+	Holdout   bool             `json:"holdout"`
+	Cart      struct {
+		CartID      string    `json:"cart_id"`
+		CartType    string    `json:"cart_type"`
+		Site        string    `json:"site"`
+		Channel     string    `json:"channel"`
+		Currency    string    `json:"currency"`
+		LegalEntity string    `json:"legal_entity"`
+		TotalMinor  int64     `json:"total_minor"`
+		ItemCount   int64     `json:"item_count"`
+		Version     int64     `json:"version"`
+		CreatedAt   time.Time `json:"created_at"`
+		ModifiedAt  time.Time `json:"modified_at"`
+	} `json:"cart"`
+	Customer struct {
+		Key              string `json:"key"`
+		Locale           string `json:"locale"`
+		MarketingConsent bool   `json:"marketing_consent"`
+	} `json:"customer"`
+	DecidedAt  time.Time `json:"decided_at"`
+	ValidUntil time.Time `json:"valid_until"`
+}
+
+// column is one column of an insert: its name and its values, a slice of
+// the Go type clickhouse-go appends to the column's ClickHouse type.
+type column struct {
+	name   string
+	values any
+}
+
+// decisionRows are decisions in columns, as the native protocol sends them.
+type decisionRows struct {
+	id, flow, step, action, template                                []string
+	customerKey, cartID, cartType, site, channel, currency, entity  []string
+	locale                                                          []string
+	decidedAt, validUntil, cartCreatedAt, cartModifiedAt            []time.Time
+	stepIndex                                                       []uint16
+	holdout, consent                                                []uint8
+	discPercent, discAmount, discMax, value, itemCount, cartVersion []int64
+}
+
+func (r *decisionRows) add(d *decisionData) {
+	r.id = append(r.id, d.ID)
+	r.decidedAt = append(r.decidedAt, chTime(d.DecidedAt))
+	r.validUntil = append(r.validUntil, chTime(d.ValidUntil))
+	r.flow = append(r.flow, d.Flow)
+	r.step = append(r.step, d.Step)
+	r.stepIndex = append(r.stepIndex, uint16(min(max(d.StepIndex, 0), 65535)))
+	r.action = append(r.action, d.Action)
+	r.template = append(r.template, d.Template)
+	r.holdout = append(r.holdout, b2u(d.Holdout))
+	var disc events.Discount
+	if d.Discount != nil {
+		disc = *d.Discount
+	}
+	r.discPercent = append(r.discPercent, disc.Percent)
+	r.discAmount = append(r.discAmount, disc.AmountMinor)
+	r.discMax = append(r.discMax, disc.MaxMinor)
+	r.customerKey = append(r.customerKey, d.Customer.Key)
+	r.cartID = append(r.cartID, d.Cart.CartID)
+	r.cartType = append(r.cartType, d.Cart.CartType)
+	r.site = append(r.site, d.Cart.Site)
+	r.channel = append(r.channel, d.Cart.Channel)
+	r.currency = append(r.currency, d.Cart.Currency)
+	r.entity = append(r.entity, d.Cart.LegalEntity)
+	r.value = append(r.value, d.Cart.TotalMinor)
+	r.itemCount = append(r.itemCount, d.Cart.ItemCount)
+	r.cartVersion = append(r.cartVersion, d.Cart.Version)
+	r.cartCreatedAt = append(r.cartCreatedAt, chTime(d.Cart.CreatedAt))
+	r.cartModifiedAt = append(r.cartModifiedAt, chTime(d.Cart.ModifiedAt))
+	r.consent = append(r.consent, b2u(d.Customer.MarketingConsent))
+	r.locale = append(r.locale, d.Customer.Locale)
+}
+
+func (r *decisionRows) len() int { return len(r.id) }
+
+func (r *decisionRows) columns(insertedAt time.Time) []column {
+	return []column{
+		{"id", r.id}, {"decided_at", r.decidedAt}, {"valid_until", r.validUntil},
+		{"flow", r.flow}, {"step", r.step}, {"step_index", r.stepIndex}, {"action", r.action},
+		{"template", r.template}, {"holdout", r.holdout},
+		{"discount_percent", r.discPercent}, {"discount_amount_minor", r.discAmount}, {"discount_max_minor", r.discMax},
+		{"customer_key", r.customerKey}, {"cart_id", r.cartID}, {"cart_type", r.cartType}, {"site", r.site},
+		{"channel", r.channel}, {"currency", r.currency}, {"legal_entity", r.entity},
+		{"cart_value_minor", r.value}, {"item_count", r.itemCount}, {"cart_version", r.cartVersion},
+		{"cart_created_at", r.cartCreatedAt}, {"cart_modified_at", r.cartModifiedAt},
+		{"marketing_consent", r.consent}, {"locale", r.locale},
+		{"inserted_at", repeatTime(insertedAt, r.len())},
+	}
+}
+
+// outcomeRows are cart outcomes in columns.
+type outcomeRows struct {
+	id, kind, customerKey, cartID, cartType, site, channel, currency []string
+	orderID, decisionID, flow, step                                  []string
+	at                                                               []time.Time
+	value, since                                                     []int64
+	holdout                                                          []uint8
+	decisions                                                        []uint16
+}
+
+func (r *outcomeRows) add(o *events.Outcome) {
+	r.id = append(r.id, o.ID)
+	r.kind = append(r.kind, o.Kind)
+	r.at = append(r.at, chTime(o.At))
+	r.customerKey = append(r.customerKey, o.CustomerKey)
+	r.cartID = append(r.cartID, o.CartID)
+	r.cartType = append(r.cartType, o.CartType)
+	r.site = append(r.site, o.Site)
+	r.channel = append(r.channel, o.Channel)
+	r.currency = append(r.currency, o.Currency)
+	r.value = append(r.value, o.ValueMinor)
+	r.orderID = append(r.orderID, o.OrderID)
+	r.decisionID = append(r.decisionID, o.DecisionID)
+	r.flow = append(r.flow, o.Flow)
+	r.step = append(r.step, o.Step)
+	r.holdout = append(r.holdout, b2u(o.Holdout))
+	r.decisions = append(r.decisions, uint16(min(max(o.Decisions, 0), 65535)))
+	r.since = append(r.since, o.SinceDecided)
+}
+
+func (r *outcomeRows) len() int { return len(r.id) }
+
+func (r *outcomeRows) columns(insertedAt time.Time) []column {
+	return []column{
+		{"id", r.id}, {"kind", r.kind}, {"at", r.at}, {"customer_key", r.customerKey}, {"cart_id", r.cartID},
+		{"cart_type", r.cartType}, {"site", r.site}, {"channel", r.channel}, {"currency", r.currency},
+		{"value_minor", r.value}, {"order_id", r.orderID}, {"decision_id", r.decisionID}, {"flow", r.flow},
+		{"step", r.step}, {"holdout", r.holdout}, {"decisions", r.decisions}, {"since_decision_seconds", r.since},
+		{"inserted_at", repeatTime(insertedAt, r.len())},
+	}
+}
+
+// actionRows are action results in columns.
+type actionRows struct {
+	id, kind, decisionID, customerKey, cartID, flow, step, currency []string
+	at                                                              []time.Time
+	holdout                                                         []uint8
+	value                                                           []int64
+}
+
+func (r *actionRows) add(o *events.Outcome) {
+	r.id = append(r.id, o.ID)
+	r.kind = append(r.kind, o.Kind)
+	r.at = append(r.at, chTime(o.At))
+	r.decisionID = append(r.decisionID, o.DecisionID)
+	r.customerKey = append(r.customerKey, o.CustomerKey)
+	r.cartID = append(r.cartID, o.CartID)
+	r.flow = append(r.flow, o.Flow)
+	r.step = append(r.step, o.Step)
+	r.holdout = append(r.holdout, b2u(o.Holdout))
+	r.currency = append(r.currency, o.Currency)
+	r.value = append(r.value, o.ValueMinor)
+}
+
+func (r *actionRows) len() int { return len(r.id) }
+
+func (r *actionRows) columns(insertedAt time.Time) []column {
+	return []column{
+		{"id", r.id}, {"kind", r.kind}, {"at", r.at}, {"decision_id", r.decisionID},
+		{"customer_key", r.customerKey}, {"cart_id", r.cartID}, {"flow", r.flow}, {"step", r.step},
+		{"holdout", r.holdout}, {"currency", r.currency}, {"value_minor", r.value},
+		{"inserted_at", repeatTime(insertedAt, r.len())},
+	}
+}
+
+// rows are the rows of one batch, per table.
+type rows struct {
+	decisions decisionRows
+	outcomes  outcomeRows
+	actions   actionRows
+}
+
+func (r *rows) len() int { return r.decisions.len() + r.outcomes.len() + r.actions.len() }
+
+// add decodes one record value (CloudEvents structured JSON) into a row of
+// its table. The error is a *RecordError; nothing is added then.
+func (r *rows) add(value []byte) error {
+	var env envelope
+	if err := gojson.Unmarshal(value, &env); err != nil {
+		return &RecordError{ReasonUndecodable, err}
+	}
+	switch env.Type {
+	case events.TypeDecision:
+		var d decisionData
+		if err := gojson.Unmarshal(env.Data, &d); err != nil {
+			return &RecordError{ReasonUndecodable, fmt.Errorf("decision data: %w", err)}
+		}
+		if d.ID == "" {
+			return &RecordError{ReasonInvalid, errors.New("decision without decision_id")}
+		}
+		r.decisions.add(&d)
+	case events.TypeOutcome:
+		var o events.Outcome
+		if err := gojson.Unmarshal(env.Data, &o); err != nil {
+			return &RecordError{ReasonUndecodable, fmt.Errorf("outcome data: %w", err)}
+		}
+		switch {
+		case o.ID == "":
+			return &RecordError{ReasonInvalid, errors.New("outcome without outcome_id")}
+		case o.Kind == "":
+			return &RecordError{ReasonInvalid, errors.New("outcome without kind")}
+		case cartOutcomeKinds[o.Kind]:
+			r.outcomes.add(&o)
+		default:
+			r.actions.add(&o)
+		}
+	default:
+		return &RecordError{ReasonUnknownType, fmt.Errorf("type %q is neither %s nor %s", env.Type, events.TypeDecision, events.TypeOutcome)}
+	}
+	return nil
+}
+
+// The range of ClickHouse's DateTime (seconds since the epoch in a UInt32).
+var (
+	minDateTime = time.Unix(0, 0).UTC()
+	maxDateTime = time.Unix(1<<32-1, 0).UTC()
+)
+
+// chTime is t in DateTime's range: a zero or earlier time is the epoch
+// (ClickHouse's "no time"), a later one the largest DateTime.
+func chTime(t time.Time) time.Time {
+	switch {
+	case t.Before(minDateTime):
+		return minDateTime
+	case t.After(maxDateTime):
+		return maxDateTime
+	}
+	return t.UTC()
+}
+
+func b2u(b bool) uint8 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func repeatTime(t time.Time, n int) []time.Time {
+	s := make([]time.Time, n)
+	for i := range s {
+		s[i] = t
+	}
+	return s
+}

@@ -1,0 +1,438 @@
+package analytics
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/cartlift/cartlift/events"
+)
+
+// Defaults of SinkConfig.
+const (
+	DefaultSinkGroup     = "cartlift-analytics"
+	DefaultTopicDLQ      = "cart-analytics.dlq"
+	DefaultBatchRows     = 10000
+	DefaultBatchInterval = time.Second
+	DefaultRetryMin      = 100 * time.Millisecond
+	DefaultRetryMax      = 10 * time.Second
+)
+
+// Headers of a record on the analytics dead-letter topic, next to the
+// original record's key, value and headers.
+const (
+	HeaderErrorReason     = "cartlift-error-reason"
+	HeaderError           = "cartlift-error"
+	HeaderSourceTopic     = "cartlift-source-topic"
+	HeaderSourcePartition = "cartlift-source-partition"
+	HeaderSourceOffset    = "cartlift-source-offset"
+)
+
+// SinkConfig configures the analytics sink.
+type SinkConfig struct {
+	Brokers []string
+	// Group is the consumer group; default cartlift-analytics.
+	Group string
+	// InstanceID, when set, makes the membership static (a restart takes
+	// the partitions back without a rebalance).
+	InstanceID string
+	// Topics read; defaults cart-decisions and cart-outcomes.
+	TopicDecisions string
+	TopicOutcomes  string
+	// TopicDLQ receives records that are not decisions or outcomes, with
+	// the reason; default cart-analytics.dlq.
+	TopicDLQ string
+	// A batch is inserted when it holds BatchRows records or its first
+	// record is BatchInterval old; defaults 10000 and 1s.
+	BatchRows     int
+	BatchInterval time.Duration
+	// Failed inserts are retried after a backoff that doubles from
+	// RetryMin to RetryMax (with jitter); defaults 100ms and 10s.
+	RetryMin, RetryMax time.Duration
+	Logger             *slog.Logger
+	// ClientOpts are extra franz-go options (TLS, SASL, ...).
+	ClientOpts []kgo.Opt
+}
+
+func (c SinkConfig) withDefaults() SinkConfig {
+	def := func(s *string, v string) {
+		if *s == "" {
+			*s = v
+		}
+	}
+	def(&c.Group, DefaultSinkGroup)
+	def(&c.TopicDecisions, events.TopicDecisions)
+	def(&c.TopicOutcomes, events.TopicOutcomes)
+	def(&c.TopicDLQ, DefaultTopicDLQ)
+	if c.BatchRows <= 0 {
+		c.BatchRows = DefaultBatchRows
+	}
+	if c.BatchInterval <= 0 {
+		c.BatchInterval = DefaultBatchInterval
+	}
+	if c.RetryMin <= 0 {
+		c.RetryMin = DefaultRetryMin
+	}
+	if c.RetryMax < c.RetryMin {
+		c.RetryMax = max(DefaultRetryMax, c.RetryMin)
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// SinkStats are the sink's counters since it started.
+type SinkStats struct {
+	// Rows inserted, per table (a retried batch counts once).
+	Decisions, Outcomes, ActionResults int64
+	// Records read from the topics and records sent to the DLQ.
+	Records, DeadLettered int64
+	// Batches inserted and inserts that failed (each retry counts).
+	Batches, InsertErrors int64
+	// Pending records read but not yet in ClickHouse.
+	Pending int
+	// Lag: records on the topics not yet in ClickHouse (end offsets minus
+	// committed positions), as of the last fetch or retry.
+	Lag int64
+	// ClickHouseUp is false from a failed insert until one succeeds.
+	ClickHouseUp bool
+	// LastBatch is when the last batch was inserted; LastBatchDuration
+	// how long its insert took.
+	LastBatch         time.Time
+	LastBatchDuration time.Duration
+}
+
+// Sink moves decisions and outcomes from Kafka into ClickHouse: consumer
+// group cartlift-analytics on cart-decisions and cart-outcomes, batches by
+// size and by time, offsets committed only after ClickHouse accepted the
+// batch. While ClickHouse is down it holds its position and retries: no
+// new records are polled, so memory stays bounded by one batch (plus the
+// client's one buffered fetch). Delivery is at least once; the tables'
+// deterministic ids make a repeat harmless (see Migrate).
+type Sink struct {
+	cfg  SinkConfig
+	conn driver.Conn
+	cl   *kgo.Client
+	adm  *kadm.Client
+	log  *slog.Logger
+
+	mu    sync.Mutex
+	stats SinkStats
+	hwm   map[topicPartition]int64 // end offsets seen
+	pos   map[topicPartition]int64 // next offset not yet in ClickHouse
+
+	// The batch being built (owned by Run's goroutine).
+	batch      rows
+	last       map[topicPartition]*kgo.Record // last record per partition in the batch
+	dlq        []*kgo.Record
+	records    int
+	batchStart time.Time
+}
+
+type topicPartition struct {
+	topic     string
+	partition int32
+}
+
+// NewSink creates the sink's Kafka client. conn must be migrated.
+func NewSink(cfg SinkConfig, conn driver.Conn) (*Sink, error) {
+	cfg = cfg.withDefaults()
+	if len(cfg.Brokers) == 0 {
+		return nil, errors.New("analytics sink: no brokers")
+	}
+	opts := []kgo.Opt{
+		kgo.SeedBrokers(cfg.Brokers...),
+		kgo.ConsumerGroup(cfg.Group),
+		kgo.ConsumeTopics(cfg.TopicDecisions, cfg.TopicOutcomes),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.DisableAutoCommit(),
+		// A rebalance waits until the batch in hand is in ClickHouse and
+		// committed, so no partition changes owner with records in flight.
+		kgo.BlockRebalanceOnPoll(),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.FetchMaxBytes(32 << 20),
+		kgo.ClientID("cartlift-analytics"),
+		kgo.RequiredAcks(kgo.AllISRAcks()),
+	}
+	if cfg.InstanceID != "" {
+		opts = append(opts, kgo.InstanceID(cfg.InstanceID))
+	}
+	cl, err := kgo.NewClient(append(opts, cfg.ClientOpts...)...)
+	if err != nil {
+		return nil, fmt.Errorf("analytics sink: %w", err)
+	}
+	return &Sink{cfg: cfg, conn: conn, cl: cl, adm: kadm.NewClient(cl), log: cfg.Logger,
+		hwm: map[topicPartition]int64{}, pos: map[topicPartition]int64{},
+		last: map[topicPartition]*kgo.Record{}, stats: SinkStats{ClickHouseUp: true}}, nil
+}
+
+// Stats returns a snapshot of the counters.
+func (s *Sink) Stats() SinkStats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.stats
+	st.Lag = 0
+	for tp, end := range s.hwm {
+		if lag := end - s.pos[tp]; lag > 0 {
+			st.Lag += lag
+		}
+	}
+	return st
+}
+
+// Close leaves the group and closes the Kafka client. Call it after Run
+// returned.
+func (s *Sink) Close() { s.cl.Close() }
+
+// Run consumes until ctx is cancelled. On cancellation it makes one last
+// attempt (10 s) to insert and commit the batch in hand; what it cannot
+// insert is read again by the next run. It returns ctx's error, or an
+// error that stops the sink (none today: ClickHouse failures are retried).
+func (s *Sink) Run(ctx context.Context) error {
+	defer s.cl.AllowRebalance()
+	s.ensureDLQ(ctx)
+	for {
+		if ctx.Err() != nil {
+			if s.records > 0 {
+				fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+				_ = s.flush(fctx)
+				cancel()
+			}
+			return ctx.Err()
+		}
+		pollCtx, cancel := s.pollContext(ctx)
+		fetches := s.cl.PollRecords(pollCtx, s.cfg.BatchRows-s.records)
+		cancel()
+		fetches.EachError(func(topic string, p int32, err error) {
+			if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+				s.log.Warn("analytics: fetch", "topic", topic, "partition", p, "err", err)
+			}
+		})
+		s.take(fetches)
+		if s.records > 0 && (s.records >= s.cfg.BatchRows || time.Since(s.batchStart) >= s.cfg.BatchInterval) {
+			if err := s.flush(ctx); err != nil {
+				continue // cancelled while retrying: the top of the loop decides
+			}
+		}
+		if s.records == 0 {
+			s.cl.AllowRebalance()
+		}
+	}
+}
+
+// pollContext bounds a poll by the batch's deadline, so a partial batch is
+// inserted on time even when no more records come.
+func (s *Sink) pollContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	if s.records == 0 {
+		return context.WithTimeout(ctx, s.cfg.BatchInterval)
+	}
+	return context.WithDeadline(ctx, s.batchStart.Add(s.cfg.BatchInterval))
+}
+
+// take adds the fetched records to the batch.
+func (s *Sink) take(fetches kgo.Fetches) {
+	s.mu.Lock()
+	fetches.EachPartition(func(p kgo.FetchTopicPartition) {
+		if p.HighWatermark > 0 {
+			s.hwm[topicPartition{p.Topic, p.Partition}] = p.HighWatermark
+		}
+	})
+	s.mu.Unlock()
+	n := 0
+	fetches.EachRecord(func(r *kgo.Record) {
+		if s.records == 0 {
+			s.batchStart = time.Now()
+		}
+		s.records++
+		n++
+		s.last[topicPartition{r.Topic, r.Partition}] = r
+		if err := s.batch.add(r.Value); err != nil {
+			var re *RecordError
+			reason := ReasonInvalid
+			if errors.As(err, &re) {
+				reason = re.Reason
+			}
+			s.dlq = append(s.dlq, deadLetter(s.cfg.TopicDLQ, r, reason, err))
+		}
+	})
+	s.mu.Lock()
+	s.stats.Records += int64(n)
+	s.stats.Pending = s.records
+	s.mu.Unlock()
+}
+
+// flush inserts the batch, retrying with backoff until ClickHouse accepts
+// it or ctx is cancelled, then sends the dead letters and commits the
+// batch's offsets. The batch is kept when it returns an error.
+func (s *Sink) flush(ctx context.Context) error {
+	insertedAt := time.Now().UTC()
+	tables := []struct {
+		name string
+		n    int
+		cols func(time.Time) []column
+		done bool
+	}{
+		{"decisions", s.batch.decisions.len(), s.batch.decisions.columns, false},
+		{"outcomes", s.batch.outcomes.len(), s.batch.outcomes.columns, false},
+		{"action_results", s.batch.actions.len(), s.batch.actions.columns, false},
+	}
+	backoff := s.cfg.RetryMin
+	for attempt := 1; ; attempt++ {
+		start := time.Now()
+		var err error
+		for i := range tables {
+			t := &tables[i]
+			if t.done || t.n == 0 {
+				continue
+			}
+			if err = insert(ctx, s.conn, t.name, t.cols(insertedAt)); err != nil {
+				err = fmt.Errorf("insert %d rows into %s: %w", t.n, t.name, err)
+				break
+			}
+			t.done = true // a retry does not insert this table's rows again
+		}
+		if err == nil && len(s.dlq) > 0 {
+			if err = s.cl.ProduceSync(ctx, s.dlq...).FirstErr(); err != nil {
+				err = fmt.Errorf("dead-letter %d records: %w", len(s.dlq), err)
+			}
+		}
+		if err == nil {
+			s.committed(ctx, tables[0].n, tables[1].n, tables[2].n, time.Since(start))
+			return nil
+		}
+		s.mu.Lock()
+		s.stats.InsertErrors++
+		wasUp := s.stats.ClickHouseUp
+		s.stats.ClickHouseUp = false
+		s.mu.Unlock()
+		if wasUp || attempt%10 == 0 {
+			s.log.Warn("analytics: batch not stored; holding position and retrying", "records", s.records,
+				"attempt", attempt, "retry_in", backoff, "err", err)
+		}
+		s.refreshEndOffsets(ctx)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(jitter(backoff)):
+		}
+		backoff = min(2*backoff, s.cfg.RetryMax)
+	}
+}
+
+// committed commits the batch's offsets and starts a new batch. A failed
+// commit (the group moved on, say) is logged: the records are read again
+// and their rows replace themselves.
+func (s *Sink) committed(ctx context.Context, decisions, outcomes, actions int, took time.Duration) {
+	recs := make([]*kgo.Record, 0, len(s.last))
+	for _, r := range s.last {
+		recs = append(recs, r)
+	}
+	if err := s.cl.CommitRecords(ctx, recs...); err != nil {
+		s.log.Warn("analytics: commit after insert failed; the batch will be read again", "err", err)
+	}
+	s.mu.Lock()
+	if !s.stats.ClickHouseUp {
+		s.log.Info("analytics: ClickHouse accepts inserts again")
+	}
+	for tp, r := range s.last {
+		s.pos[tp] = r.Offset + 1
+	}
+	s.stats.Decisions += int64(decisions)
+	s.stats.Outcomes += int64(outcomes)
+	s.stats.ActionResults += int64(actions)
+	s.stats.DeadLettered += int64(len(s.dlq))
+	s.stats.Batches++
+	s.stats.Pending = 0
+	s.stats.ClickHouseUp = true
+	s.stats.LastBatch = time.Now()
+	s.stats.LastBatchDuration = took
+	s.mu.Unlock()
+	s.batch = rows{}
+	clear(s.last)
+	s.dlq = nil
+	s.records = 0
+}
+
+// refreshEndOffsets updates the end offsets while the sink cannot poll, so
+// the reported lag grows during an outage.
+func (s *Sink) refreshEndOffsets(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	ends, err := s.adm.ListEndOffsets(ctx, s.cfg.TopicDecisions, s.cfg.TopicOutcomes)
+	if err != nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Err == nil {
+			s.hwm[topicPartition{o.Topic, o.Partition}] = o.Offset
+		}
+	})
+}
+
+// ensureDLQ creates the dead-letter topic when it is missing (one
+// partition, the broker's replication); failures are logged and show
+// again, with the reason, when a dead letter cannot be produced.
+func (s *Sink) ensureDLQ(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	resp, err := s.adm.CreateTopic(ctx, 1, -1, nil, s.cfg.TopicDLQ)
+	if err == nil {
+		err = resp.Err
+	}
+	if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+		s.log.Warn("analytics: creating the dead-letter topic", "topic", s.cfg.TopicDLQ, "err", err)
+	}
+}
+
+// insert sends one table's columns as one native-protocol batch. The
+// column list is explicit (ClickHouse 18.16 needs it).
+func insert(ctx context.Context, conn driver.Conn, table string, cols []column) error {
+	names := make([]string, len(cols))
+	for i, c := range cols {
+		names[i] = c.name
+	}
+	b, err := conn.PrepareBatch(ctx, "INSERT INTO "+table+" ("+strings.Join(names, ", ")+")")
+	if err != nil {
+		return err
+	}
+	for i, c := range cols {
+		if err := b.Column(i).Append(c.values); err != nil {
+			_ = b.Abort()
+			return fmt.Errorf("column %s: %w", c.name, err)
+		}
+	}
+	return b.Send()
+}
+
+func deadLetter(topic string, r *kgo.Record, reason string, cause error) *kgo.Record {
+	rec := &kgo.Record{Topic: topic, Key: r.Key, Value: r.Value}
+	rec.Headers = append(rec.Headers, r.Headers...)
+	rec.Headers = append(rec.Headers,
+		kgo.RecordHeader{Key: HeaderErrorReason, Value: []byte(reason)},
+		kgo.RecordHeader{Key: HeaderError, Value: []byte(cause.Error())},
+		kgo.RecordHeader{Key: HeaderSourceTopic, Value: []byte(r.Topic)},
+		kgo.RecordHeader{Key: HeaderSourcePartition, Value: []byte(strconv.Itoa(int(r.Partition)))},
+		kgo.RecordHeader{Key: HeaderSourceOffset, Value: []byte(strconv.FormatInt(r.Offset, 10))},
+	)
+	return rec
+}
+
+// jitter spreads d over [d/2, d].
+func jitter(d time.Duration) time.Duration {
+	half := d / 2
+	return half + rand.N(d-half+1)
+}
