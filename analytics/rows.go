@@ -37,7 +37,7 @@ var cartOutcomeKinds = map[string]bool{
 // envelope is the part of a CloudEvents record the sink reads: the type,
 // and the data left raw until the type is known.
 type envelope struct {
-	Type string             `json:"type"`
+	Type string            `json:"type"`
 	Data gojson.RawMessage `json:"data"`
 }
 
