@@ -23,7 +23,10 @@ type RecordError struct {
 	Err    error
 }
 
+// Error is the reason and the cause.
 func (e *RecordError) Error() string { return e.Reason + ": " + e.Err.Error() }
+
+// Unwrap returns the cause.
 func (e *RecordError) Unwrap() error { return e.Err }
 
 // cartOutcomeKinds are the outcome kinds of the outcomes table; every other
@@ -34,27 +37,33 @@ var cartOutcomeKinds = map[string]bool{
 	events.OutcomeLost: true, events.OutcomeDiscarded: true, events.OutcomeMerged: true,
 }
 
-// envelope is the part of a CloudEvents record the sink reads: the type,
-// and the data left raw until the type is known.
-type envelope struct {
-	Type string            `json:"type"`
-	Data gojson.RawMessage `json:"data"`
+// record is the part of a CloudEvents record the sink reads, decoded in
+// one pass: the data of a decision and of an outcome share one struct (their
+// JSON names do not collide), and the type says which half is meant. The
+// decision half keeps what the decisions table needs (the items, the
+// customer's address and name stay out of analytics). The JSON names are
+// the contract's (events.Decision, events.Outcome);
+// TestDecodeFollowsTheContract encodes both and checks every column.
+type record struct {
+	Type string     `json:"type"`
+	Data recordData `json:"data"`
 }
 
-// decisionData is the part of events.Decision the decisions table keeps
-// (the items, the customer's address and name stay out of analytics). The
-// JSON names are the contract's; TestDecodeFollowsTheContract encodes an
-// events.Decision and checks every column.
+type recordData struct {
+	decisionData
+	outcomeData
+}
+
 type decisionData struct {
-	ID        string           `json:"decision_id"`
-	Flow      string           `json:"flow"`
-	Step      string           `json:"step"`
-	StepIndex int              `json:"step_index"`
-	Action    string           `json:"action"`
-	Template  string           `json:"template"`
-	Discount  *events.Discount `json:"discount"`
-	Holdout   bool             `json:"holdout"`
-	Cart      struct {
+	DecisionID string           `json:"decision_id"`
+	Flow       string           `json:"flow"`
+	Step       string           `json:"step"`
+	StepIndex  int              `json:"step_index"`
+	Action     string           `json:"action"`
+	Template   string           `json:"template"`
+	Discount   *events.Discount `json:"discount"`
+	Holdout    bool             `json:"holdout"`
+	Cart       struct {
 		CartID      string    `json:"cart_id"`
 		CartType    string    `json:"cart_type"`
 		Site        string    `json:"site"`
@@ -76,6 +85,32 @@ type decisionData struct {
 	ValidUntil time.Time `json:"valid_until"`
 }
 
+// outcomeData is events.Outcome without the fields decisionData already
+// has (decision_id, flow, step, holdout).
+type outcomeData struct {
+	OutcomeID    string    `json:"outcome_id"`
+	Kind         string    `json:"kind"`
+	CustomerKey  string    `json:"customer_key"`
+	CartID       string    `json:"cart_id"`
+	CartType     string    `json:"cart_type"`
+	Site         string    `json:"site"`
+	Channel      string    `json:"channel"`
+	Currency     string    `json:"currency"`
+	ValueMinor   int64     `json:"value_minor"`
+	OrderID      string    `json:"order_id"`
+	Decisions    int       `json:"decisions"`
+	At           time.Time `json:"at"`
+	SinceDecided int64     `json:"since_decision_seconds"`
+}
+
+// outcome is the events.Outcome of the record's data.
+func (d *recordData) outcome() events.Outcome {
+	return events.Outcome{ID: d.OutcomeID, Kind: d.Kind, CustomerKey: d.CustomerKey, CartID: d.CartID,
+		CartType: d.CartType, Site: d.Site, Channel: d.Channel, Currency: d.Currency, ValueMinor: d.ValueMinor,
+		OrderID: d.OrderID, DecisionID: d.DecisionID, Flow: d.Flow, Step: d.Step, Holdout: d.Holdout,
+		Decisions: d.Decisions, At: d.At, SinceDecided: d.SinceDecided}
+}
+
 // column is one column of an insert: its name and its values, a slice of
 // the Go type clickhouse-go appends to the column's ClickHouse type.
 type column struct {
@@ -95,7 +130,7 @@ type decisionRows struct {
 }
 
 func (r *decisionRows) add(d *decisionData) {
-	r.id = append(r.id, d.ID)
+	r.id = append(r.id, d.DecisionID)
 	r.decidedAt = append(r.decidedAt, chTime(d.DecidedAt))
 	r.validUntil = append(r.validUntil, chTime(d.ValidUntil))
 	r.flow = append(r.flow, d.Flow)
@@ -128,6 +163,15 @@ func (r *decisionRows) add(d *decisionData) {
 }
 
 func (r *decisionRows) len() int { return len(r.id) }
+
+func (r *decisionRows) reset() {
+	truncate(&r.id, &r.flow, &r.step, &r.action, &r.template, &r.customerKey, &r.cartID, &r.cartType,
+		&r.site, &r.channel, &r.currency, &r.entity, &r.locale)
+	truncate(&r.decidedAt, &r.validUntil, &r.cartCreatedAt, &r.cartModifiedAt)
+	truncate(&r.stepIndex)
+	truncate(&r.holdout, &r.consent)
+	truncate(&r.discPercent, &r.discAmount, &r.discMax, &r.value, &r.itemCount, &r.cartVersion)
+}
 
 func (r *decisionRows) columns(insertedAt time.Time) []column {
 	return []column{
@@ -176,6 +220,15 @@ func (r *outcomeRows) add(o *events.Outcome) {
 
 func (r *outcomeRows) len() int { return len(r.id) }
 
+func (r *outcomeRows) reset() {
+	truncate(&r.id, &r.kind, &r.customerKey, &r.cartID, &r.cartType, &r.site, &r.channel, &r.currency,
+		&r.orderID, &r.decisionID, &r.flow, &r.step)
+	truncate(&r.at)
+	truncate(&r.value, &r.since)
+	truncate(&r.holdout)
+	truncate(&r.decisions)
+}
+
 func (r *outcomeRows) columns(insertedAt time.Time) []column {
 	return []column{
 		{"id", r.id}, {"kind", r.kind}, {"at", r.at}, {"customer_key", r.customerKey}, {"cart_id", r.cartID},
@@ -210,6 +263,13 @@ func (r *actionRows) add(o *events.Outcome) {
 
 func (r *actionRows) len() int { return len(r.id) }
 
+func (r *actionRows) reset() {
+	truncate(&r.id, &r.kind, &r.decisionID, &r.customerKey, &r.cartID, &r.flow, &r.step, &r.currency)
+	truncate(&r.at)
+	truncate(&r.holdout)
+	truncate(&r.value)
+}
+
 func (r *actionRows) columns(insertedAt time.Time) []column {
 	return []column{
 		{"id", r.id}, {"kind", r.kind}, {"at", r.at}, {"decision_id", r.decisionID},
@@ -228,28 +288,36 @@ type rows struct {
 
 func (r *rows) len() int { return r.decisions.len() + r.outcomes.len() + r.actions.len() }
 
+// reset empties the rows and keeps their capacity for the next batch.
+func (r *rows) reset() {
+	r.decisions.reset()
+	r.outcomes.reset()
+	r.actions.reset()
+}
+
+// truncate empties slices, keeping their backing arrays.
+func truncate[T any](slices ...*[]T) {
+	for _, s := range slices {
+		clear(*s) // drop references (strings) to the previous batch
+		*s = (*s)[:0]
+	}
+}
+
 // add decodes one record value (CloudEvents structured JSON) into a row of
 // its table. The error is a *RecordError; nothing is added then.
 func (r *rows) add(value []byte) error {
-	var env envelope
-	if err := gojson.Unmarshal(value, &env); err != nil {
+	var rec record
+	if err := gojson.Unmarshal(value, &rec); err != nil {
 		return &RecordError{ReasonUndecodable, err}
 	}
-	switch env.Type {
+	switch rec.Type {
 	case events.TypeDecision:
-		var d decisionData
-		if err := gojson.Unmarshal(env.Data, &d); err != nil {
-			return &RecordError{ReasonUndecodable, fmt.Errorf("decision data: %w", err)}
-		}
-		if d.ID == "" {
+		if rec.Data.DecisionID == "" {
 			return &RecordError{ReasonInvalid, errors.New("decision without decision_id")}
 		}
-		r.decisions.add(&d)
+		r.decisions.add(&rec.Data.decisionData)
 	case events.TypeOutcome:
-		var o events.Outcome
-		if err := gojson.Unmarshal(env.Data, &o); err != nil {
-			return &RecordError{ReasonUndecodable, fmt.Errorf("outcome data: %w", err)}
-		}
+		o := rec.Data.outcome()
 		switch {
 		case o.ID == "":
 			return &RecordError{ReasonInvalid, errors.New("outcome without outcome_id")}
@@ -261,7 +329,7 @@ func (r *rows) add(value []byte) error {
 			r.actions.add(&o)
 		}
 	default:
-		return &RecordError{ReasonUnknownType, fmt.Errorf("type %q is neither %s nor %s", env.Type, events.TypeDecision, events.TypeOutcome)}
+		return &RecordError{ReasonUnknownType, fmt.Errorf("type %q is neither %s nor %s", rec.Type, events.TypeDecision, events.TypeOutcome)}
 	}
 	return nil
 }

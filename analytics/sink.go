@@ -23,7 +23,7 @@ import (
 const (
 	DefaultSinkGroup     = "cartlift-analytics"
 	DefaultTopicDLQ      = "cart-analytics.dlq"
-	DefaultBatchRows     = 10000
+	DefaultBatchRows     = 50000
 	DefaultBatchInterval = time.Second
 	DefaultRetryMin      = 100 * time.Millisecond
 	DefaultRetryMax      = 10 * time.Second
@@ -133,12 +133,27 @@ type Sink struct {
 	hwm   map[topicPartition]int64 // end offsets seen
 	pos   map[topicPartition]int64 // next offset not yet in ClickHouse
 
-	// The batch being built (owned by Run's goroutine).
-	batch      rows
-	last       map[topicPartition]*kgo.Record // last record per partition in the batch
-	dlq        []*kgo.Record
-	records    int
-	batchStart time.Time
+	inflight int // records of the batch being inserted (under mu)
+}
+
+// batch is the records of one insert: their rows per table, the dead
+// letters, and the last record of each partition (what to commit).
+type batch struct {
+	rows    rows
+	last    map[topicPartition]*kgo.Record
+	dlq     []*kgo.Record
+	records int
+	start   time.Time // when its first record arrived
+}
+
+func newBatch() *batch { return &batch{last: map[topicPartition]*kgo.Record{}} }
+
+// reuse empties b for the next batch, keeping its columns' capacity.
+func (b *batch) reuse() *batch {
+	b.rows.reset()
+	clear(b.last)
+	b.dlq, b.records, b.start = nil, 0, time.Time{}
+	return b
 }
 
 type topicPartition struct {
@@ -174,8 +189,7 @@ func NewSink(cfg SinkConfig, conn driver.Conn) (*Sink, error) {
 		return nil, fmt.Errorf("analytics sink: %w", err)
 	}
 	return &Sink{cfg: cfg, conn: conn, cl: cl, adm: kadm.NewClient(cl), log: cfg.Logger,
-		hwm: map[topicPartition]int64{}, pos: map[topicPartition]int64{},
-		last: map[topicPartition]*kgo.Record{}, stats: SinkStats{ClickHouseUp: true}}, nil
+		hwm: map[topicPartition]int64{}, pos: map[topicPartition]int64{}, stats: SinkStats{ClickHouseUp: true}}, nil
 }
 
 // Stats returns a snapshot of the counters.
@@ -196,53 +210,98 @@ func (s *Sink) Stats() SinkStats {
 // returned.
 func (s *Sink) Close() { s.cl.Close() }
 
-// Run consumes until ctx is cancelled. On cancellation it makes one last
-// attempt (10 s) to insert and commit the batch in hand; what it cannot
-// insert is read again by the next run. It returns ctx's error, or an
-// error that stops the sink (none today: ClickHouse failures are retried).
+// rebalanceEvery bounds how long a rebalance waits under a steady stream:
+// the sink lets one through at least this often (see Run).
+const rebalanceEvery = 5 * time.Second
+
+// Run consumes until ctx is cancelled. One batch is inserted while the
+// next is read and decoded (decoding and ClickHouse's work overlap); the
+// next insert starts only when the previous one is committed, so offsets
+// are committed in order and at most two batches are in memory. A
+// rebalance waits until nothing is pending (at most rebalanceEvery), so no
+// partition changes owner with records in flight.
+//
+// On cancellation it makes one last attempt (10 s) to insert and commit
+// what it holds; what it cannot insert is read again by the next run. It
+// returns ctx's error: ClickHouse failures are retried, never fatal.
 func (s *Sink) Run(ctx context.Context) error {
 	defer s.cl.AllowRebalance()
 	s.ensureDLQ(ctx)
+	cur, spare := newBatch(), newBatch()
+	var inflight chan error // the result of the insert in flight; nil when none
+	var flushing *batch     // the batch in flight
+	wait := func() error {
+		if inflight == nil {
+			return nil
+		}
+		err := <-inflight
+		inflight = nil
+		if err == nil {
+			spare = flushing.reuse()
+		}
+		return err
+	}
+	lastAllowed := time.Now()
 	for {
 		if ctx.Err() != nil {
-			if s.records > 0 {
+			_ = wait()
+			if cur.records > 0 {
 				fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-				_ = s.flush(fctx)
+				_ = s.flush(fctx, cur)
 				cancel()
 			}
 			return ctx.Err()
 		}
-		pollCtx, cancel := s.pollContext(ctx)
-		fetches := s.cl.PollRecords(pollCtx, s.cfg.BatchRows-s.records)
+		pollCtx, cancel := s.pollContext(ctx, cur)
+		fetches := s.cl.PollRecords(pollCtx, s.cfg.BatchRows-cur.records)
 		cancel()
 		fetches.EachError(func(topic string, p int32, err error) {
 			if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
 				s.log.Warn("analytics: fetch", "topic", topic, "partition", p, "err", err)
 			}
 		})
-		s.take(fetches)
-		if s.records > 0 && (s.records >= s.cfg.BatchRows || time.Since(s.batchStart) >= s.cfg.BatchInterval) {
-			if err := s.flush(ctx); err != nil {
+		s.take(fetches, cur)
+		due := cur.records >= s.cfg.BatchRows || (cur.records > 0 && time.Since(cur.start) >= s.cfg.BatchInterval)
+		starved := cur.records > 0 && time.Since(lastAllowed) >= rebalanceEvery
+		if due || starved {
+			if wait() != nil {
 				continue // cancelled while retrying: the top of the loop decides
 			}
+			flushing, cur, spare = cur, spare, newBatch()
+			s.setInflight(flushing.records)
+			inflight = make(chan error, 1)
+			go func(b *batch) { inflight <- s.flush(ctx, b) }(flushing)
+			if starved && wait() != nil {
+				continue
+			}
 		}
-		if s.records == 0 {
-			s.cl.AllowRebalance()
+		if cur.records == 0 && (inflight == nil || starved) {
+			if wait() == nil {
+				s.cl.AllowRebalance()
+				lastAllowed = time.Now()
+			}
 		}
 	}
+}
+
+func (s *Sink) setInflight(n int) {
+	s.mu.Lock()
+	s.inflight = n
+	s.stats.Pending = n
+	s.mu.Unlock()
 }
 
 // pollContext bounds a poll by the batch's deadline, so a partial batch is
 // inserted on time even when no more records come.
-func (s *Sink) pollContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	if s.records == 0 {
+func (s *Sink) pollContext(ctx context.Context, b *batch) (context.Context, context.CancelFunc) {
+	if b.records == 0 {
 		return context.WithTimeout(ctx, s.cfg.BatchInterval)
 	}
-	return context.WithDeadline(ctx, s.batchStart.Add(s.cfg.BatchInterval))
+	return context.WithDeadline(ctx, b.start.Add(s.cfg.BatchInterval))
 }
 
-// take adds the fetched records to the batch.
-func (s *Sink) take(fetches kgo.Fetches) {
+// take adds the fetched records to the batch b.
+func (s *Sink) take(fetches kgo.Fetches, b *batch) {
 	s.mu.Lock()
 	fetches.EachPartition(func(p kgo.FetchTopicPartition) {
 		if p.HighWatermark > 0 {
@@ -252,31 +311,31 @@ func (s *Sink) take(fetches kgo.Fetches) {
 	s.mu.Unlock()
 	n := 0
 	fetches.EachRecord(func(r *kgo.Record) {
-		if s.records == 0 {
-			s.batchStart = time.Now()
+		if b.records == 0 {
+			b.start = time.Now()
 		}
-		s.records++
+		b.records++
 		n++
-		s.last[topicPartition{r.Topic, r.Partition}] = r
-		if err := s.batch.add(r.Value); err != nil {
+		b.last[topicPartition{r.Topic, r.Partition}] = r
+		if err := b.rows.add(r.Value); err != nil {
 			var re *RecordError
 			reason := ReasonInvalid
 			if errors.As(err, &re) {
 				reason = re.Reason
 			}
-			s.dlq = append(s.dlq, deadLetter(s.cfg.TopicDLQ, r, reason, err))
+			b.dlq = append(b.dlq, deadLetter(s.cfg.TopicDLQ, r, reason, err))
 		}
 	})
 	s.mu.Lock()
 	s.stats.Records += int64(n)
-	s.stats.Pending = s.records
+	s.stats.Pending = s.inflight + b.records
 	s.mu.Unlock()
 }
 
 // flush inserts the batch, retrying with backoff until ClickHouse accepts
 // it or ctx is cancelled, then sends the dead letters and commits the
-// batch's offsets. The batch is kept when it returns an error.
-func (s *Sink) flush(ctx context.Context) error {
+// batch's offsets. On an error (ctx cancelled) nothing is committed.
+func (s *Sink) flush(ctx context.Context, b *batch) error {
 	insertedAt := time.Now().UTC()
 	tables := []struct {
 		name string
@@ -284,9 +343,9 @@ func (s *Sink) flush(ctx context.Context) error {
 		cols func(time.Time) []column
 		done bool
 	}{
-		{"decisions", s.batch.decisions.len(), s.batch.decisions.columns, false},
-		{"outcomes", s.batch.outcomes.len(), s.batch.outcomes.columns, false},
-		{"action_results", s.batch.actions.len(), s.batch.actions.columns, false},
+		{"decisions", b.rows.decisions.len(), b.rows.decisions.columns, false},
+		{"outcomes", b.rows.outcomes.len(), b.rows.outcomes.columns, false},
+		{"action_results", b.rows.actions.len(), b.rows.actions.columns, false},
 	}
 	backoff := s.cfg.RetryMin
 	for attempt := 1; ; attempt++ {
@@ -303,13 +362,13 @@ func (s *Sink) flush(ctx context.Context) error {
 			}
 			t.done = true // a retry does not insert this table's rows again
 		}
-		if err == nil && len(s.dlq) > 0 {
-			if err = s.cl.ProduceSync(ctx, s.dlq...).FirstErr(); err != nil {
-				err = fmt.Errorf("dead-letter %d records: %w", len(s.dlq), err)
+		if err == nil && len(b.dlq) > 0 {
+			if err = s.cl.ProduceSync(ctx, b.dlq...).FirstErr(); err != nil {
+				err = fmt.Errorf("dead-letter %d records: %w", len(b.dlq), err)
 			}
 		}
 		if err == nil {
-			s.committed(ctx, tables[0].n, tables[1].n, tables[2].n, time.Since(start))
+			s.committed(ctx, b, time.Since(start))
 			return nil
 		}
 		s.mu.Lock()
@@ -318,7 +377,7 @@ func (s *Sink) flush(ctx context.Context) error {
 		s.stats.ClickHouseUp = false
 		s.mu.Unlock()
 		if wasUp || attempt%10 == 0 {
-			s.log.Warn("analytics: batch not stored; holding position and retrying", "records", s.records,
+			s.log.Warn("analytics: batch not stored; holding position and retrying", "records", b.records,
 				"attempt", attempt, "retry_in", backoff, "err", err)
 		}
 		s.refreshEndOffsets(ctx)
@@ -331,38 +390,35 @@ func (s *Sink) flush(ctx context.Context) error {
 	}
 }
 
-// committed commits the batch's offsets and starts a new batch. A failed
-// commit (the group moved on, say) is logged: the records are read again
-// and their rows replace themselves.
-func (s *Sink) committed(ctx context.Context, decisions, outcomes, actions int, took time.Duration) {
-	recs := make([]*kgo.Record, 0, len(s.last))
-	for _, r := range s.last {
+// committed commits the batch's offsets. A failed commit (the group moved
+// on, say) is logged: the records are read again and their rows replace
+// themselves.
+func (s *Sink) committed(ctx context.Context, b *batch, took time.Duration) {
+	recs := make([]*kgo.Record, 0, len(b.last))
+	for _, r := range b.last {
 		recs = append(recs, r)
 	}
 	if err := s.cl.CommitRecords(ctx, recs...); err != nil {
 		s.log.Warn("analytics: commit after insert failed; the batch will be read again", "err", err)
 	}
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if !s.stats.ClickHouseUp {
 		s.log.Info("analytics: ClickHouse accepts inserts again")
 	}
-	for tp, r := range s.last {
+	for tp, r := range b.last {
 		s.pos[tp] = r.Offset + 1
 	}
-	s.stats.Decisions += int64(decisions)
-	s.stats.Outcomes += int64(outcomes)
-	s.stats.ActionResults += int64(actions)
-	s.stats.DeadLettered += int64(len(s.dlq))
+	s.stats.Decisions += int64(b.rows.decisions.len())
+	s.stats.Outcomes += int64(b.rows.outcomes.len())
+	s.stats.ActionResults += int64(b.rows.actions.len())
+	s.stats.DeadLettered += int64(len(b.dlq))
 	s.stats.Batches++
-	s.stats.Pending = 0
+	s.stats.Pending -= b.records
+	s.inflight = 0
 	s.stats.ClickHouseUp = true
 	s.stats.LastBatch = time.Now()
 	s.stats.LastBatchDuration = took
-	s.mu.Unlock()
-	s.batch = rows{}
-	clear(s.last)
-	s.dlq = nil
-	s.records = 0
 }
 
 // refreshEndOffsets updates the end offsets while the sink cannot poll, so

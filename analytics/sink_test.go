@@ -109,12 +109,12 @@ func traffic(t testing.TB, from, n int) []*kgo.Record {
 	return recs
 }
 
-type counts struct{ decisions, outcomes, actions uint64 }
+type tableRows struct{ decisions, outcomes, actions uint64 }
 
 // distinct counts distinct ids per table; raw counts every row.
-func tableCounts(t testing.TB, conn driver.Conn, expr string) counts {
+func tableCounts(t testing.TB, conn driver.Conn, expr string) tableRows {
 	t.Helper()
-	var c counts
+	var c tableRows
 	for table, dst := range map[string]*uint64{"decisions": &c.decisions, "outcomes": &c.outcomes, "action_results": &c.actions} {
 		if err := conn.QueryRow(context.Background(), "SELECT "+expr+" FROM "+table).Scan(dst); err != nil {
 			t.Fatal(err)
@@ -154,7 +154,7 @@ func TestSinkExactlyOnceInEffectAcrossAReplay(t *testing.T) {
 	recs = append(recs, &kgo.Record{Topic: events.TopicOutcomes, Key: []byte("x"), Value: []byte(`{"type":"cart.item_added","data":{}}`)},
 		&kgo.Record{Topic: events.TopicDecisions, Key: []byte("y"), Value: []byte(`not json`)})
 	b.produce(t, recs...)
-	want := counts{decisions: n, outcomes: n / 3, actions: n}
+	want := tableRows{decisions: n, outcomes: n / 3, actions: n}
 
 	run := func(group string) analytics.SinkStats {
 		ctx, cancel := context.WithCancel(context.Background())
@@ -246,7 +246,7 @@ func TestSinkBatchesBySizeAndByTime(t *testing.T) {
 	// Three records: far below the size, so the interval inserts them.
 	b.produce(t, decisionRecord(t, 1, false), decisionRecord(t, 2, true), outcomeRecord(t, 1, "email.sent", 0))
 	waitFor(t, "a partial batch inserted by time", 10*time.Second, func() bool { return s.Stats().Batches == 1 })
-	if got := tableCounts(t, conn, "count()"); got != (counts{decisions: 2, actions: 1}) {
+	if got := tableCounts(t, conn, "count()"); got != (tableRows{decisions: 2, actions: 1}) {
 		t.Fatalf("after the timed batch %+v", got)
 	}
 	// Then more records than fit a batch of 50.
@@ -311,8 +311,8 @@ func TestSinkHoldsWhileClickHouseIsDown(t *testing.T) {
 	})
 	waitFor(t, "the lag to show the records held", 10*time.Second, func() bool { return s.Stats().Lag >= int64(len(second))-100 })
 	st := s.Stats()
-	if st.Pending == 0 || st.Pending > 100 {
-		t.Fatalf("pending %d during the outage, want one batch (1..100)", st.Pending)
+	if st.Pending == 0 || st.Pending > 200 {
+		t.Fatalf("pending %d during the outage, want at most two batches (1..200)", st.Pending)
 	}
 	if got := b.committed(t, analytics.DefaultSinkGroup); got != committedBefore {
 		t.Fatalf("committed moved from %d to %d while ClickHouse was down", committedBefore, got)
@@ -326,7 +326,7 @@ func TestSinkHoldsWhileClickHouseIsDown(t *testing.T) {
 		st := s.Stats()
 		return st.Records == total && st.Pending == 0 && st.ClickHouseUp
 	})
-	want := counts{decisions: 500, outcomes: 167, actions: 500}
+	want := tableRows{decisions: 500, outcomes: 167, actions: 500}
 	if got := tableCounts(t, conn, "uniqExact(id)"); got != want {
 		t.Fatalf("distinct ids after the outage %+v, want %+v", got, want)
 	}

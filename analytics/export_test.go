@@ -1,0 +1,55 @@
+package analytics
+
+import (
+	"context"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+)
+
+// DecodeForTest decodes record values as the sink does and returns the
+// columns per table (by column name) and the first error of each record.
+func DecodeForTest(values ...[]byte) (tables map[string]map[string]any, errs []error) {
+	var r rows
+	for _, v := range values {
+		errs = append(errs, r.add(v))
+	}
+	tables = map[string]map[string]any{}
+	for name, cols := range map[string][]column{
+		"decisions":      r.decisions.columns(time.Unix(0, 0)),
+		"outcomes":       r.outcomes.columns(time.Unix(0, 0)),
+		"action_results": r.actions.columns(time.Unix(0, 0)),
+	} {
+		tables[name] = map[string]any{}
+		for _, c := range cols {
+			tables[name][c.name] = c.values
+		}
+	}
+	return tables, errs
+}
+
+// InsertForTest decodes record values and inserts them as one batch per
+// table, as the sink's flush does; it returns the rows inserted.
+func InsertForTest(ctx context.Context, conn driver.Conn, values [][]byte) (int, error) {
+	var r rows
+	for _, v := range values {
+		_ = r.add(v)
+	}
+	now := time.Now()
+	for _, t := range []struct {
+		name string
+		n    int
+		cols []column
+	}{
+		{"decisions", r.decisions.len(), r.decisions.columns(now)},
+		{"outcomes", r.outcomes.len(), r.outcomes.columns(now)},
+		{"action_results", r.actions.len(), r.actions.columns(now)},
+	} {
+		if t.n > 0 {
+			if err := insert(ctx, conn, t.name, t.cols); err != nil {
+				return 0, err
+			}
+		}
+	}
+	return r.len(), nil
+}

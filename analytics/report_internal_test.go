@@ -1,0 +1,91 @@
+package analytics
+
+import (
+	"encoding/json"
+	"math"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestMoney(t *testing.T) {
+	for _, c := range []struct {
+		minor    int64
+		currency string
+		want     string
+	}{
+		{123456, "EUR", "1234.56 EUR"},
+		{5, "EUR", "0.05 EUR"},
+		{-5, "USD", "-0.05 USD"},
+		{1500, "JPY", "1500 JPY"},
+		{1234567, "KWD", "1234.567 KWD"},
+		{100, "XXX", "1.00 XXX"}, // unknown: two digits
+		{math.MinInt64, "EUR", "-92233720368547758.08 EUR"},
+	} {
+		if got := money(c.minor, c.currency); got != c.want {
+			t.Errorf("money(%d, %s) = %q, want %q", c.minor, c.currency, got, c.want)
+		}
+	}
+}
+
+func TestDuration(t *testing.T) {
+	for sec, want := range map[int64]string{
+		0: "0s", 45: "45s", 60: "1m", 750: "12m30s", 1800: "30m", 3600: "1h", 5000: "1h23m",
+		11520: "3h12m", 86399: "23h59m", 86400: "1d", 273600: "3d4h", 604800: "7d",
+	} {
+		if got := duration(sec); got != want {
+			t.Errorf("duration(%d) = %q, want %q", sec, got, want)
+		}
+	}
+}
+
+// A flow whose carts are all in the holdout group (n1 = 0) and one whose
+// holdout never converts (p2 = 0): finite numbers, no relative lift, and
+// the JSON encodes.
+func TestLiftEdgesEncode(t *testing.T) {
+	allControl := Lift{Flow: "all-control", ControlCarts: 4, ControlConverted: 1}
+	allControl.compute()
+	if allControl.AbsoluteLift != 0 || allControl.Low != -1 || allControl.High != 1 || allControl.RelativeLift != nil || allControl.IncrementalCarts != 0 {
+		t.Errorf("n1 = 0: %+v", allControl)
+	}
+	neverConverts := Lift{Flow: "never", TreatedCarts: 10, TreatedRecovered: 3, ControlCarts: 5}
+	neverConverts.compute()
+	if neverConverts.RelativeLift != nil || math.Abs(neverConverts.AbsoluteLift-0.3) > 1e-12 || math.Abs(neverConverts.IncrementalCarts-3) > 1e-9 {
+		t.Errorf("p2 = 0: %+v", neverConverts)
+	}
+	r := &Report{Since: time.Unix(0, 0).UTC(), Until: time.Unix(86400, 0).UTC(), Funnel: Funnel{AbandonedCarts: 19, TreatedCarts: 10},
+		Lift: []Lift{allControl, neverConverts}, TimeToRecovery: TimeToRecoveryBuckets()}
+	b, err := json.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(b), "relative_lift") {
+		t.Errorf("undefined relative lift in %s", b)
+	}
+	var tab, page strings.Builder
+	if err := r.WriteTable(&tab); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(tab.String(), "+0.0 pp [-100.0, 100.0]") || !strings.Contains(tab.String(), "+30.0 pp") {
+		t.Errorf("table:\n%s", tab.String())
+	}
+	if err := r.WriteHTML(&page); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(page.String(), "NaN") || strings.Count(page.String(), "<circle") != 2 {
+		t.Errorf("lift chart of the edge cases:\n%s", page.String())
+	}
+}
+
+func TestCeilSecond(t *testing.T) {
+	base := time.Date(2024, 3, 1, 0, 0, 0, 0, time.UTC)
+	if got := ceilSecond(base); !got.Equal(base) {
+		t.Errorf("whole second moved: %v", got)
+	}
+	if got := ceilSecond(base.Add(time.Nanosecond)); !got.Equal(base.Add(time.Second)) {
+		t.Errorf("ceil %v", got)
+	}
+	if got := ceilSecond(base.In(time.FixedZone("X", 3600))); got.Location() != time.UTC {
+		t.Errorf("not UTC: %v", got.Location())
+	}
+}
