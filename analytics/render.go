@@ -118,11 +118,11 @@ func (r *Report) WriteTable(w io.Writer) error {
 	return err
 }
 
-var metricHeader = []string{"CARTS", "TREATED", "CONTROL", "SENT", "CLICKED", "RECOVERED", "RATE", "REVENUE", "DISCOUNT", "MEDIAN", "P90", "CONTROL RATE"}
+var metricHeader = []string{"CARTS", "TREATED", "CONTROL", "DECISIONS", "SENT", "CLICKED", "RECOVERED", "RATE", "REVENUE", "DISCOUNT", "MEDIAN", "P90", "CONTROL RATE"}
 
 func metricCells(m Metrics, currency string) []string {
 	return []string{
-		itoa(m.AbandonedCarts), itoa(m.TreatedCarts), itoa(m.ControlCarts), itoa(m.Sent), itoa(m.Clicked),
+		itoa(m.AbandonedCarts), itoa(m.TreatedCarts), itoa(m.ControlCarts), itoa(m.Decisions), itoa(m.Sent), itoa(m.Clicked),
 		itoa(m.Recovered), percent(m.RecoveryRate),
 		money(m.RecoveredRevenueMinor, currency), money(m.DiscountCostMinor, currency),
 		durationPtr(m.MedianSeconds), durationPtr(m.P90Seconds), controlText(m),
@@ -141,10 +141,19 @@ func controlText(m Metrics) string {
 // empty reports whether the period has no decision.
 func (r *Report) empty() bool { return r.Funnel.AbandonedCarts == 0 }
 
+// period is "2024-03-01 00:00 – 2024-03-03 00:00 UTC (2 days)"; a period
+// that is not whole days gives its length as a duration ("3m0s" → "3m").
 func (r *Report) period() string {
-	days := r.Until.Sub(r.Since).Hours() / 24
-	return fmt.Sprintf("%s – %s UTC (%s days)", r.Since.UTC().Format("2006-01-02 15:04"), r.Until.UTC().Format("2006-01-02 15:04"),
-		strconv.FormatFloat(days, 'f', -1, 64))
+	span := r.Until.Sub(r.Since)
+	length := duration(int64(span / time.Second))
+	if span%(24*time.Hour) == 0 {
+		days := int64(span / (24 * time.Hour))
+		length = itoa(days) + " day"
+		if days != 1 {
+			length += "s"
+		}
+	}
+	return fmt.Sprintf("%s – %s UTC (%s)", r.Since.UTC().Format("2006-01-02 15:04"), r.Until.UTC().Format("2006-01-02 15:04"), length)
 }
 
 func (r *Report) flowLabel() string {

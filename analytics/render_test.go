@@ -295,20 +295,20 @@ func TestRenderKnownDataset(t *testing.T) {
 	if !strings.Contains(text, "2024-03-01 00:00 – 2024-03-03 00:00 UTC (2 days)") || !strings.Contains(text, "all flows") {
 		t.Errorf("header:\n%s", text)
 	}
-	// EUR totals: 7 carts, 5 treated, 2 control, 5 sent, 2 clicked, 4
+	// EUR totals: 7 carts, 5 treated, 2 control, 8 treated decisions, 5 sent, 2 clicked, 4
 	// recovered, 80.0%, 373.00 EUR, 20.00 EUR, median 7200 s = 2h, p90
 	// 259200 s = 3d, control 50.0% (1/2).
-	want := []string{"EUR", "7", "5", "2", "5", "2", "4", "80.0%", "373.00", "EUR", "20.00", "EUR", "2h", "3d", "50.0%", "(1/2)"}
+	want := []string{"EUR", "7", "5", "2", "8", "5", "2", "4", "80.0%", "373.00", "EUR", "20.00", "EUR", "2h", "3d", "50.0%", "(1/2)"}
 	if got := line("EUR", "7"); !reflect.DeepEqual(got, want) {
 		t.Errorf("EUR totals %q, want %q", got, want)
 	}
-	// abandoned/reminder/EUR: 25.0%, 48.00 EUR, no discount, 30m.
-	want = []string{"abandoned", "reminder", "EUR", "6", "4", "2", "2", "2", "1", "25.0%", "48.00", "EUR", "0.00", "EUR", "30m", "30m", "50.0%", "(1/2)"}
+	// abandoned/reminder/EUR: 4 treated decisions, 25.0%, 48.00 EUR, no discount, 30m.
+	want = []string{"abandoned", "reminder", "EUR", "6", "4", "2", "4", "2", "2", "1", "25.0%", "48.00", "EUR", "0.00", "EUR", "30m", "30m", "50.0%", "(1/2)"}
 	if got := line("abandoned", "reminder", "EUR"); !reflect.DeepEqual(got, want) {
 		t.Errorf("step row %q, want %q", got, want)
 	}
 	// No recovery: no quantiles.
-	if got := line("abandoned", "reminder", "USD"); got[14] != "–" || got[15] != "–" {
+	if got := line("abandoned", "reminder", "USD"); got[15] != "–" || got[16] != "–" {
 		t.Errorf("USD reminder quantiles %q", got)
 	}
 	want = []string{"abandoned", "4/6", "(66.7%)", "1/3", "(33.3%)", "+33.3", "pp", "[-25.4,", "69.4]", "+100.0%", "+2.0", "carts"}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -23,6 +24,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/cartlift/cartlift/actions"
+	"github.com/cartlift/cartlift/analytics"
 	"github.com/cartlift/cartlift/cmd/cartlift/shopper"
 	"github.com/cartlift/cartlift/events"
 )
@@ -96,6 +98,18 @@ func runDemo(ctx context.Context, args []string, stdout io.Writer) error {
 		defer stopActions()
 		fmt.Fprintf(stdout, "  emails   %s/ (Mailpit: the reminders cartlift sends)\n", mp.web)
 	}
+	// The analytics sink lands decisions and outcomes in ClickHouse
+	// (CLICKHOUSE_ADDR, else a local clickhouse-server under the data
+	// directory); the demo ends with the recovery report.
+	chCfg, stopClickHouse, err := demoClickHouse(ctx, cfg.Broker.DataDir)
+	if err != nil {
+		return err
+	}
+	defer stopClickHouse()
+	n.analytics = startAnalyticsRole(procCtx, analyticsConfig{Brokers: n.brokers, ClickHouse: chCfg,
+		Group: "cartlift-analytics", TopicDecisions: cfg.TopicDecisions, TopicOutcomes: cfg.TopicOutcomes,
+		TopicDLQ: analytics.DefaultTopicDLQ, BatchRows: analytics.DefaultBatchRows, BatchInterval: time.Second}, log, n.metrics.reg)
+	fmt.Fprintf(stdout, "  analytics ClickHouse %s, database %s (the report at the end)\n", strings.Join(chCfg.Addr, ","), chCfg.Database)
 	fmt.Fprintf(stdout, "  logs     %s\n\n", logPath)
 
 	genCl, err := kgo.NewClient(kgo.SeedBrokers(n.brokers...), kgo.DefaultProduceTopic(cfg.TopicEvents),
@@ -161,6 +175,14 @@ loop:
 	time.Sleep(1500 * time.Millisecond) // the relay's last round, and the tail's
 	s := n.proc.Stats()
 	stopActions() // before the broker it consumes from
+	// The sink stores what the processor and the actions emitted.
+	deadline = time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		if st := n.analytics.stats(); st.ClickHouseUp && st.Lag == 0 && st.Pending == 0 && st.Records > 0 {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 	stopProc()
 	runErr := n.wait()
 	printDemoSummary(stdout, time.Since(start), gen, s.EventsConsumed, s.EventsRejected, s.OpenCarts, s.PendingTimers, tail)
@@ -169,8 +191,47 @@ loop:
 	}
 	fmt.Fprintf(stdout, "  stopped by guards  %12s   deferred for quiet hours %s (no consent, caps, combined: cartlift_decisions_suppressed_total)\n",
 		num(s.DecisionsSuppressed), num(s.DecisionsDeferred))
+	if err := printDemoReport(ctx, stdout, chCfg, start, cfg.Broker.DataDir); err != nil {
+		fmt.Fprintf(stdout, "\nno recovery report: %v\n", err)
+	}
 	fmt.Fprintf(stdout, "\nstate and broker log kept in %s (run with -keep to continue from them)\n", cfg.Broker.DataDir)
 	return runErr
+}
+
+// demoClickHouse is the demo's ClickHouse: CLICKHOUSE_ADDR (and the other
+// CLICKHOUSE_* settings) when set, else a clickhouse-server started under
+// dataDir/clickhouse from deploy/clickhouse/config.xml. stop stops the
+// latter.
+func demoClickHouse(ctx context.Context, dataDir string) (cfg clickhouseConfig, stop func(), err error) {
+	if err := envconfig.Process(ctx, &cfg); err != nil {
+		return cfg, nil, envError(err, reflect.TypeOf(cfg))
+	}
+	if len(cfg.Addr) > 0 {
+		return cfg, func() {}, cfg.validate()
+	}
+	srv, err := analytics.StartLocal(ctx, filepath.Join(dataDir, "clickhouse"))
+	if err != nil {
+		return cfg, nil, fmt.Errorf("the demo needs ClickHouse for its recovery report: %w", err)
+	}
+	cfg.Addr = []string{srv.Addr}
+	return cfg, func() { _ = srv.Stop() }, nil
+}
+
+// printDemoReport prints the recovery report of the demo's period and
+// writes its HTML next to the demo's data.
+func printDemoReport(ctx context.Context, w io.Writer, cfg clickhouseConfig, start time.Time, dataDir string) error {
+	opt := analytics.ReportOptions{Since: start.Add(-time.Minute).UTC(), Until: time.Now().Add(time.Minute).UTC()}
+	fmt.Fprintf(w, "\n── recovery report (from ClickHouse) ─────────────────────────\n")
+	if err := writeReport(ctx, cfg, opt, (*analytics.Report).WriteTable, "", w); err != nil {
+		return err
+	}
+	html := filepath.Join(dataDir, "report.html")
+	if err := writeReport(ctx, cfg, opt, (*analytics.Report).WriteHTML, html, w); err != nil {
+		return err
+	}
+	abs, _ := filepath.Abs(html)
+	fmt.Fprintf(w, "\n  the same report with charts: file://%s\n", abs)
+	return nil
 }
 
 // demoMailpit is the Mailpit subprocess of the demo: SMTP and web UI on

@@ -21,6 +21,8 @@ const usage = `cartlift recovers abandoned shopping carts.
 Usage:
   cartlift run                 run the processor (configured from the environment)
   cartlift actions             run the actions role (emails) on its own, configured from the environment
+  cartlift analytics           run the analytics sink (decisions and outcomes into ClickHouse) on its own
+  cartlift report [flags]      recovery report from ClickHouse (--since 30d --flow NAME --format table|json|html --out FILE)
   cartlift broker              run the embedded Kafka-protocol broker on its own
   cartlift gen [flags]         produce synthetic shopper traffic
   cartlift demo [flags]        broker + processor + generator with live progress
@@ -89,6 +91,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runProcessor(ctx, rest, stdout)
 	case "actions":
 		return runActions(ctx, rest, stdout)
+	case "analytics":
+		return runAnalytics(ctx, rest, stdout)
+	case "report":
+		return runReport(ctx, rest, stdout)
 	case "broker":
 		return runBroker(ctx, rest, stdout)
 	case "gen":

@@ -34,6 +34,9 @@ type node struct {
 	httpLn   net.Listener
 	runErr   chan error
 	actions  *actionsRole // nil unless the actions role runs in this node
+	// analytics is the analytics sink; nil unless it runs in this node.
+	analytics *analyticsRole
+	metrics   *metrics
 }
 
 // startNode starts everything of `cartlift run` and returns once the
@@ -75,6 +78,7 @@ func startNode(ctx context.Context, cfg runConfig, log *slog.Logger) (*node, err
 		return nil, err
 	}
 	m := newMetrics()
+	n.metrics = m
 	n.proc, err = processor.New(processor.Config{
 		Brokers:    n.brokers,
 		Group:      cfg.Group,
@@ -115,6 +119,11 @@ func startNode(ctx context.Context, cfg runConfig, log *slog.Logger) (*node, err
 // failed), then shuts everything down.
 func (n *node) wait() error {
 	err := <-n.runErr
+	if n.analytics != nil {
+		if aerr := n.analytics.stop(); aerr != nil && err == nil {
+			err = aerr
+		}
+	}
 	if n.actions != nil {
 		// Before the broker it consumes from.
 		if aerr := n.actions.stop(); aerr != nil && err == nil && !errors.Is(aerr, context.Canceled) {
@@ -179,6 +188,15 @@ func runProcessor(ctx context.Context, args []string, stdout io.Writer) error {
 			return err
 		}
 	}
+	// Likewise the analytics sink, when CLICKHOUSE_ADDR is set; its metrics
+	// join the run's /metrics.
+	var ancfg analyticsConfig
+	withAnalytics := analyticsConfigured(envconfig.OsLookuper())
+	if withAnalytics {
+		if ancfg, err = loadAnalyticsConfig(ctx, envconfig.OsLookuper()); err != nil {
+			return err
+		}
+	}
 	log := newLogger(cfg.LogLevel, cfg.LogFormat)
 	slog.SetDefault(log)
 	ctx, cancel := context.WithCancel(ctx)
@@ -195,6 +213,10 @@ func runProcessor(ctx context.Context, args []string, stdout io.Writer) error {
 			_ = n.wait()
 			return err
 		}
+	}
+	if withAnalytics {
+		ancfg.Brokers = n.brokers
+		n.analytics = startAnalyticsRole(ctx, ancfg, log, n.metrics.reg)
 	}
 	err = n.wait()
 	s := n.proc.Stats()
