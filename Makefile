@@ -23,14 +23,18 @@ demo: build tools
 
 # Every test: unit, golden, property, fuzz seeds, and the integration tests
 # against an in-process Kafka-protocol broker and subprocesses of the binary,
-# and the actions tests against a real SMTP server (Mailpit, see `tools`).
+# the actions tests against a real SMTP server (Mailpit, see `tools`) and
+# the analytics tests against a real ClickHouse server: CLICKHOUSE_ADDR when
+# set, else a clickhouse-server the tests start from deploy/clickhouse/.
 test: lint tools
 	$(GO) test -count=1 -timeout 20m $(PKGS)
 
 # Test tools: Mailpit (the SMTP server of the actions tests), installed into
-# $(go env GOPATH)/bin when neither $PATH nor that directory has it.
+# $(go env GOPATH)/bin when neither $PATH nor that directory has it; and
+# clickhouse-server (Debian's package) unless CLICKHOUSE_ADDR names a server.
 tools:
 	command -v mailpit >/dev/null || test -x "$$($(GO) env GOPATH)/bin/mailpit" || $(GO) install github.com/axllent/mailpit@v1.33.1
+	deploy/clickhouse/install.sh
 
 # The concurrent packages under the race detector (slower; run before a release).
 test-race:
@@ -41,8 +45,10 @@ test-short:
 
 # Microbenchmarks of the hot paths, then the end-to-end load through the
 # Kafka protocol (broker in a separate process, processor on one core).
-bench:
+bench: tools
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./events ./projections ./processor
+	$(GO) test -run '^$$' -bench SinkInsert -benchtime 10x ./analytics
+	$(GO) test -run '^$$' -bench SinkThroughKafka -benchtime 500000x ./analytics
 	$(MAKE) bench-e2e
 
 bench-e2e: build

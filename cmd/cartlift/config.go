@@ -94,26 +94,31 @@ func loadRunConfig(ctx context.Context, lookup envconfig.Lookuper) (runConfig, e
 // envError rewrites envconfig's errors, which name the Go field
 // ("SyncWrites: strconv.ParseBool: ..."), to name the environment variable.
 func envError(err error, typ reflect.Type) error {
-	msg := err.Error()
-	var walk func(t reflect.Type) string
-	walk = func(t reflect.Type) string {
+	// envconfig names the field path ("ClickHouse: TLS: ..."); the user
+	// knows the variable.
+	var walk func(t reflect.Type, msg string) (string, bool)
+	walk = func(t reflect.Type, msg string) (string, bool) {
 		for i := range t.NumField() {
 			f := t.Field(i)
 			if f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeOf(time.Time{}) {
-				if env := walk(f.Type); env != "" {
-					return env
+				if rest, ok := strings.CutPrefix(msg, f.Name+": "); ok {
+					if out, ok := walk(f.Type, rest); ok {
+						return out, true
+					}
+				}
+				if out, ok := walk(f.Type, msg); ok {
+					return out, true
 				}
 				continue
 			}
 			env, _, _ := strings.Cut(f.Tag.Get("env"), ",")
-			if env != "" && strings.HasPrefix(msg, f.Name+":") {
-				msg = env + strings.TrimPrefix(msg, f.Name)
-				return env
+			if rest, ok := strings.CutPrefix(msg, f.Name+":"); ok && env != "" {
+				return env + rest, true
 			}
 		}
-		return ""
+		return msg, false
 	}
-	walk(typ)
+	msg, _ := walk(typ, err.Error())
 	return fmt.Errorf("config: %s", msg)
 }
 

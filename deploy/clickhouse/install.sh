@@ -34,4 +34,4 @@ if ! install; then
 	install || fail "apt-get install clickhouse-server failed (see /tmp/cartlift-clickhouse-install.log)"
 fi
 command -v clickhouse-server >/dev/null 2>&1 || fail "the package installed no clickhouse-server binary"
-echo "cartlift: clickhouse-server installed: $(clickhouse-server --version 2>/dev/null | head -1)" >&2
+echo "cartlift: clickhouse-server installed" >&2

@@ -1,0 +1,225 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sethvargo/go-envconfig"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/cartlift/cartlift/analytics"
+	"github.com/cartlift/cartlift/events"
+)
+
+func TestAnalyticsConfigErrorsNameTheVariable(t *testing.T) {
+	for _, c := range []struct {
+		env  map[string]string
+		want string
+	}{
+		{map[string]string{}, "CLICKHOUSE_ADDR"},
+		{map[string]string{"CLICKHOUSE_ADDR": "localhost"}, "CLICKHOUSE_ADDR"},
+		{map[string]string{"CLICKHOUSE_ADDR": "localhost:9000", "CLICKHOUSE_DATABASE": "x;drop"}, "CLICKHOUSE_DATABASE"},
+		{map[string]string{"CLICKHOUSE_ADDR": "localhost:9000", "CLICKHOUSE_TLS": "maybe"}, "CLICKHOUSE_TLS"},
+		{map[string]string{"CLICKHOUSE_ADDR": "localhost:9000", "CARTLIFT_ANALYTICS_BATCH_ROWS": "0"}, "CARTLIFT_ANALYTICS_BATCH_ROWS"},
+		{map[string]string{"CLICKHOUSE_ADDR": "localhost:9000", "CARTLIFT_ANALYTICS_BATCH_INTERVAL": "soon"}, "CARTLIFT_ANALYTICS_BATCH_INTERVAL"},
+	} {
+		_, err := loadAnalyticsConfig(context.Background(), envconfig.MapLookuper(c.env))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: error %v, want one naming %s", c.env, err, c.want)
+		}
+	}
+	cfg, err := loadAnalyticsConfig(context.Background(), envconfig.MapLookuper(map[string]string{"CLICKHOUSE_ADDR": "127.0.0.1:9000"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Group != "cartlift-analytics" || cfg.ClickHouse.Database != "cartlift" || cfg.BatchRows != analytics.DefaultBatchRows ||
+		cfg.BatchInterval != time.Second || cfg.TopicDLQ != analytics.DefaultTopicDLQ {
+		t.Fatalf("defaults %+v", cfg)
+	}
+}
+
+func TestParseReportTime(t *testing.T) {
+	now := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+	for in, want := range map[string]time.Time{
+		"30d":                  now.AddDate(0, 0, -30),
+		"12h":                  now.Add(-12 * time.Hour),
+		"90m":                  now.Add(-90 * time.Minute),
+		"2026-11-01":           time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC),
+		"2026-11-01T10:00:00Z": time.Date(2026, 11, 1, 10, 0, 0, 0, time.UTC),
+	} {
+		got, err := parseReportTime(in, now)
+		if err != nil || !got.Equal(want) {
+			t.Errorf("parseReportTime(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "30", "-3d", "0d", "xd", "-1h", "yesterday", "2026-13-01"} {
+		if _, err := parseReportTime(bad, now); err == nil {
+			t.Errorf("parseReportTime(%q) accepted", bad)
+		}
+	}
+}
+
+func TestReportFlagErrors(t *testing.T) {
+	t.Setenv("CLICKHOUSE_ADDR", "127.0.0.1:1")
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"report", "--format", "pdf"}, "--format"},
+		{[]string{"report", "--since", "soon"}, "--since"},
+		{[]string{"report", "--since", "2026-11-02", "--until", "2026-11-01"}, "must be before"},
+		{[]string{"report", "extra"}, "unexpected argument"},
+	} {
+		err := run(context.Background(), c.args, io.Discard, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), c.want) || exitCode(err) != 2 {
+			t.Errorf("%v: error %v (exit %d), want exit 2 naming %s", c.args, err, exitCode(err), c.want)
+		}
+	}
+	t.Setenv("CLICKHOUSE_ADDR", "")
+	if err := run(context.Background(), []string{"report"}, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "CLICKHOUSE_ADDR") {
+		t.Errorf("report without CLICKHOUSE_ADDR: %v", err)
+	}
+}
+
+// TestRunStoresDecisionsAndReports runs the processor with the analytics
+// role against a real ClickHouse: carts are abandoned, decided, two of
+// them bought back; the decisions and outcomes land in ClickHouse, the
+// role's metrics show on /metrics, and `cartlift report` counts them.
+func TestRunStoresDecisionsAndReports(t *testing.T) {
+	chdirRoot(t)
+	ctx := context.Background()
+	ch, err := analytics.StartLocal(ctx, t.TempDir())
+	if err != nil {
+		t.Fatalf("this test needs clickhouse-server (make tools): %v", err)
+	}
+	defer ch.Stop()
+
+	dir := t.TempDir()
+	flows := filepath.Join(dir, "flows.yaml")
+	if err := os.WriteFile(flows, []byte(`flows:
+  - name: quick
+    steps:
+      - name: nudge
+        after: 1s
+        action: webhook
+    attribution_window: 1h
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{
+		"CARTLIFT_BROKER_ADDR": "127.0.0.1:0", "CARTLIFT_DATA_DIR": dir, "CARTLIFT_HTTP_ADDR": "127.0.0.1:0",
+		"CARTLIFT_PARTITIONS": "2", "CARTLIFT_FLOWS": flows,
+		"CLICKHOUSE_ADDR": ch.Addr, "CLICKHOUSE_DATABASE": "run_test", "CARTLIFT_ANALYTICS_BATCH_INTERVAL": "200ms",
+	}
+	cfg, err := loadRunConfig(ctx, envconfig.MapLookuper(env))
+	if err != nil {
+		t.Fatal(err)
+	}
+	acfg, err := loadAnalyticsConfig(ctx, envconfig.MapLookuper(env))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	n, err := startNode(runCtx, cfg, log)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	acfg.Brokers = n.brokers
+	n.analytics = startAnalyticsRole(runCtx, acfg, log, n.metrics.reg)
+	defer func() {
+		cancel()
+		if err := n.wait(); err != nil {
+			t.Errorf("node: %v", err)
+		}
+	}()
+
+	producer, err := kgo.NewClient(kgo.SeedBrokers(n.brokers...), kgo.DefaultProduceTopic(cfg.TopicEvents))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer producer.Close()
+	send := func(id, typ string, data any, customer string) {
+		t.Helper()
+		v, err := events.Encode(id, "shop", typ, time.Now(), "", data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := producer.ProduceSync(ctx, &kgo.Record{Key: []byte(customer), Value: v}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 1; i <= 4; i++ {
+		c := fmt.Sprintf("c-%d", i)
+		send("add-"+c, events.TypeItemAdded, events.ItemAdded{CartRef: events.CartRef{CustomerID: c, CartID: "k", Currency: "EUR"},
+			Item: events.Item{SKU: "A", Quantity: 1, UnitPriceMinor: 1000 * int64(i)}}, c)
+	}
+	waitUntil(t, "four decisions stored", 30*time.Second, func() bool { return n.analytics.stats().Decisions == 4 })
+	for i := 1; i <= 2; i++ {
+		c := fmt.Sprintf("c-%d", i)
+		send("buy-"+c, events.TypeCheckoutCompleted, events.CheckoutCompleted{CartRef: events.CartRef{CustomerID: c, CartID: "k", Currency: "EUR"},
+			OrderID: "o-" + c, TotalMinor: 1000 * int64(i)}, c)
+	}
+	waitUntil(t, "two outcomes stored", 30*time.Second, func() bool { return n.analytics.stats().Outcomes == 2 })
+
+	resp, err := http.Get("http://" + n.httpLn.Addr().String() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`cartlift_analytics_rows_total{table="decisions"} 4`, `cartlift_analytics_rows_total{table="outcomes"} 2`,
+		"cartlift_analytics_clickhouse_up 1", "cartlift_analytics_lag 0"} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+
+	t.Setenv("CLICKHOUSE_ADDR", ch.Addr)
+	t.Setenv("CLICKHOUSE_DATABASE", "run_test")
+	out := filepath.Join(dir, "report.json")
+	if err := run(ctx, []string{"report", "--since", "1h", "--format", "json", "--out", out}, io.Discard, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep analytics.Report
+	if err := json.Unmarshal(raw, &rep); err != nil {
+		t.Fatal(err)
+	}
+	// Carts of 10, 20, 30 and 40 EUR; the first two bought back.
+	if rep.Funnel.TreatedCarts != 4 || rep.Funnel.RecoveredCarts != 2 || len(rep.Totals) != 1 ||
+		rep.Totals[0].RecoveredRevenueMinor != 3000 || rep.Totals[0].RecoveryRate != 0.5 {
+		t.Fatalf("report funnel %+v totals %+v", rep.Funnel, rep.Totals)
+	}
+	var html strings.Builder
+	if err := run(ctx, []string{"report", "--since", "1h", "--format", "html", "--flow", "quick"}, &html, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(html.String(), `id="chart-funnel"`) || !strings.Contains(html.String(), "quick") {
+		t.Fatalf("html report lacks the funnel or the flow")
+	}
+}
+
+func waitUntil(t *testing.T, what string, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
