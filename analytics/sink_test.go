@@ -3,6 +3,7 @@ package analytics_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"testing"
 	"time"
 
@@ -310,6 +311,13 @@ func TestSinkHoldsWhileClickHouseIsDown(t *testing.T) {
 		return !st.ClickHouseUp && st.InsertErrors >= 3
 	})
 	waitFor(t, "the lag to show the records held", 10*time.Second, func() bool { return s.Stats().Lag >= int64(len(second))-100 })
+	// CARTLIFT_TEST_OUTAGE=10m keeps the server down that long (DESIGN.md's
+	// target is a 10-minute outage that loses nothing); by default the test
+	// resumes once the sink has noticed.
+	if d, err := time.ParseDuration(os.Getenv("CARTLIFT_TEST_OUTAGE")); err == nil {
+		t.Logf("ClickHouse stays down for %v", d)
+		time.Sleep(d)
+	}
 	st := s.Stats()
 	if st.Pending == 0 || st.Pending > 200 {
 		t.Fatalf("pending %d during the outage, want at most two batches (1..200)", st.Pending)

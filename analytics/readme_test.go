@@ -1,0 +1,139 @@
+package analytics_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"reflect"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cartlift/cartlift/analytics"
+	"github.com/cartlift/cartlift/events"
+)
+
+// readmeQueries are the SQL blocks of the README's "Five queries".
+func readmeQueries(t *testing.T) []string {
+	t.Helper()
+	b, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(b)
+	start := strings.Index(s, "### Five queries")
+	if start < 0 {
+		t.Fatal("README has no \"### Five queries\" section")
+	}
+	s = s[start:]
+	if end := strings.Index(s, "\n## "); end > 0 {
+		s = s[:end]
+	}
+	var qs []string
+	for _, m := range regexp.MustCompile("(?s)```sql\n(.*?)```").FindAllStringSubmatch(s, -1) {
+		qs = append(qs, m[1])
+	}
+	return qs
+}
+
+// TestReadmeQueriesRun runs the README's queries for data teams against a
+// real ClickHouse holding a small dataset inserted twice (as a replay
+// would), and checks the first three against the dataset.
+func TestReadmeQueriesRun(t *testing.T) {
+	qs := readmeQueries(t)
+	if len(qs) != 5 {
+		t.Fatalf("the README has %d queries, want 5", len(qs))
+	}
+	conn, _ := migrated(t)
+	ctx := context.Background()
+	at := time.Now().UTC().Add(-48 * time.Hour).Truncate(time.Second)
+	enc := func(id, typ string, data any) []byte {
+		v, err := events.Encode(id, events.Source, typ, at, "", data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	// Ten treated carts (four recovered, 25 EUR each), four control carts
+	// (one converted).
+	var values [][]byte
+	for i := range 14 {
+		holdout := i >= 10
+		d := events.Decision{ID: fmt.Sprintf("d%d", i), Flow: "reminders", Step: "first", Action: "email", Template: "reminder",
+			Holdout: holdout, Cart: events.CartSnapshot{CartID: "k", Currency: "EUR", TotalMinor: 2500},
+			Customer: events.CustomerSnapshot{Key: fmt.Sprintf("c%d", i)}, DecidedAt: at}
+		values = append(values, enc(d.ID, events.TypeDecision, d))
+		o := events.Outcome{DecisionID: d.ID, CustomerKey: d.Customer.Key, CartID: "k", Currency: "EUR", Flow: d.Flow,
+			Step: d.Step, Holdout: holdout, At: at.Add(time.Hour), SinceDecided: 3600, ValueMinor: 2500}
+		if !holdout {
+			o.ID, o.Kind = "s"+d.ID, "email.sent"
+			values = append(values, enc(o.ID, events.TypeOutcome, o))
+		}
+		switch {
+		case !holdout && i < 4:
+			o.ID, o.Kind = "r"+d.ID, events.OutcomeRecovered
+			values = append(values, enc(o.ID, events.TypeOutcome, o))
+		case holdout && i == 10:
+			o.ID, o.Kind = "h"+d.ID, events.OutcomeConvertedHoldout
+			values = append(values, enc(o.ID, events.TypeOutcome, o))
+		}
+	}
+	for range 2 {
+		if _, err := analytics.InsertForTest(ctx, conn, values); err != nil {
+			t.Fatal(err)
+		}
+	}
+	results := make([]string, len(qs))
+	for i, q := range qs {
+		rows, err := conn.Query(ctx, q)
+		if err != nil {
+			t.Fatalf("query %d: %v\n%s", i+1, err, q)
+		}
+		cols := rows.ColumnTypes()
+		n := 0
+		var sb strings.Builder
+		for rows.Next() {
+			dest := make([]any, len(cols))
+			for j, c := range cols {
+				dest[j] = newOf(c.ScanType())
+			}
+			if err := rows.Scan(dest...); err != nil {
+				t.Fatalf("query %d: %v", i+1, err)
+			}
+			for _, d := range dest {
+				fmt.Fprintf(&sb, "%v ", deref(d))
+			}
+			sb.WriteString("\n")
+			n++
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatalf("query %d: %v", i+1, err)
+		}
+		rows.Close()
+		if n == 0 {
+			t.Fatalf("query %d returned no rows", i+1)
+		}
+		results[i] = sb.String()
+	}
+	// 1: 10 treated carts, 4 recovered, 0.4, 10000 minor units.
+	if want := "reminders first EUR 10 4 0.4 10000 \n"; results[0] != want {
+		t.Errorf("query 1 gave %q, want %q", results[0], want)
+	}
+	// 2: four orders of 25 EUR, counted once despite the double insert.
+	if !strings.Contains(results[1], " EUR 4 10000 \n") {
+		t.Errorf("query 2 gave %q", results[1])
+	}
+	// 3: 10 treated, 4 recovered; 4 control, 1 converted; 0.4 - 0.25.
+	if want := "reminders 10 4 4 1 0.15 \n"; results[2] != want {
+		t.Errorf("query 3 gave %q, want %q", results[2], want)
+	}
+	// 5: 10 treated decisions, all sent, 4 recovered.
+	if want := "reminder 10 10 0 4 0.4 \n"; results[4] != want {
+		t.Errorf("query 5 gave %q, want %q", results[4], want)
+	}
+}
+
+func newOf(t reflect.Type) any { return reflect.New(t).Interface() }
+
+func deref(p any) any { return reflect.ValueOf(p).Elem().Interface() }
