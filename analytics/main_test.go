@@ -5,8 +5,11 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -80,4 +83,94 @@ func migrated(t testing.TB) (driver.Conn, analytics.ClickHouseConfig) {
 		t.Fatal(err)
 	}
 	return conn, cfg
+}
+
+// stoppable is a ClickHouse a test can take down and bring back.
+type stoppable interface {
+	Stop() error
+	Start(context.Context) error
+}
+
+// stoppableServer is a ClickHouse for a test that stops it: a
+// clickhouse-server of the test's own when the machine has the binary,
+// else (CLICKHOUSE_ADDR names a server elsewhere) a TCP proxy in front of
+// that server, whose Stop refuses new connections and cuts the open ones.
+func stoppableServer(t *testing.T) (analytics.ClickHouseConfig, stoppable) {
+	t.Helper()
+	if _, err := analytics.FindServer(); err == nil || server.local != nil {
+		ch, err := analytics.StartLocal(context.Background(), t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ch.Stop() })
+		return analytics.ClickHouseConfig{Addr: []string{ch.Addr}}, ch
+	}
+	p := &proxy{target: server.addr, conns: map[net.Conn]bool{}}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.addr = ln.Addr().String()
+	p.serve(ln)
+	t.Cleanup(func() { p.Stop() })
+	cfg := chConfig(t)
+	cfg.Addr = []string{p.addr}
+	return cfg, p
+}
+
+// proxy forwards TCP connections to target while started.
+type proxy struct {
+	target, addr string
+	mu           sync.Mutex
+	ln           net.Listener
+	conns        map[net.Conn]bool
+}
+
+func (p *proxy) serve(ln net.Listener) {
+	p.mu.Lock()
+	p.ln = ln
+	p.mu.Unlock()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			u, err := net.Dial("tcp", p.target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns[c], p.conns[u] = true, true
+			p.mu.Unlock()
+			go func() { _, _ = io.Copy(u, c); u.Close() }()
+			go func() { _, _ = io.Copy(c, u); c.Close() }()
+		}
+	}()
+}
+
+// Stop closes the listener and every forwarded connection.
+func (p *proxy) Stop() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ln != nil {
+		p.ln.Close()
+		p.ln = nil
+	}
+	for c := range p.conns {
+		c.Close()
+	}
+	clear(p.conns)
+	return nil
+}
+
+// Start listens again on the same address.
+func (p *proxy) Start(context.Context) error {
+	ln, err := net.Listen("tcp", p.addr)
+	if err != nil {
+		return err
+	}
+	p.serve(ln)
+	return nil
 }

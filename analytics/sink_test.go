@@ -272,13 +272,8 @@ func TestSinkBatchesBySizeAndByTime(t *testing.T) {
 // what ClickHouse has), reports the outage and the growing lag, and once
 // the server is back every record is stored exactly once in effect.
 func TestSinkHoldsWhileClickHouseIsDown(t *testing.T) {
-	ch, err := analytics.StartLocal(context.Background(), t.TempDir())
-	if err != nil {
-		t.Fatalf("this test stops a server of its own: %v", err)
-	}
-	defer ch.Stop()
+	cfg, ch := stoppableServer(t)
 	ctx := context.Background()
-	cfg := analytics.ClickHouseConfig{Addr: []string{ch.Addr}}
 	conn, err := analytics.Open(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -97,11 +97,14 @@ func TestReportFlagErrors(t *testing.T) {
 func TestRunStoresDecisionsAndReports(t *testing.T) {
 	chdirRoot(t)
 	ctx := context.Background()
-	ch, err := analytics.StartLocal(ctx, t.TempDir())
-	if err != nil {
-		t.Fatalf("this test needs clickhouse-server (make tools): %v", err)
-	}
-	defer ch.Stop()
+	chAddr := testClickHouse(t)
+	database := fmt.Sprintf("run_test_%d", time.Now().UnixNano())
+	t.Cleanup(func() {
+		if conn, err := analytics.Open(ctx, analytics.ClickHouseConfig{Addr: []string{chAddr}, Database: "default"}); err == nil {
+			_ = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+database)
+			conn.Close()
+		}
+	})
 
 	dir := t.TempDir()
 	flows := filepath.Join(dir, "flows.yaml")
@@ -118,7 +121,7 @@ func TestRunStoresDecisionsAndReports(t *testing.T) {
 	env := map[string]string{
 		"CARTLIFT_BROKER_ADDR": "127.0.0.1:0", "CARTLIFT_DATA_DIR": dir, "CARTLIFT_HTTP_ADDR": "127.0.0.1:0",
 		"CARTLIFT_PARTITIONS": "2", "CARTLIFT_FLOWS": flows,
-		"CLICKHOUSE_ADDR": ch.Addr, "CLICKHOUSE_DATABASE": "run_test", "CARTLIFT_ANALYTICS_BATCH_INTERVAL": "200ms",
+		"CLICKHOUSE_ADDR": chAddr, "CLICKHOUSE_DATABASE": database, "CARTLIFT_ANALYTICS_BATCH_INTERVAL": "200ms",
 	}
 	cfg, err := loadRunConfig(ctx, envconfig.MapLookuper(env))
 	if err != nil {
@@ -185,8 +188,8 @@ func TestRunStoresDecisionsAndReports(t *testing.T) {
 		}
 	}
 
-	t.Setenv("CLICKHOUSE_ADDR", ch.Addr)
-	t.Setenv("CLICKHOUSE_DATABASE", "run_test")
+	t.Setenv("CLICKHOUSE_ADDR", chAddr)
+	t.Setenv("CLICKHOUSE_DATABASE", database)
 	out := filepath.Join(dir, "report.json")
 	if err := run(ctx, []string{"report", "--since", "1h", "--format", "json", "--out", out}, io.Discard, io.Discard); err != nil {
 		t.Fatal(err)
@@ -211,6 +214,21 @@ func TestRunStoresDecisionsAndReports(t *testing.T) {
 	if !strings.Contains(html.String(), `id="chart-funnel"`) || !strings.Contains(html.String(), "quick") {
 		t.Fatalf("html report lacks the funnel or the flow")
 	}
+}
+
+// testClickHouse is CLICKHOUSE_ADDR when set, else a clickhouse-server
+// the test starts (make tools installs it).
+func testClickHouse(t *testing.T) string {
+	t.Helper()
+	if addr := os.Getenv("CLICKHOUSE_ADDR"); addr != "" {
+		return addr
+	}
+	ch, err := analytics.StartLocal(context.Background(), t.TempDir())
+	if err != nil {
+		t.Fatalf("this test needs ClickHouse: set CLICKHOUSE_ADDR or install clickhouse-server (make tools): %v", err)
+	}
+	t.Cleanup(func() { ch.Stop() })
+	return ch.Addr
 }
 
 func waitUntil(t *testing.T, what string, timeout time.Duration, cond func() bool) {
