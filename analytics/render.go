@@ -470,7 +470,7 @@ func (r *Report) dailyChart() chart {
 	const left, right, panelH, plotH, labelH = 90.0, 680.0, 150.0, 100.0, 24.0
 	c := chart{W: right + 10, H: float64(len(currencies)) * panelH, Label: "Recovered revenue per day and currency"}
 	slot := (right - left) / float64(len(days))
-	barW := min(max(slot*0.7, 1), 48) // a short period must not give a wall of a bar
+	barW := min(max(slot*0.7, 1), 48)  // a short period must not give a wall of a bar
 	every := max(1, (len(days)+13)/14) // at most ~14 day labels
 	for p, cur := range currencies {
 		y0 := float64(p)*panelH + 20
