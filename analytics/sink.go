@@ -27,6 +27,7 @@ const (
 	DefaultBatchInterval = time.Second
 	DefaultRetryMin      = 100 * time.Millisecond
 	DefaultRetryMax      = 10 * time.Second
+	DefaultShutdownGrace = 10 * time.Second
 )
 
 // Headers of a record on the analytics dead-letter topic, next to the
@@ -60,7 +61,11 @@ type SinkConfig struct {
 	// Failed inserts are retried after a backoff that doubles from
 	// RetryMin to RetryMax (with jitter); defaults 100ms and 10s.
 	RetryMin, RetryMax time.Duration
-	Logger             *slog.Logger
+	// ShutdownGrace is how long inserts may go on after Run's context
+	// ended (default 10s); what is not stored by then is read again by the
+	// next run.
+	ShutdownGrace time.Duration
+	Logger        *slog.Logger
 	// ClientOpts are extra franz-go options (TLS, SASL, ...).
 	ClientOpts []kgo.Opt
 }
@@ -87,6 +92,9 @@ func (c SinkConfig) withDefaults() SinkConfig {
 	if c.RetryMax < c.RetryMin {
 		c.RetryMax = max(DefaultRetryMax, c.RetryMin)
 	}
+	if c.ShutdownGrace <= 0 {
+		c.ShutdownGrace = DefaultShutdownGrace
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -104,7 +112,8 @@ type SinkStats struct {
 	// Pending records read but not yet in ClickHouse.
 	Pending int
 	// Lag: records on the topics not yet in ClickHouse (end offsets minus
-	// committed positions), as of the last fetch or retry.
+	// committed positions), as of the last fetch or retry, over the
+	// partitions the sink has read from.
 	Lag int64
 	// ClickHouseUp is false from a failed insert until one succeeds.
 	ClickHouseUp bool
@@ -199,8 +208,8 @@ func (s *Sink) Stats() SinkStats {
 	st := s.stats
 	st.Lag = 0
 	for tp, end := range s.hwm {
-		if lag := end - s.pos[tp]; lag > 0 {
-			st.Lag += lag
+		if pos, known := s.pos[tp]; known && end > pos {
+			st.Lag += end - pos
 		}
 	}
 	return st
@@ -221,12 +230,21 @@ const rebalanceEvery = 5 * time.Second
 // rebalance waits until nothing is pending (at most rebalanceEvery), so no
 // partition changes owner with records in flight.
 //
-// On cancellation it makes one last attempt (10 s) to insert and commit
-// what it holds; what it cannot insert is read again by the next run. It
-// returns ctx's error: ClickHouse failures are retried, never fatal.
+// On cancellation it stops reading and gives the insert in flight and the
+// batch in hand SinkConfig.ShutdownGrace to be stored and committed; what is
+// not stored by then is not committed either, and the next run reads it
+// again. It returns ctx's error: ClickHouse failures are retried, never
+// fatal.
 func (s *Sink) Run(ctx context.Context) error {
 	defer s.cl.AllowRebalance()
 	s.ensureDLQ(ctx)
+	// Inserts outlive ctx by the grace period, so a shutdown does not cut
+	// an insert that is about to succeed.
+	flushCtx, cancelFlush := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelFlush()
+	stopGrace := context.AfterFunc(ctx, func() { time.AfterFunc(s.cfg.ShutdownGrace, cancelFlush) })
+	defer stopGrace()
+
 	cur, spare := newBatch(), newBatch()
 	var inflight chan error // the result of the insert in flight; nil when none
 	var flushing *batch     // the batch in flight
@@ -244,11 +262,10 @@ func (s *Sink) Run(ctx context.Context) error {
 	lastAllowed := time.Now()
 	for {
 		if ctx.Err() != nil {
-			_ = wait()
-			if cur.records > 0 {
-				fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-				_ = s.flush(fctx, cur)
-				cancel()
+			// The batch in hand only after the one in flight: committing
+			// its offsets would skip the other's records.
+			if wait() == nil && cur.records > 0 {
+				_ = s.flush(flushCtx, cur)
 			}
 			return ctx.Err()
 		}
@@ -265,12 +282,12 @@ func (s *Sink) Run(ctx context.Context) error {
 		starved := cur.records > 0 && time.Since(lastAllowed) >= rebalanceEvery
 		if due || starved {
 			if wait() != nil {
-				continue // cancelled while retrying: the top of the loop decides
+				continue // given up after the shutdown grace: the top of the loop returns
 			}
 			flushing, cur, spare = cur, spare, newBatch()
 			s.setInflight(flushing.records)
 			inflight = make(chan error, 1)
-			go func(b *batch) { inflight <- s.flush(ctx, b) }(flushing)
+			go func(b *batch) { inflight <- s.flush(flushCtx, b) }(flushing)
 			if starved && wait() != nil {
 				continue
 			}
@@ -304,8 +321,14 @@ func (s *Sink) pollContext(ctx context.Context, b *batch) (context.Context, cont
 func (s *Sink) take(fetches kgo.Fetches, b *batch) {
 	s.mu.Lock()
 	fetches.EachPartition(func(p kgo.FetchTopicPartition) {
+		tp := topicPartition{p.Topic, p.Partition}
 		if p.HighWatermark > 0 {
-			s.hwm[topicPartition{p.Topic, p.Partition}] = p.HighWatermark
+			s.hwm[tp] = p.HighWatermark
+		}
+		// The group's position: what came before the first record read
+		// from a partition is in ClickHouse already.
+		if _, known := s.pos[tp]; !known && len(p.Records) > 0 {
+			s.pos[tp] = p.Records[0].Offset
 		}
 	})
 	s.mu.Unlock()

@@ -342,3 +342,64 @@ func TestSinkHoldsWhileClickHouseIsDown(t *testing.T) {
 	cancel()
 	<-done
 }
+
+// TestSinkShutdownDuringAnOutageLosesNothing stops the sink while
+// ClickHouse is down: it gives up after its grace period without
+// committing what it could not store, and the next run stores everything.
+func TestSinkShutdownDuringAnOutageLosesNothing(t *testing.T) {
+	cfg, ch := stoppableServer(t)
+	ctx := context.Background()
+	conn, err := analytics.Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := analytics.Migrate(ctx, conn); err != nil {
+		t.Fatal(err)
+	}
+	b := newBroker(t)
+	scfg := analytics.SinkConfig{Brokers: b.addrs, BatchRows: 50, BatchInterval: 100 * time.Millisecond,
+		RetryMin: 20 * time.Millisecond, RetryMax: 100 * time.Millisecond, ShutdownGrace: 300 * time.Millisecond}
+	first := traffic(t, 0, 30)
+	b.produce(t, first...)
+	runCtx, cancel := context.WithCancel(ctx)
+	s, done := startSink(t, runCtx, scfg, conn)
+	waitFor(t, "the first records stored", 30*time.Second, func() bool { return s.Stats().Records == int64(len(first)) && s.Stats().Pending == 0 })
+	if err := ch.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	second := traffic(t, 30, 200) // more than two batches: one in flight, one in hand, more unread
+	b.produce(t, second...)
+	waitFor(t, "the sink to hold records it cannot store", 30*time.Second, func() bool {
+		st := s.Stats()
+		return !st.ClickHouseUp && st.InsertErrors >= 3 && st.Pending > 0 && st.Pending <= 100
+	})
+	t.Log("cancelling the sink during the outage")
+	cancel()
+	select {
+	case <-done:
+		t.Log("the sink returned")
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return within 10 s of its cancellation during an outage")
+	}
+	if got := b.committed(t, analytics.DefaultSinkGroup); got != int64(len(first)) {
+		t.Fatalf("committed %d after a shutdown during the outage, want %d (only what ClickHouse stored)", got, len(first))
+	}
+
+	if err := ch.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Log("ClickHouse is back; a new sink starts")
+	runCtx2, cancel2 := context.WithCancel(ctx)
+	defer cancel2()
+	s2, done2 := startSink(t, runCtx2, scfg, conn)
+	waitFor(t, "the rest stored by the next run", 60*time.Second, func() bool {
+		return s2.Stats().Records == int64(len(second)) && s2.Stats().Pending == 0 && s2.Stats().ClickHouseUp
+	})
+	want := tableRows{decisions: 230, outcomes: 77, actions: 230}
+	if got := tableCounts(t, conn, "uniqExact(id)"); got != want {
+		t.Fatalf("distinct ids %+v, want %+v", got, want)
+	}
+	cancel2()
+	<-done2
+}

@@ -109,7 +109,7 @@ func runDemo(ctx context.Context, args []string, stdout io.Writer) error {
 	n.analytics = startAnalyticsRole(procCtx, analyticsConfig{Brokers: n.brokers, ClickHouse: chCfg,
 		Group: "cartlift-analytics", TopicDecisions: cfg.TopicDecisions, TopicOutcomes: cfg.TopicOutcomes,
 		TopicDLQ: analytics.DefaultTopicDLQ, BatchRows: analytics.DefaultBatchRows, BatchInterval: time.Second}, log, n.metrics.reg)
-	fmt.Fprintf(stdout, "  analytics ClickHouse %s, database %s (the report at the end)\n", strings.Join(chCfg.Addr, ","), chCfg.Database)
+	fmt.Fprintf(stdout, "  report   ClickHouse %s, database %s (analytics; the recovery report comes at the end)\n", strings.Join(chCfg.Addr, ","), chCfg.Database)
 	fmt.Fprintf(stdout, "  logs     %s\n\n", logPath)
 
 	genCl, err := kgo.NewClient(kgo.SeedBrokers(n.brokers...), kgo.DefaultProduceTopic(cfg.TopicEvents),
