@@ -279,11 +279,13 @@ func (r *actionRows) columns(insertedAt time.Time) []column {
 	}
 }
 
-// rows are the rows of one batch, per table.
+// rows are the rows of one batch, per table, and the customer keys the
+// batch's erased outcomes name.
 type rows struct {
 	decisions decisionRows
 	outcomes  outcomeRows
 	actions   actionRows
+	erased    []string
 }
 
 func (r *rows) len() int { return r.decisions.len() + r.outcomes.len() + r.actions.len() }
@@ -293,6 +295,7 @@ func (r *rows) reset() {
 	r.decisions.reset()
 	r.outcomes.reset()
 	r.actions.reset()
+	truncate(&r.erased)
 }
 
 // truncate empties slices, keeping their backing arrays.
@@ -323,6 +326,11 @@ func (r *rows) add(value []byte) error {
 			return &RecordError{ReasonInvalid, errors.New("outcome without outcome_id")}
 		case o.Kind == "":
 			return &RecordError{ReasonInvalid, errors.New("outcome without kind")}
+		case o.Kind == events.OutcomeErased:
+			if o.CustomerKey == "" {
+				return &RecordError{ReasonInvalid, errors.New("erased outcome without customer_key")}
+			}
+			r.erased = append(r.erased, o.CustomerKey)
 		case cartOutcomeKinds[o.Kind]:
 			r.outcomes.add(&o)
 		default:

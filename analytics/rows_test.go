@@ -89,6 +89,7 @@ func TestDecodeRejectsWithAReason(t *testing.T) {
 		{`{"type":"cart.outcome","data":{"kind":"recovered"}}`, analytics.ReasonInvalid},
 		{`{"type":"cart.outcome","data":{"outcome_id":"o"}}`, analytics.ReasonInvalid},
 		{`{"type":"cart.outcome","data":{"outcome_id":"o","kind":"lost","at":"yesterday"}}`, analytics.ReasonUndecodable},
+		{`{"type":"cart.outcome","data":{"outcome_id":"o","kind":"erased"}}`, analytics.ReasonInvalid},
 	} {
 		tables, errs := analytics.DecodeForTest([]byte(c.value))
 		var re *analytics.RecordError

@@ -107,6 +107,9 @@ type SinkStats struct {
 	Decisions, Outcomes, ActionResults int64
 	// Records read from the topics and records sent to the DLQ.
 	Records, DeadLettered int64
+	// Erasures are the erased outcomes applied: the customer's rows were
+	// deleted from every table.
+	Erasures int64
 	// Batches inserted and inserts that failed (each retry counts).
 	Batches, InsertErrors int64
 	// Pending records read but not yet in ClickHouse.
@@ -371,6 +374,7 @@ func (s *Sink) flush(ctx context.Context, b *batch) error {
 		{"action_results", b.rows.actions.len(), b.rows.actions.columns, false},
 	}
 	backoff := s.cfg.RetryMin
+	erasedDone := false
 	for attempt := 1; ; attempt++ {
 		start := time.Now()
 		var err error
@@ -384,6 +388,11 @@ func (s *Sink) flush(ctx context.Context, b *batch) error {
 				break
 			}
 			t.done = true // a retry does not insert this table's rows again
+		}
+		if err == nil && len(b.rows.erased) > 0 && !erasedDone {
+			if err = erase(ctx, s.conn, b.rows.erased); err == nil {
+				erasedDone = true
+			}
 		}
 		if err == nil && len(b.dlq) > 0 {
 			if err = s.cl.ProduceSync(ctx, b.dlq...).FirstErr(); err != nil {
@@ -436,6 +445,7 @@ func (s *Sink) committed(ctx context.Context, b *batch, took time.Duration) {
 	s.stats.Outcomes += int64(b.rows.outcomes.len())
 	s.stats.ActionResults += int64(b.rows.actions.len())
 	s.stats.DeadLettered += int64(len(b.dlq))
+	s.stats.Erasures += int64(len(b.rows.erased))
 	s.stats.Batches++
 	s.stats.Pending -= b.records
 	s.inflight = 0
@@ -460,6 +470,24 @@ func (s *Sink) refreshEndOffsets(ctx context.Context) {
 			s.hwm[topicPartition{o.Topic, o.Partition}] = o.Offset
 		}
 	})
+}
+
+// analyticsTables are the tables that hold customer keys.
+var analyticsTables = []string{"decisions", "outcomes", "action_results"}
+
+// erase deletes every row of the customer keys from the tables: one
+// mutation per table for the batch's erasures. ClickHouse applies a
+// mutation in the background to the parts that exist when it is issued,
+// so it also covers rows the same batch just inserted. Rows that arrive
+// later (a replay re-reads the customer's old records) are deleted again
+// when the replay meets the erased outcome once more.
+func erase(ctx context.Context, conn driver.Conn, keys []string) error {
+	for _, t := range analyticsTables {
+		if err := conn.Exec(ctx, "ALTER TABLE "+t+" DELETE WHERE has(?, customer_key)", keys); err != nil {
+			return fmt.Errorf("erase %d customers from %s: %w", len(keys), t, err)
+		}
+	}
+	return nil
 }
 
 // ensureDLQ creates the dead-letter topic when it is missing (one

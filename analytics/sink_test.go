@@ -403,3 +403,43 @@ func TestSinkShutdownDuringAnOutageLosesNothing(t *testing.T) {
 	cancel2()
 	<-done2
 }
+
+// TestSinkErasesCustomers: an erased outcome deletes every row of the
+// customer key from every table, and only those.
+func TestSinkErasesCustomers(t *testing.T) {
+	conn, _ := migrated(t)
+	b := newBroker(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s, done := startSink(t, ctx, analytics.SinkConfig{Brokers: b.addrs, BatchRows: 100, BatchInterval: 100 * time.Millisecond}, conn)
+	recs := traffic(t, 0, 6) // customers c0..c5; c0 and c3 recovered
+	b.produce(t, recs...)
+	waitFor(t, "the traffic stored", 30*time.Second, func() bool { return s.Stats().Records == int64(len(recs)) && s.Stats().Pending == 0 })
+
+	var erasures []*kgo.Record
+	for _, key := range []string{"c1", "c3"} {
+		o := events.Outcome{ID: "erased-" + key, Kind: events.OutcomeErased, CustomerKey: key, At: base.Add(3 * time.Hour)}
+		v, err := events.Encode(o.ID, events.Source, events.TypeOutcome, o.At, "", o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		erasures = append(erasures, &kgo.Record{Topic: events.TopicOutcomes, Key: []byte(key), Value: v})
+	}
+	b.produce(t, erasures...)
+	waitFor(t, "two erasures applied", 30*time.Second, func() bool { return s.Stats().Erasures == 2 })
+	left := func(where string) tableRows {
+		return tableCounts(t, conn, "uniqExactIf(id, "+where+")")
+	}
+	// Mutations run in the background.
+	waitFor(t, "the erased customers' rows gone", 30*time.Second, func() bool {
+		return left("customer_key IN ('c1', 'c3')") == tableRows{}
+	})
+	if got, want := left("customer_key NOT IN ('c1', 'c3')"), (tableRows{decisions: 4, outcomes: 1, actions: 4}); got != want {
+		t.Fatalf("rows of the other customers %+v, want %+v", got, want)
+	}
+	if st := s.Stats(); st.Outcomes+st.ActionResults+st.Decisions != int64(len(recs)) {
+		t.Fatalf("the erased outcomes became rows: %+v", st)
+	}
+	cancel()
+	<-done
+}

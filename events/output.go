@@ -94,6 +94,11 @@ const (
 	OutcomeLost             = "lost"
 	OutcomeDiscarded        = "discarded"
 	OutcomeMerged           = "merged"
+	// OutcomeErased says the customer was erased (customer.erased): every
+	// consumer that keeps data about the customer key forgets it. It names
+	// no cart (CartID is empty) and carries no value; its ID is
+	// deterministic per customer key and erasure time.
+	OutcomeErased = "erased"
 )
 
 // Outcome is the data of a cart.outcome event. ID is deterministic (cart,

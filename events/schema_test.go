@@ -170,12 +170,13 @@ func TestEncodedOutputsValidate(t *testing.T) {
 		CartType: "shopping", Site: "eu", Channel: "b2c", Currency: "EUR", ValueMinor: 10799, OrderID: "o-5531",
 		DecisionID: "d-1", Flow: "f", Step: "s", Holdout: true, Decisions: 3, At: at, SinceDecided: 60}
 	sparseOutcome := events.Outcome{ID: "o-2", Kind: events.OutcomeLost, CustomerKey: "anon:g-1", CartID: "cart-1"}
+	erased := events.Outcome{ID: "o-3", Kind: events.OutcomeErased, CustomerKey: "c-1", At: at}
 	for i, c := range []struct {
 		typ  string
 		data any
 	}{
 		{events.TypeDecision, full}, {events.TypeDecision, sparse},
-		{events.TypeOutcome, fullOutcome}, {events.TypeOutcome, sparseOutcome},
+		{events.TypeOutcome, fullOutcome}, {events.TypeOutcome, sparseOutcome}, {events.TypeOutcome, erased},
 	} {
 		b, err := events.Encode("id-1", events.Source, c.typ, at, "cart-42", c.data)
 		if err != nil {
@@ -183,6 +184,20 @@ func TestEncodedOutputsValidate(t *testing.T) {
 		}
 		if err := set.validate(c.typ, b); err != nil {
 			t.Errorf("%d %s: %v\n%s", i, c.typ, err, b)
+		}
+	}
+	// Only an erased outcome names no cart.
+	noCart := sparseOutcome
+	noCart.CartID = ""
+	erasedCart := erased
+	erasedCart.CartID = "cart-1"
+	for _, o := range []events.Outcome{noCart, erasedCart} {
+		b, err := events.Encode("id-1", events.Source, events.TypeOutcome, at, "", o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := set.validate(events.TypeOutcome, b); err == nil {
+			t.Errorf("%s outcome with cart_id %q passed the schema", o.Kind, o.CartID)
 		}
 	}
 }

@@ -623,6 +623,20 @@ func TestErasurePurgesPendingOutput(t *testing.T) {
 		r.stop(t) // the relay drains the outbox before Run returns
 		decisions = readTopic(t, brokers, tp.Decisions)
 		t.Logf("%s: %d decisions", name, len(decisions))
+		// Downstream hears of the erasure, whatever the timing: one erased
+		// outcome for the customer, not purged with the rest.
+		var erased int
+		for _, o := range readTopic(t, brokers, tp.Outcomes) {
+			if strings.Contains(string(o.Value), `"kind":"erased"`) {
+				if o.Key != customer || !strings.Contains(string(o.Value), `"customer_key":"`+customer+`"`) {
+					t.Fatalf("%s: erased outcome for the wrong customer: %s %s", name, o.Key, o.Value)
+				}
+				erased++
+			}
+		}
+		if erased != 1 {
+			t.Fatalf("%s: %d erased outcomes, want 1", name, erased)
+		}
 		return decisions
 	}
 	// In one batch: the reminder (due 19 minutes before the erasure) is

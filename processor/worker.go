@@ -424,6 +424,13 @@ func (w *worker) apply(key string, eff projections.Effects) error {
 		}
 	}
 	w.meta.OpenCarts += int64(eff.OpenCartsDelta)
+	if eff.Erased {
+		// Before this event's own output: the erased outcome that tells
+		// downstream to forget the customer must survive the purge.
+		if err := w.purgeOutbox(key); err != nil {
+			return err
+		}
+	}
 	for i := range eff.Decisions {
 		d := &eff.Decisions[i]
 		v, err := events.Encode(d.ID, events.Source, events.TypeDecision, d.DecidedAt, d.Cart.CartID, d)
@@ -453,11 +460,6 @@ func (w *worker) apply(key string, eff projections.Effects) error {
 			return err
 		}
 		if err := w.enqueue(&outboxEntry{Topic: w.pr.cfg.Topics.Events, Key: []byte(e.Key), Value: v}); err != nil {
-			return err
-		}
-	}
-	if eff.Erased {
-		if err := w.purgeOutbox(key); err != nil {
 			return err
 		}
 	}

@@ -158,6 +158,9 @@ func Apply(state *CustomerState, key string, ev *events.Event, cfg *Config) Effe
 		f.s.Sent = nil
 		f.s.ErasedAt = t
 		f.eff.Erased = true
+		// Downstream (analytics, CRMs) forgets too.
+		f.eff.Outcomes = append(f.eff.Outcomes, events.Outcome{ID: OutcomeID(f.key, "", t, events.OutcomeErased, 0),
+			Kind: events.OutcomeErased, CustomerKey: f.key, At: t})
 	}
 	return f.end()
 }
