@@ -27,14 +27,14 @@ const (
 // the consumer handles yet.
 const KindSkippedAction = "skipped_action"
 
-// DLQ headers of cart-actions.dlq. The key and value of a dead-lettered
-// record are the original ones, unchanged.
+// DLQ headers of cart-actions.dlq, the events package's (see
+// events.HeaderErrorReason).
 const (
-	HeaderErrorReason     = "cartlift-error-reason"
-	HeaderError           = "cartlift-error"
-	HeaderSourceTopic     = "cartlift-source-topic"
-	HeaderSourcePartition = "cartlift-source-partition"
-	HeaderSourceOffset    = "cartlift-source-offset"
+	HeaderErrorReason     = events.HeaderErrorReason
+	HeaderError           = events.HeaderError
+	HeaderSourceTopic     = events.HeaderSourceTopic
+	HeaderSourcePartition = events.HeaderSourcePartition
+	HeaderSourceOffset    = events.HeaderSourceOffset
 )
 
 // DLQ reasons.

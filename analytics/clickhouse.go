@@ -48,20 +48,32 @@ const DefaultDatabase = "cartlift"
 
 var databaseName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,63}$`)
 
-// Validate reports the first problem of the configuration.
+// ConfigError is a problem of one field of a ClickHouseConfig.
+type ConfigError struct {
+	Field string // "Addr" or "Database"
+	Err   error
+}
+
+// Error names the field and the problem.
+func (e *ConfigError) Error() string { return e.Field + ": " + e.Err.Error() }
+
+// Unwrap returns the problem.
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+// Validate reports the first problem of the configuration, a *ConfigError.
 func (c ClickHouseConfig) Validate() error {
 	if len(c.Addr) == 0 {
-		return errors.New("no address")
+		return &ConfigError{"Addr", errors.New("no address")}
 	}
 	for _, a := range c.Addr {
 		if i := strings.LastIndexByte(a, ':'); i <= 0 || i == len(a)-1 {
-			return fmt.Errorf("address %q is not host:port", a)
+			return &ConfigError{"Addr", fmt.Errorf("address %q is not host:port", a)}
 		} else if p, err := strconv.Atoi(a[i+1:]); err != nil || p <= 0 || p > 65535 {
-			return fmt.Errorf("address %q has no valid port", a)
+			return &ConfigError{"Addr", fmt.Errorf("address %q has no valid port", a)}
 		}
 	}
 	if c.Database != "" && !databaseName.MatchString(c.Database) {
-		return fmt.Errorf("database %q is not a plain identifier", c.Database)
+		return &ConfigError{"Database", fmt.Errorf("database %q is not a plain identifier", c.Database)}
 	}
 	return nil
 }

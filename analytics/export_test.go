@@ -12,7 +12,8 @@ import (
 func DecodeForTest(values ...[]byte) (tables map[string]map[string]any, errs []error) {
 	var r rows
 	for _, v := range values {
-		errs = append(errs, r.add(v))
+		_, err := r.add(v, nil, time.Time{})
+		errs = append(errs, err)
 	}
 	tables = map[string]map[string]any{}
 	for name, cols := range map[string][]column{
@@ -33,7 +34,7 @@ func DecodeForTest(values ...[]byte) (tables map[string]map[string]any, errs []e
 func InsertForTest(ctx context.Context, conn driver.Conn, values [][]byte) (int, error) {
 	var r rows
 	for _, v := range values {
-		_ = r.add(v)
+		_, _ = r.add(v, nil, time.Time{})
 	}
 	now := time.Now()
 	for _, t := range []struct {
@@ -51,5 +52,5 @@ func InsertForTest(ctx context.Context, conn driver.Conn, values [][]byte) (int,
 			}
 		}
 	}
-	return r.len(), nil
+	return r.decisions.len() + r.outcomes.len() + r.actions.len(), nil
 }

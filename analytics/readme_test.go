@@ -39,7 +39,8 @@ func readmeQueries(t *testing.T) []string {
 
 // TestReadmeQueriesRun runs the README's queries for data teams against a
 // real ClickHouse holding a small dataset inserted twice (as a replay
-// would), and checks the first three against the dataset.
+// would), and checks queries 1, 2, 3 and 5 against the dataset and 4 for
+// its medians.
 func TestReadmeQueriesRun(t *testing.T) {
 	qs := readmeQueries(t)
 	if len(qs) != 5 {
@@ -127,6 +128,10 @@ func TestReadmeQueriesRun(t *testing.T) {
 	// 3: 10 treated, 4 recovered; 4 control, 1 converted; 0.4 - 0.25.
 	if want := "reminders 10 4 4 1 0.15 \n"; results[2] != want {
 		t.Errorf("query 3 gave %q, want %q", results[2], want)
+	}
+	// 4: four recoveries, each an hour after its decision.
+	if want := "reminders first 4 [3600 3600] \n"; results[3] != want {
+		t.Errorf("query 4 gave %q, want %q", results[3], want)
 	}
 	// 5: 10 treated decisions, all sent, 4 recovered.
 	if want := "reminder 10 10 0 4 0.4 \n"; results[4] != want {

@@ -288,8 +288,6 @@ type rows struct {
 	erased    []string
 }
 
-func (r *rows) len() int { return r.decisions.len() + r.outcomes.len() + r.actions.len() }
-
 // reset empties the rows and keeps their capacity for the next batch.
 func (r *rows) reset() {
 	r.decisions.reset()
@@ -306,40 +304,57 @@ func truncate[T any](slices ...*[]T) {
 	}
 }
 
+// erasedKeys are customer keys erased recently: rows for them that arrive
+// after their erased outcome are dropped (see Sink). Nil drops nothing.
+type erasedKeys map[string]time.Time
+
 // add decodes one record value (CloudEvents structured JSON) into a row of
-// its table. The error is a *RecordError; nothing is added then.
-func (r *rows) add(value []byte) error {
+// its table, unless its customer key is in erased (then it reports
+// dropped). An erased outcome adds its key to erased (when not nil). The
+// error is a *RecordError; nothing is added then.
+func (r *rows) add(value []byte, erased erasedKeys, now time.Time) (dropped bool, err error) {
 	var rec record
 	if err := gojson.Unmarshal(value, &rec); err != nil {
-		return &RecordError{ReasonUndecodable, err}
+		return false, &RecordError{ReasonUndecodable, err}
 	}
 	switch rec.Type {
 	case events.TypeDecision:
 		if rec.Data.DecisionID == "" {
-			return &RecordError{ReasonInvalid, errors.New("decision without decision_id")}
+			return false, &RecordError{ReasonInvalid, errors.New("decision without decision_id")}
+		}
+		if _, gone := erased[rec.Data.Customer.Key]; gone {
+			return true, nil
 		}
 		r.decisions.add(&rec.Data.decisionData)
 	case events.TypeOutcome:
 		o := rec.Data.outcome()
 		switch {
 		case o.ID == "":
-			return &RecordError{ReasonInvalid, errors.New("outcome without outcome_id")}
+			return false, &RecordError{ReasonInvalid, errors.New("outcome without outcome_id")}
 		case o.Kind == "":
-			return &RecordError{ReasonInvalid, errors.New("outcome without kind")}
+			return false, &RecordError{ReasonInvalid, errors.New("outcome without kind")}
 		case o.Kind == events.OutcomeErased:
 			if o.CustomerKey == "" {
-				return &RecordError{ReasonInvalid, errors.New("erased outcome without customer_key")}
+				return false, &RecordError{ReasonInvalid, errors.New("erased outcome without customer_key")}
 			}
 			r.erased = append(r.erased, o.CustomerKey)
-		case cartOutcomeKinds[o.Kind]:
-			r.outcomes.add(&o)
+			if erased != nil {
+				erased[o.CustomerKey] = now
+			}
 		default:
-			r.actions.add(&o)
+			if _, gone := erased[o.CustomerKey]; gone {
+				return true, nil
+			}
+			if cartOutcomeKinds[o.Kind] {
+				r.outcomes.add(&o)
+			} else {
+				r.actions.add(&o)
+			}
 		}
 	default:
-		return &RecordError{ReasonUnknownType, fmt.Errorf("type %q is neither %s nor %s", rec.Type, events.TypeDecision, events.TypeOutcome)}
+		return false, &RecordError{ReasonUnknownType, fmt.Errorf("type %q is neither %s nor %s", rec.Type, events.TypeDecision, events.TypeOutcome)}
 	}
-	return nil
+	return false, nil
 }
 
 // The range of ClickHouse's DateTime (seconds since the epoch in a UInt32).

@@ -114,4 +114,13 @@ func TestDecodeClampsTimesToDateTime(t *testing.T) {
 	if got := tables["outcomes"]["at"].([]time.Time)[0]; !got.Equal(time.Unix(0, 0)) {
 		t.Fatalf("a zero time became %v, want the epoch", got)
 	}
+	o.At = time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC) // past DateTime's 2106
+	v, _ = events.Encode(o.ID, events.Source, events.TypeOutcome, time.Now(), "c", o)
+	tables, errs = analytics.DecodeForTest(v)
+	if errs[0] != nil {
+		t.Fatal(errs[0])
+	}
+	if got := tables["outcomes"]["at"].([]time.Time)[0]; !got.Equal(time.Unix(1<<32-1, 0)) {
+		t.Fatalf("a time past DateTime's range became %v, want its largest value", got)
+	}
 }

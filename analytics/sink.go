@@ -30,14 +30,14 @@ const (
 	DefaultShutdownGrace = 10 * time.Second
 )
 
-// Headers of a record on the analytics dead-letter topic, next to the
-// original record's key, value and headers.
+// Headers of a record on the analytics dead-letter topic, the events
+// package's (see events.HeaderErrorReason).
 const (
-	HeaderErrorReason     = "cartlift-error-reason"
-	HeaderError           = "cartlift-error"
-	HeaderSourceTopic     = "cartlift-source-topic"
-	HeaderSourcePartition = "cartlift-source-partition"
-	HeaderSourceOffset    = "cartlift-source-offset"
+	HeaderErrorReason     = events.HeaderErrorReason
+	HeaderError           = events.HeaderError
+	HeaderSourceTopic     = events.HeaderSourceTopic
+	HeaderSourcePartition = events.HeaderSourcePartition
+	HeaderSourceOffset    = events.HeaderSourceOffset
 )
 
 // SinkConfig configures the analytics sink.
@@ -55,7 +55,7 @@ type SinkConfig struct {
 	// the reason; default cart-analytics.dlq.
 	TopicDLQ string
 	// A batch is inserted when it holds BatchRows records or its first
-	// record is BatchInterval old; defaults 10000 and 1s.
+	// record is BatchInterval old; defaults 50000 and 1s.
 	BatchRows     int
 	BatchInterval time.Duration
 	// Failed inserts are retried after a backoff that doubles from
@@ -108,15 +108,20 @@ type SinkStats struct {
 	// Records read from the topics and records sent to the DLQ.
 	Records, DeadLettered int64
 	// Erasures are the erased outcomes applied: the customer's rows were
-	// deleted from every table.
-	Erasures int64
-	// Batches inserted and inserts that failed (each retry counts).
+	// deleted from every table. ErasedDropped counts the records of an
+	// erased customer read after the erasure, and dropped.
+	Erasures, ErasedDropped int64
+	// Batches inserted and inserts (or erasures) that failed, each retry
+	// counted.
 	Batches, InsertErrors int64
+	// DLQErrors counts failed produces to the dead-letter topic (each
+	// retry counted); the batch waits for them as for ClickHouse.
+	DLQErrors int64
 	// Pending records read but not yet in ClickHouse.
 	Pending int
-	// Lag: records on the topics not yet in ClickHouse (end offsets minus
-	// committed positions), as of the last fetch or retry, over the
-	// partitions the sink has read from.
+	// Lag is the consumer group's lag, all members together: the records
+	// on the topics past the group's committed offsets, i.e. not yet in
+	// ClickHouse. Refreshed every lagInterval (-1 until first known).
 	Lag int64
 	// ClickHouseUp is false from a failed insert until one succeeds.
 	ClickHouseUp bool
@@ -140,13 +145,22 @@ type Sink struct {
 	adm  *kadm.Client
 	log  *slog.Logger
 
-	mu    sync.Mutex
-	stats SinkStats
-	hwm   map[topicPartition]int64 // end offsets seen
-	pos   map[topicPartition]int64 // next offset not yet in ClickHouse
+	mu              sync.Mutex
+	stats           SinkStats
+	inflightRecords int // records of the batch being inserted (under mu)
 
-	inflight int // records of the batch being inserted (under mu)
+	// erased holds the customer keys of the erased outcomes read in the
+	// last erasedMemory (owned by Run's goroutine): their records read
+	// later are dropped, because the topics are read independently and a
+	// decision or email.sent made before an erasure can arrive after its
+	// ALTER DELETE.
+	erased       erasedKeys
+	erasedPruned time.Time
 }
+
+// erasedMemory is how long the sink drops the records of an erased
+// customer key that arrive after the erasure.
+const erasedMemory = 24 * time.Hour
 
 // batch is the records of one insert: their rows per table, the dead
 // letters, and the last record of each partition (what to commit).
@@ -201,21 +215,46 @@ func NewSink(cfg SinkConfig, conn driver.Conn) (*Sink, error) {
 		return nil, fmt.Errorf("analytics sink: %w", err)
 	}
 	return &Sink{cfg: cfg, conn: conn, cl: cl, adm: kadm.NewClient(cl), log: cfg.Logger,
-		hwm: map[topicPartition]int64{}, pos: map[topicPartition]int64{}, stats: SinkStats{ClickHouseUp: true}}, nil
+		stats: SinkStats{ClickHouseUp: true, Lag: -1}, erased: erasedKeys{}}, nil
 }
 
 // Stats returns a snapshot of the counters.
 func (s *Sink) Stats() SinkStats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := s.stats
-	st.Lag = 0
-	for tp, end := range s.hwm {
-		if pos, known := s.pos[tp]; known && end > pos {
-			st.Lag += end - pos
+	return s.stats
+}
+
+// commitTimeout bounds one offset commit.
+const commitTimeout = 2 * time.Second
+
+// lagInterval is how often the sink asks the brokers for its group's lag.
+const lagInterval = 2 * time.Second
+
+// watchLag keeps Stats().Lag current until ctx ends. It asks the group
+// coordinator (end offsets minus committed offsets), so the figure is the
+// same from every member and keeps growing while the sink holds during an
+// outage.
+func (s *Sink) watchLag(ctx context.Context) {
+	t := time.NewTicker(lagInterval)
+	defer t.Stop()
+	for {
+		lctx, cancel := context.WithTimeout(ctx, lagInterval)
+		lags, err := s.adm.Lag(lctx, s.cfg.Group)
+		cancel()
+		if err == nil {
+			if l, ok := lags[s.cfg.Group]; ok && l.Error() == nil {
+				s.mu.Lock()
+				s.stats.Lag = l.Lag.Total()
+				s.mu.Unlock()
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
 		}
 	}
-	return st
 }
 
 // Close leaves the group and closes the Kafka client. Call it after Run
@@ -241,6 +280,7 @@ const rebalanceEvery = 5 * time.Second
 func (s *Sink) Run(ctx context.Context) error {
 	defer s.cl.AllowRebalance()
 	s.ensureDLQ(ctx)
+	go s.watchLag(ctx)
 	// Inserts outlive ctx by the grace period, so a shutdown does not cut
 	// an insert that is about to succeed.
 	flushCtx, cancelFlush := context.WithCancel(context.WithoutCancel(ctx))
@@ -281,6 +321,9 @@ func (s *Sink) Run(ctx context.Context) error {
 			}
 		})
 		s.take(fetches, cur)
+		if inflight != nil && len(inflight) > 0 {
+			_ = wait() // finished: collect it, so that an idle sink lets rebalances through
+		}
 		due := cur.records >= s.cfg.BatchRows || (cur.records > 0 && time.Since(cur.start) >= s.cfg.BatchInterval)
 		starved := cur.records > 0 && time.Since(lastAllowed) >= rebalanceEvery
 		if due || starved {
@@ -306,7 +349,7 @@ func (s *Sink) Run(ctx context.Context) error {
 
 func (s *Sink) setInflight(n int) {
 	s.mu.Lock()
-	s.inflight = n
+	s.inflightRecords = n
 	s.stats.Pending = n
 	s.mu.Unlock()
 }
@@ -322,20 +365,16 @@ func (s *Sink) pollContext(ctx context.Context, b *batch) (context.Context, cont
 
 // take adds the fetched records to the batch b.
 func (s *Sink) take(fetches kgo.Fetches, b *batch) {
-	s.mu.Lock()
-	fetches.EachPartition(func(p kgo.FetchTopicPartition) {
-		tp := topicPartition{p.Topic, p.Partition}
-		if p.HighWatermark > 0 {
-			s.hwm[tp] = p.HighWatermark
+	n, dropped := 0, 0
+	now := time.Now()
+	if now.Sub(s.erasedPruned) > time.Minute {
+		for k, at := range s.erased {
+			if now.Sub(at) > erasedMemory {
+				delete(s.erased, k)
+			}
 		}
-		// The group's position: what came before the first record read
-		// from a partition is in ClickHouse already.
-		if _, known := s.pos[tp]; !known && len(p.Records) > 0 {
-			s.pos[tp] = p.Records[0].Offset
-		}
-	})
-	s.mu.Unlock()
-	n := 0
+		s.erasedPruned = now
+	}
 	fetches.EachRecord(func(r *kgo.Record) {
 		if b.records == 0 {
 			b.start = time.Now()
@@ -343,18 +382,18 @@ func (s *Sink) take(fetches kgo.Fetches, b *batch) {
 		b.records++
 		n++
 		b.last[topicPartition{r.Topic, r.Partition}] = r
-		if err := b.rows.add(r.Value); err != nil {
-			var re *RecordError
-			reason := ReasonInvalid
-			if errors.As(err, &re) {
-				reason = re.Reason
-			}
-			b.dlq = append(b.dlq, deadLetter(s.cfg.TopicDLQ, r, reason, err))
+		gone, err := b.rows.add(r.Value, s.erased, now)
+		if err != nil {
+			b.dlq = append(b.dlq, deadLetter(s.cfg.TopicDLQ, r, err))
+		}
+		if gone {
+			dropped++
 		}
 	})
 	s.mu.Lock()
 	s.stats.Records += int64(n)
-	s.stats.Pending = s.inflight + b.records
+	s.stats.ErasedDropped += int64(dropped)
+	s.stats.Pending = s.inflightRecords + b.records
 	s.mu.Unlock()
 }
 
@@ -394,25 +433,33 @@ func (s *Sink) flush(ctx context.Context, b *batch) error {
 				erasedDone = true
 			}
 		}
+		clickhouseOK := err == nil
 		if err == nil && len(b.dlq) > 0 {
 			if err = s.cl.ProduceSync(ctx, b.dlq...).FirstErr(); err != nil {
-				err = fmt.Errorf("dead-letter %d records: %w", len(b.dlq), err)
+				err = fmt.Errorf("dead-letter %d records to %s: %w", len(b.dlq), s.cfg.TopicDLQ, err)
 			}
 		}
 		if err == nil {
-			s.committed(ctx, b, time.Since(start))
+			s.commit(ctx, b, time.Since(start))
 			return nil
 		}
 		s.mu.Lock()
-		s.stats.InsertErrors++
 		wasUp := s.stats.ClickHouseUp
-		s.stats.ClickHouseUp = false
+		if clickhouseOK {
+			s.stats.DLQErrors++
+		} else {
+			s.stats.InsertErrors++
+			s.stats.ClickHouseUp = false
+		}
 		s.mu.Unlock()
 		if wasUp || attempt%10 == 0 {
-			s.log.Warn("analytics: batch not stored; holding position and retrying", "records", b.records,
+			what := "batch not stored in ClickHouse"
+			if clickhouseOK {
+				what = "batch stored, but its dead letters could not be produced"
+			}
+			s.log.Warn("analytics: "+what+"; holding position and retrying", "records", b.records,
 				"attempt", attempt, "retry_in", backoff, "err", err)
 		}
-		s.refreshEndOffsets(ctx)
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -422,24 +469,26 @@ func (s *Sink) flush(ctx context.Context, b *batch) error {
 	}
 }
 
-// committed commits the batch's offsets. A failed commit (the group moved
-// on, say) is logged: the records are read again and their rows replace
-// themselves.
-func (s *Sink) committed(ctx context.Context, b *batch, took time.Duration) {
+// commit commits the batch's offsets and counts it. A failed commit (the
+// group moved on, say) is logged: the records are read again and their
+// rows replace themselves.
+func (s *Sink) commit(ctx context.Context, b *batch, took time.Duration) {
 	recs := make([]*kgo.Record, 0, len(b.last))
 	for _, r := range b.last {
 		recs = append(recs, r)
 	}
-	if err := s.cl.CommitRecords(ctx, recs...); err != nil {
+	// Bounded: a commit that meets a rebalance is refused (and retried by
+	// the client) while the rebalance waits for it; giving up soon lets the
+	// rebalance finish, and the records are read again by their new owner.
+	cctx, cancel := context.WithTimeout(ctx, commitTimeout)
+	defer cancel()
+	if err := s.cl.CommitRecords(cctx, recs...); err != nil {
 		s.log.Warn("analytics: commit after insert failed; the batch will be read again", "err", err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.stats.ClickHouseUp {
 		s.log.Info("analytics: ClickHouse accepts inserts again")
-	}
-	for tp, r := range b.last {
-		s.pos[tp] = r.Offset + 1
 	}
 	s.stats.Decisions += int64(b.rows.decisions.len())
 	s.stats.Outcomes += int64(b.rows.outcomes.len())
@@ -448,28 +497,10 @@ func (s *Sink) committed(ctx context.Context, b *batch, took time.Duration) {
 	s.stats.Erasures += int64(len(b.rows.erased))
 	s.stats.Batches++
 	s.stats.Pending -= b.records
-	s.inflight = 0
+	s.inflightRecords = 0
 	s.stats.ClickHouseUp = true
 	s.stats.LastBatch = time.Now()
 	s.stats.LastBatchDuration = took
-}
-
-// refreshEndOffsets updates the end offsets while the sink cannot poll, so
-// the reported lag grows during an outage.
-func (s *Sink) refreshEndOffsets(ctx context.Context) {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	ends, err := s.adm.ListEndOffsets(ctx, s.cfg.TopicDecisions, s.cfg.TopicOutcomes)
-	if err != nil {
-		return
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	ends.Each(func(o kadm.ListedOffset) {
-		if o.Err == nil {
-			s.hwm[topicPartition{o.Topic, o.Partition}] = o.Offset
-		}
-	})
 }
 
 // analyticsTables are the tables that hold customer keys.
@@ -525,7 +556,15 @@ func insert(ctx context.Context, conn driver.Conn, table string, cols []column) 
 	return b.Send()
 }
 
-func deadLetter(topic string, r *kgo.Record, reason string, cause error) *kgo.Record {
+// deadLetter is the DLQ record of r, which could not become a row: the
+// original key, value and headers, the reason (a *RecordError's, else
+// ReasonInvalid), the error and the source.
+func deadLetter(topic string, r *kgo.Record, cause error) *kgo.Record {
+	reason := ReasonInvalid
+	var re *RecordError
+	if errors.As(cause, &re) {
+		reason = re.Reason
+	}
 	rec := &kgo.Record{Topic: topic, Key: r.Key, Value: r.Value}
 	rec.Headers = append(rec.Headers, r.Headers...)
 	rec.Headers = append(rec.Headers,

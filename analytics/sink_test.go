@@ -260,9 +260,7 @@ func TestSinkBatchesBySizeAndByTime(t *testing.T) {
 	if st.Batches < 1+int64(len(more)/50) {
 		t.Fatalf("%d batches for %d records at most 50 per batch", st.Batches, len(more))
 	}
-	if st.Lag != 0 {
-		t.Fatalf("lag %d after everything is stored", st.Lag)
-	}
+	waitFor(t, "the group's lag to reach 0", 10*time.Second, func() bool { return s.Stats().Lag == 0 })
 	cancel()
 	<-done
 }
@@ -336,9 +334,7 @@ func TestSinkHoldsWhileClickHouseIsDown(t *testing.T) {
 	if got := b.committed(t, analytics.DefaultSinkGroup); got != total {
 		t.Fatalf("committed %d after the outage, want %d", got, total)
 	}
-	if s.Stats().Lag != 0 {
-		t.Fatalf("lag %d after catching up", s.Stats().Lag)
-	}
+	waitFor(t, "the group's lag to reach 0 after catching up", 10*time.Second, func() bool { return s.Stats().Lag == 0 })
 	cancel()
 	<-done
 }
@@ -440,6 +436,64 @@ func TestSinkErasesCustomers(t *testing.T) {
 	if st := s.Stats(); st.Outcomes+st.ActionResults+st.Decisions != int64(len(recs)) {
 		t.Fatalf("the erased outcomes became rows: %+v", st)
 	}
+	// A decision made before the erasure, and its email.sent, read after
+	// it (the topics are read independently): dropped, not stored.
+	b.produce(t, decisionRecord(t, 1, false), outcomeRecord(t, 1, "email.sent", 0), decisionRecord(t, 7, false))
+	waitFor(t, "the late records read", 30*time.Second, func() bool {
+		st := s.Stats()
+		return st.Records == int64(len(recs)+len(erasures)+3) && st.Pending == 0
+	})
+	if st := s.Stats(); st.ErasedDropped != 2 || st.Decisions != 7 {
+		t.Fatalf("after the late records: %+v, want 2 dropped and the other customer's decision stored", st)
+	}
+	if got := left("customer_key IN ('c1', 'c3')"); got != (tableRows{}) {
+		t.Fatalf("rows of erased customers came back: %+v", got)
+	}
 	cancel()
 	<-done
+}
+
+// TestSinkIdleLetsARebalanceThrough: a second sink joins the group of an
+// idle one and gets partitions; together they store everything once.
+func TestSinkIdleLetsARebalanceThrough(t *testing.T) {
+	conn, _ := migrated(t)
+	b := newBroker(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cfg := analytics.SinkConfig{Brokers: b.addrs, BatchRows: 100, BatchInterval: 100 * time.Millisecond}
+	first := traffic(t, 0, 20)
+	b.produce(t, first...)
+	a, doneA := startSink(t, ctx, cfg, conn)
+	waitFor(t, "the first records stored", 30*time.Second, func() bool { return a.Stats().Records == int64(len(first)) && a.Stats().Pending == 0 })
+	time.Sleep(500 * time.Millisecond) // idle, with its last insert finished
+
+	second, doneB := startSink(t, ctx, cfg, conn)
+	waitFor(t, "both sinks to own partitions", 30*time.Second, func() bool {
+		groups, err := b.adm.DescribeGroups(context.Background(), analytics.DefaultSinkGroup)
+		if err != nil {
+			return false
+		}
+		g := groups[analytics.DefaultSinkGroup]
+		if g.State != "Stable" || len(g.Members) != 2 {
+			return false
+		}
+		for _, m := range g.Members {
+			if ca, ok := m.Assigned.AsConsumer(); !ok || len(ca.Topics) == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	more := traffic(t, 20, 200)
+	b.produce(t, more...)
+	want := tableRows{decisions: 220, outcomes: 74, actions: 220}
+	waitFor(t, "everything stored by the two sinks", 30*time.Second, func() bool {
+		return tableCounts(t, conn, "uniqExact(id)") == want
+	})
+	if second.Stats().Records == 0 || a.Stats().Records == int64(len(first)) {
+		t.Fatalf("the records were not shared: first sink %d, second %d", a.Stats().Records, second.Stats().Records)
+	}
+	cancel()
+	<-doneA
+	<-doneB
 }

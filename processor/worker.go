@@ -16,14 +16,14 @@ import (
 	"github.com/cartlift/cartlift/projections"
 )
 
-// DLQ headers. The value and key of a dead-lettered record are the
-// original ones, unchanged.
+// DLQ headers, the events package's (see events.HeaderErrorReason). The
+// value and key of a dead-lettered record are the original ones.
 const (
-	HeaderErrorReason     = "cartlift-error-reason"
-	HeaderError           = "cartlift-error"
-	HeaderSourceTopic     = "cartlift-source-topic"
-	HeaderSourcePartition = "cartlift-source-partition"
-	HeaderSourceOffset    = "cartlift-source-offset"
+	HeaderErrorReason     = events.HeaderErrorReason
+	HeaderError           = events.HeaderError
+	HeaderSourceTopic     = events.HeaderSourceTopic
+	HeaderSourcePartition = events.HeaderSourcePartition
+	HeaderSourceOffset    = events.HeaderSourceOffset
 )
 
 // Bounds of a worker's work per Pebble batch and of its state cache.

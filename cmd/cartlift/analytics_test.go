@@ -27,6 +27,7 @@ func TestAnalyticsConfigErrorsNameTheVariable(t *testing.T) {
 	}{
 		{map[string]string{}, "CLICKHOUSE_ADDR"},
 		{map[string]string{"CLICKHOUSE_ADDR": "localhost"}, "CLICKHOUSE_ADDR"},
+		{map[string]string{"CLICKHOUSE_ADDR": "database"}, "CLICKHOUSE_ADDR"},
 		{map[string]string{"CLICKHOUSE_ADDR": "localhost:9000", "CLICKHOUSE_DATABASE": "x;drop"}, "CLICKHOUSE_DATABASE"},
 		{map[string]string{"CLICKHOUSE_ADDR": "localhost:9000", "CLICKHOUSE_TLS": "maybe"}, "CLICKHOUSE_TLS"},
 		{map[string]string{"CLICKHOUSE_ADDR": "localhost:9000", "CARTLIFT_ANALYTICS_BATCH_ROWS": "0"}, "CARTLIFT_ANALYTICS_BATCH_ROWS"},
@@ -175,18 +176,24 @@ func TestRunStoresDecisionsAndReports(t *testing.T) {
 	}
 	waitUntil(t, "two outcomes stored", 30*time.Second, func() bool { return n.analytics.stats().Outcomes == 2 })
 
-	resp, err := http.Get("http://" + n.httpLn.Addr().String() + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	for _, want := range []string{`cartlift_analytics_rows_total{table="decisions"} 4`, `cartlift_analytics_rows_total{table="outcomes"} 2`,
-		"cartlift_analytics_clickhouse_up 1", "cartlift_analytics_lag 0"} {
-		if !strings.Contains(string(body), want) {
-			t.Errorf("/metrics lacks %q", want)
+	wantMetrics := []string{`cartlift_analytics_rows_total{table="decisions"} 4`, `cartlift_analytics_rows_total{table="outcomes"} 2`,
+		"cartlift_analytics_clickhouse_up 1", "cartlift_analytics_lag 0"}
+	var missing []string
+	waitUntil(t, "the analytics metrics (the lag is refreshed every 2 s)", 15*time.Second, func() bool {
+		resp, err := http.Get("http://" + n.httpLn.Addr().String() + "/metrics")
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		missing = missing[:0]
+		for _, want := range wantMetrics {
+			if !strings.Contains(string(body), want) {
+				missing = append(missing, want)
+			}
+		}
+		return len(missing) == 0
+	})
 
 	t.Setenv("CLICKHOUSE_ADDR", chAddr)
 	t.Setenv("CLICKHOUSE_DATABASE", database)

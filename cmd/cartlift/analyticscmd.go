@@ -50,12 +50,12 @@ func (c clickhouseConfig) validate() error {
 	if len(c.Addr) == 0 {
 		return configError("CLICKHOUSE_ADDR", "required (host:port of ClickHouse's native protocol, e.g. 127.0.0.1:9000)")
 	}
-	if err := c.analytics().Validate(); err != nil {
-		env := "CLICKHOUSE_ADDR"
-		if strings.Contains(err.Error(), "database") {
-			env = "CLICKHOUSE_DATABASE"
-		}
-		return configError(env, "%v", err)
+	var ce *analytics.ConfigError
+	if err := c.analytics().Validate(); errors.As(err, &ce) {
+		env := map[string]string{"Addr": "CLICKHOUSE_ADDR", "Database": "CLICKHOUSE_DATABASE"}[ce.Field]
+		return configError(env, "%v", ce.Err)
+	} else if err != nil {
+		return configError("CLICKHOUSE_ADDR", "%v", err)
 	}
 	return nil
 }
@@ -224,9 +224,12 @@ func (r *analyticsRole) register(reg prometheus.Registerer) {
 	counter("cartlift_analytics_records_total", "Records the analytics sink read.", func(s analytics.SinkStats) int64 { return s.Records }, nil)
 	counter("cartlift_analytics_dead_lettered_total", "Records sent to the analytics dead-letter topic.", func(s analytics.SinkStats) int64 { return s.DeadLettered }, nil)
 	counter("cartlift_analytics_batches_total", "Batches inserted and committed.", func(s analytics.SinkStats) int64 { return s.Batches }, nil)
-	counter("cartlift_analytics_insert_errors_total", "Failed inserts (each retry counts).", func(s analytics.SinkStats) int64 { return s.InsertErrors }, nil)
+	counter("cartlift_analytics_insert_errors_total", "Failed inserts and erasures (each retry counts).", func(s analytics.SinkStats) int64 { return s.InsertErrors }, nil)
+	counter("cartlift_analytics_dlq_errors_total", "Failed produces to the analytics dead-letter topic (each retry counts).", func(s analytics.SinkStats) int64 { return s.DLQErrors }, nil)
+	counter("cartlift_analytics_erasures_total", "Erased outcomes applied: the customer's rows deleted from every table.", func(s analytics.SinkStats) int64 { return s.Erasures }, nil)
+	counter("cartlift_analytics_erased_dropped_total", "Records of an erased customer read after the erasure, dropped.", func(s analytics.SinkStats) int64 { return s.ErasedDropped }, nil)
 	gauge("cartlift_analytics_pending_records", "Records read but not yet in ClickHouse.", func(s analytics.SinkStats) int64 { return int64(s.Pending) })
-	gauge("cartlift_analytics_lag", "Records on the topics not yet in ClickHouse.", func(s analytics.SinkStats) int64 { return s.Lag })
+	gauge("cartlift_analytics_lag", "The analytics group's lag: records on the topics past its committed offsets, not yet in ClickHouse (-1 until known).", func(s analytics.SinkStats) int64 { return s.Lag })
 	gauge("cartlift_analytics_clickhouse_up", "1 while ClickHouse accepts inserts, 0 from a failed insert (or before connecting) until one succeeds.",
 		func(s analytics.SinkStats) int64 {
 			if s.ClickHouseUp {
@@ -235,6 +238,9 @@ func (r *analyticsRole) register(reg prometheus.Registerer) {
 			return 0
 		})
 }
+
+// running reports whether the role has not ended.
+func (r *analyticsRole) running() bool { return len(r.done) == 0 }
 
 // stop cancels the role and waits for it.
 func (r *analyticsRole) stop() error {
@@ -268,7 +274,14 @@ func runAnalytics(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+			if !r.running() {
+				w.WriteHeader(http.StatusServiceUnavailable)
+				_, _ = io.WriteString(w, "analytics sink stopped\n")
+				return
+			}
+			_, _ = io.WriteString(w, "ok\n")
+		})
 		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go func() { _ = srv.Serve(ln) }()
 		defer srv.Close()
@@ -276,15 +289,20 @@ func runAnalytics(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "analytics: %s and %s → ClickHouse %s/%s as %s\n", cfg.TopicDecisions, cfg.TopicOutcomes,
 		strings.Join(cfg.ClickHouse.Addr, ","), cfg.ClickHouse.Database, cfg.Group)
-	<-ctx.Done()
-	return r.stop()
+	select {
+	case <-ctx.Done():
+		return r.stop()
+	case err := <-r.done: // the role failed on its own
+		r.done <- err
+		return fmt.Errorf("analytics: %w", err)
+	}
 }
 
 // runReport is `cartlift report`.
 func runReport(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("report", flag.ContinueOnError)
-	since := fs.String("since", "30d", "start of the period: a duration back from now (30d, 12h, 90m) or a date or time (2026-11-01, RFC 3339)")
-	until := fs.String("until", "", "end of the period (exclusive), same forms; default now")
+	since := fs.String("since", "30d", "start of the period: a duration back from now (30d, 12h, 90m), or a date or time (2026-11-01, RFC 3339)")
+	until := fs.String("until", "", "end of the period (exclusive), same forms (a duration also counts back from now); default now")
 	flow := fs.String("flow", "", "only this flow")
 	format := fs.String("format", "table", "table, json or html")
 	out := fs.String("out", "", "write to this file instead of standard output")
@@ -326,19 +344,34 @@ func runReport(ctx context.Context, args []string, stdout io.Writer) error {
 // to the file out (standard output when empty).
 func writeReport(ctx context.Context, cfg clickhouseConfig, opt analytics.ReportOptions,
 	write func(*analytics.Report, io.Writer) error, out string, stdout io.Writer) error {
-	conn, err := analytics.Open(ctx, cfg.analytics())
+	rep, err := buildReport(ctx, cfg, opt)
 	if err != nil {
 		return err
+	}
+	return writeReportTo(rep, write, out, stdout)
+}
+
+// buildReport runs the report's queries against ClickHouse.
+func buildReport(ctx context.Context, cfg clickhouseConfig, opt analytics.ReportOptions) (*analytics.Report, error) {
+	conn, err := analytics.Open(ctx, cfg.analytics())
+	if err != nil {
+		return nil, err
 	}
 	defer conn.Close()
 	rep, err := analytics.BuildReport(ctx, conn, opt)
 	if err != nil {
 		var ex *clickhouse.Exception
 		if errors.As(err, &ex) && ex.Code == 60 { // UNKNOWN_TABLE
-			return fmt.Errorf("report: no analytics tables in database %s yet: run the analytics role (cartlift run or cartlift analytics with CLICKHOUSE_ADDR) first: %w", cfg.Database, err)
+			return nil, fmt.Errorf("report: no analytics tables in database %s yet: run the analytics role (cartlift run or cartlift analytics with CLICKHOUSE_ADDR) first: %w", cfg.Database, err)
 		}
-		return fmt.Errorf("report: %w", err)
+		return nil, fmt.Errorf("report: %w", err)
 	}
+	return rep, nil
+}
+
+// writeReportTo writes rep with write to the file out, or to stdout when
+// out is empty.
+func writeReportTo(rep *analytics.Report, write func(*analytics.Report, io.Writer) error, out string, stdout io.Writer) error {
 	if out == "" {
 		return write(rep, stdout)
 	}

@@ -102,14 +102,16 @@ func runDemo(ctx context.Context, args []string, stdout io.Writer) error {
 	// (CLICKHOUSE_ADDR, else a local clickhouse-server under the data
 	// directory); the demo ends with the recovery report.
 	chCfg, stopClickHouse, err := demoClickHouse(ctx, cfg.Broker.DataDir)
-	if err != nil {
-		return err
+	withAnalytics := err == nil
+	if !withAnalytics {
+		fmt.Fprintf(stdout, "  report   none: %v\n", err)
+	} else {
+		defer stopClickHouse()
+		n.analytics = startAnalyticsRole(procCtx, analyticsConfig{Brokers: n.brokers, ClickHouse: chCfg,
+			Group: analytics.DefaultSinkGroup, TopicDecisions: cfg.TopicDecisions, TopicOutcomes: cfg.TopicOutcomes,
+			TopicDLQ: analytics.DefaultTopicDLQ, BatchRows: analytics.DefaultBatchRows, BatchInterval: time.Second}, log, n.metrics.reg)
+		fmt.Fprintf(stdout, "  report   ClickHouse %s, database %s (analytics; the recovery report comes at the end)\n", strings.Join(chCfg.Addr, ","), chCfg.Database)
 	}
-	defer stopClickHouse()
-	n.analytics = startAnalyticsRole(procCtx, analyticsConfig{Brokers: n.brokers, ClickHouse: chCfg,
-		Group: "cartlift-analytics", TopicDecisions: cfg.TopicDecisions, TopicOutcomes: cfg.TopicOutcomes,
-		TopicDLQ: analytics.DefaultTopicDLQ, BatchRows: analytics.DefaultBatchRows, BatchInterval: time.Second}, log, n.metrics.reg)
-	fmt.Fprintf(stdout, "  report   ClickHouse %s, database %s (analytics; the recovery report comes at the end)\n", strings.Join(chCfg.Addr, ","), chCfg.Database)
 	fmt.Fprintf(stdout, "  logs     %s\n\n", logPath)
 
 	genCl, err := kgo.NewClient(kgo.SeedBrokers(n.brokers...), kgo.DefaultProduceTopic(cfg.TopicEvents),
@@ -177,7 +179,7 @@ loop:
 	stopActions() // before the broker it consumes from
 	// The sink stores what the processor and the actions emitted.
 	deadline = time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
+	for withAnalytics && time.Now().Before(deadline) {
 		if st := n.analytics.stats(); st.ClickHouseUp && st.Lag == 0 && st.Pending == 0 && st.Records > 0 {
 			break
 		}
@@ -191,8 +193,10 @@ loop:
 	}
 	fmt.Fprintf(stdout, "  stopped by guards  %12s   deferred for quiet hours %s (no consent, caps, combined: cartlift_decisions_suppressed_total)\n",
 		num(s.DecisionsSuppressed), num(s.DecisionsDeferred))
-	if err := printDemoReport(ctx, stdout, chCfg, start, cfg.Broker.DataDir); err != nil {
-		fmt.Fprintf(stdout, "\nno recovery report: %v\n", err)
+	if withAnalytics {
+		if err := printDemoReport(ctx, stdout, chCfg, start, cfg.Broker.DataDir); err != nil {
+			fmt.Fprintf(stdout, "\nno recovery report: %v\n", err)
+		}
 	}
 	fmt.Fprintf(stdout, "\nstate and broker log kept in %s (run with -keep to continue from them)\n", cfg.Broker.DataDir)
 	return runErr
@@ -201,7 +205,8 @@ loop:
 // demoClickHouse is the demo's ClickHouse: CLICKHOUSE_ADDR (and the other
 // CLICKHOUSE_* settings) when set, else a clickhouse-server started under
 // dataDir/clickhouse from deploy/clickhouse/config.xml. stop stops the
-// latter.
+// latter. Without either the demo runs without analytics (make demo
+// installs clickhouse-server first where it can, and stops if it cannot).
 func demoClickHouse(ctx context.Context, dataDir string) (cfg clickhouseConfig, stop func(), err error) {
 	if err := envconfig.Process(ctx, &cfg); err != nil {
 		return cfg, nil, envError(err, reflect.TypeOf(cfg))
@@ -221,12 +226,16 @@ func demoClickHouse(ctx context.Context, dataDir string) (cfg clickhouseConfig, 
 // writes its HTML next to the demo's data.
 func printDemoReport(ctx context.Context, w io.Writer, cfg clickhouseConfig, start time.Time, dataDir string) error {
 	opt := analytics.ReportOptions{Since: start.Add(-time.Minute).UTC(), Until: time.Now().Add(time.Minute).UTC()}
+	rep, err := buildReport(ctx, cfg, opt)
+	if err != nil {
+		return err
+	}
 	fmt.Fprintf(w, "\n── recovery report (from ClickHouse) ─────────────────────────\n")
-	if err := writeReport(ctx, cfg, opt, (*analytics.Report).WriteTable, "", w); err != nil {
+	if err := rep.WriteTable(w); err != nil {
 		return err
 	}
 	html := filepath.Join(dataDir, "report.html")
-	if err := writeReport(ctx, cfg, opt, (*analytics.Report).WriteHTML, html, w); err != nil {
+	if err := writeReportTo(rep, (*analytics.Report).WriteHTML, html, w); err != nil {
 		return err
 	}
 	abs, _ := filepath.Abs(html)
