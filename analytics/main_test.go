@@ -118,6 +118,21 @@ func stoppableServer(t *testing.T) (analytics.ClickHouseConfig, stoppable) {
 	return cfg, p
 }
 
+// migratedStoppable is a migrated database on a stoppableServer.
+func migratedStoppable(t *testing.T) (driver.Conn, stoppable) {
+	t.Helper()
+	cfg, ch := stoppableServer(t)
+	conn, err := analytics.Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	if _, err := analytics.Migrate(context.Background(), conn); err != nil {
+		t.Fatal(err)
+	}
+	return conn, ch
+}
+
 // proxy forwards TCP connections to target while started.
 type proxy struct {
 	target, addr string

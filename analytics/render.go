@@ -415,13 +415,13 @@ func (r *Report) funnelChart() chart {
 	}
 	const left, width, barH, gap, top = 120.0, 380.0, 26.0, 12.0, 8.0
 	c := chart{W: 680, H: top*2 + float64(len(stages))*(barH+gap) - gap, Label: "Funnel of carts"}
-	var top1 int64 = 1
+	var peak int64 = 1
 	for _, s := range stages {
-		top1 = max(top1, s.n)
+		peak = max(peak, s.n)
 	}
 	for i, s := range stages {
 		y := top + float64(i)*(barH+gap)
-		w := f2(width * float64(s.n) / float64(top1))
+		w := f2(width * float64(s.n) / float64(peak))
 		label := itoa(s.n)
 		if s.of != "" {
 			label += " · " + s.of
@@ -475,13 +475,13 @@ func (r *Report) dailyChart() chart {
 	for p, cur := range currencies {
 		y0 := float64(p)*panelH + 20
 		base := y0 + plotH
-		var top1 int64 = 1
+		var peak int64 = 1
 		for _, d := range byCur[cur] {
-			top1 = max(top1, d.RecoveredRevenueMinor)
+			peak = max(peak, d.RecoveredRevenueMinor)
 		}
 		c.Texts = append(c.Texts,
 			mark{X: 0, Y: y0 - 6, Anchor: "start", Class: "cur", Text: cur},
-			mark{X: left - 6, Y: y0 + 4, Anchor: "end", Class: "axis", Text: money(top1, cur)},
+			mark{X: left - 6, Y: y0 + 4, Anchor: "end", Class: "axis", Text: money(peak, cur)},
 			mark{X: left - 6, Y: base, Anchor: "end", Class: "axis", Text: "0"})
 		c.Lines = append(c.Lines,
 			mark{X: left, Y: base, X2: right, Y2: base, Class: "base"},
@@ -491,7 +491,7 @@ func (r *Report) dailyChart() chart {
 			if !ok {
 				continue
 			}
-			h := f2(plotH * float64(d.RecoveredRevenueMinor) / float64(top1))
+			h := f2(plotH * float64(d.RecoveredRevenueMinor) / float64(peak))
 			c.Rects = append(c.Rects, mark{
 				X: f2(left + float64(i)*slot + (slot-barW)/2), Y: f2(base - h), W: f2(barW), H: max(h, 0.5), Class: "rev",
 				Title: fmt.Sprintf("%s: %s from %d orders", d.Day, money(d.RecoveredRevenueMinor, cur), d.Recovered),
@@ -516,15 +516,15 @@ func (r *Report) ttrChart() chart {
 	}
 	const left, top, plotH, slot = 20.0, 24.0, 140.0, 100.0
 	c := chart{W: left*2 + slot*float64(len(r.TimeToRecovery)), H: top + plotH + 30, Label: "Time from decision to recovery"}
-	var top1 int64 = 1
+	var peak int64 = 1
 	for _, b := range r.TimeToRecovery {
-		top1 = max(top1, b.Count)
+		peak = max(peak, b.Count)
 	}
 	base := top + plotH
 	c.Lines = append(c.Lines, mark{X: left, Y: base, X2: c.W - left, Y2: base, Class: "base"})
 	for i, b := range r.TimeToRecovery {
 		x := left + float64(i)*slot
-		h := f2(plotH * float64(b.Count) / float64(top1))
+		h := f2(plotH * float64(b.Count) / float64(peak))
 		if b.Count > 0 {
 			c.Rects = append(c.Rects, mark{X: x + 14, Y: f2(base - h), W: slot - 28, H: h, Class: "ttr",
 				Title: fmt.Sprintf("%s: %d recovered (%s)", b.Label, b.Count, percent(ratio(b.Count, total)))})

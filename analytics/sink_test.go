@@ -270,16 +270,8 @@ func TestSinkBatchesBySizeAndByTime(t *testing.T) {
 // what ClickHouse has), reports the outage and the growing lag, and once
 // the server is back every record is stored exactly once in effect.
 func TestSinkHoldsWhileClickHouseIsDown(t *testing.T) {
-	cfg, ch := stoppableServer(t)
+	conn, ch := migratedStoppable(t)
 	ctx := context.Background()
-	conn, err := analytics.Open(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if _, err := analytics.Migrate(ctx, conn); err != nil {
-		t.Fatal(err)
-	}
 	b := newBroker(t)
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -343,16 +335,8 @@ func TestSinkHoldsWhileClickHouseIsDown(t *testing.T) {
 // ClickHouse is down: it gives up after its grace period without
 // committing what it could not store, and the next run stores everything.
 func TestSinkShutdownDuringAnOutageLosesNothing(t *testing.T) {
-	cfg, ch := stoppableServer(t)
+	conn, ch := migratedStoppable(t)
 	ctx := context.Background()
-	conn, err := analytics.Open(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if _, err := analytics.Migrate(ctx, conn); err != nil {
-		t.Fatal(err)
-	}
 	b := newBroker(t)
 	scfg := analytics.SinkConfig{Brokers: b.addrs, BatchRows: 50, BatchInterval: 100 * time.Millisecond,
 		RetryMin: 20 * time.Millisecond, RetryMax: 100 * time.Millisecond, ShutdownGrace: 300 * time.Millisecond}
