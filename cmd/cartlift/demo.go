@@ -107,7 +107,7 @@ func runDemo(ctx context.Context, args []string, stdout io.Writer) error {
 		fmt.Fprintf(stdout, "  report   none: %v\n", err)
 	} else {
 		defer stopClickHouse()
-		n.analytics = startAnalyticsRole(procCtx, analyticsConfig{Brokers: n.brokers, ClickHouse: chCfg,
+		n.analytics = startAnalyticsRole(context.WithoutCancel(procCtx), analyticsConfig{Brokers: n.brokers, ClickHouse: chCfg,
 			Group: analytics.DefaultSinkGroup, TopicDecisions: cfg.TopicDecisions, TopicOutcomes: cfg.TopicOutcomes,
 			TopicDLQ: analytics.DefaultTopicDLQ, BatchRows: analytics.DefaultBatchRows, BatchInterval: time.Second}, log, n.metrics.reg)
 		fmt.Fprintf(stdout, "  report   ClickHouse %s, database %s (analytics; the recovery report comes at the end)\n", strings.Join(chCfg.Addr, ","), chCfg.Database)
@@ -177,15 +177,26 @@ loop:
 	time.Sleep(1500 * time.Millisecond) // the relay's last round, and the tail's
 	s := n.proc.Stats()
 	stopActions() // before the broker it consumes from
-	// The sink stores what the processor and the actions emitted.
-	deadline = time.Now().Add(15 * time.Second)
+	// The processor stops (its relay drains the outbox first), so no more
+	// decisions come; the sink, with its own context, then stores what was
+	// emitted: done once its lag (refreshed every 2 s) reads 0 and nothing
+	// new has been read for longer than that.
+	stopProc()
+	procErr := <-n.runErr
+	n.runErr <- procErr // for n.wait
+	deadline = time.Now().Add(20 * time.Second)
+	var lastRecords int64 = -1
+	lastChange := time.Now()
 	for withAnalytics && time.Now().Before(deadline) {
-		if st := n.analytics.stats(); st.ClickHouseUp && st.Lag == 0 && st.Pending == 0 && st.Records > 0 {
+		st := n.analytics.stats()
+		if st.Records != lastRecords {
+			lastRecords, lastChange = st.Records, time.Now()
+		}
+		if st.ClickHouseUp && st.Lag == 0 && st.Pending == 0 && time.Since(lastChange) > 3*time.Second {
 			break
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	stopProc()
 	runErr := n.wait()
 	printDemoSummary(stdout, time.Since(start), gen, s.EventsConsumed, s.EventsRejected, s.OpenCarts, s.PendingTimers, tail)
 	if mp != nil {
