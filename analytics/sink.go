@@ -291,6 +291,9 @@ func (s *Sink) Run(ctx context.Context) error {
 	cur, spare := newBatch(), newBatch()
 	var inflight chan error // the result of the insert in flight; nil when none
 	var flushing *batch     // the batch in flight
+	// wait collects the insert in flight. Its error means it was given up
+	// (shutdown grace over): nothing after it may be committed then, so
+	// Run returns at once.
 	wait := func() error {
 		if inflight == nil {
 			return nil
@@ -302,12 +305,21 @@ func (s *Sink) Run(ctx context.Context) error {
 		}
 		return err
 	}
+	given := func(err error) error {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return err
+	}
 	lastAllowed := time.Now()
 	for {
 		if ctx.Err() != nil {
 			// The batch in hand only after the one in flight: committing
 			// its offsets would skip the other's records.
-			if wait() == nil && cur.records > 0 {
+			if err := wait(); err != nil {
+				return given(err)
+			}
+			if cur.records > 0 {
 				_ = s.flush(flushCtx, cur)
 			}
 			return ctx.Err()
@@ -321,28 +333,30 @@ func (s *Sink) Run(ctx context.Context) error {
 			}
 		})
 		s.take(fetches, cur)
-		if inflight != nil && len(inflight) > 0 {
-			_ = wait() // finished: collect it, so that an idle sink lets rebalances through
+		if inflight != nil && len(inflight) > 0 { // finished: collect it, so an idle sink lets rebalances through
+			if err := wait(); err != nil {
+				return given(err)
+			}
 		}
 		due := cur.records >= s.cfg.BatchRows || (cur.records > 0 && time.Since(cur.start) >= s.cfg.BatchInterval)
 		starved := cur.records > 0 && time.Since(lastAllowed) >= rebalanceEvery
 		if due || starved {
-			if wait() != nil {
-				continue // given up after the shutdown grace: the top of the loop returns
+			if err := wait(); err != nil {
+				return given(err)
 			}
 			flushing, cur, spare = cur, spare, newBatch()
 			s.setInflight(flushing.records)
 			inflight = make(chan error, 1)
 			go func(b *batch) { inflight <- s.flush(flushCtx, b) }(flushing)
-			if starved && wait() != nil {
-				continue
+			if starved {
+				if err := wait(); err != nil {
+					return given(err)
+				}
 			}
 		}
-		if cur.records == 0 && (inflight == nil || starved) {
-			if wait() == nil {
-				s.cl.AllowRebalance()
-				lastAllowed = time.Now()
-			}
+		if cur.records == 0 && inflight == nil {
+			s.cl.AllowRebalance()
+			lastAllowed = time.Now()
 		}
 	}
 }
