@@ -124,7 +124,13 @@ func startAnalyticsRole(ctx context.Context, cfg analyticsConfig, log *slog.Logg
 	if reg != nil {
 		r.register(reg)
 	}
-	go func() { r.done <- r.run(ctx, cfg, log) }()
+	go func() {
+		err := r.run(ctx, cfg, log)
+		if err != nil && !errors.Is(err, context.Canceled) {
+			log.Error("analytics role stopped", "err", err)
+		}
+		r.done <- err
+	}()
 	return r
 }
 
@@ -205,7 +211,7 @@ func (r *analyticsRole) stats() analytics.SinkStats {
 	if s := r.sink.Load(); s != nil {
 		return s.Stats()
 	}
-	return analytics.SinkStats{}
+	return analytics.SinkStats{Lag: -1}
 }
 
 func (r *analyticsRole) register(reg prometheus.Registerer) {
