@@ -38,7 +38,7 @@ tools:
 
 # The concurrent packages under the race detector (slower; run before a release).
 test-race:
-	$(GO) test -race -count=1 -timeout 20m ./processor ./cmd/...
+	$(GO) test -race -count=1 -timeout 20m ./processor ./analytics ./cmd/...
 
 test-short:
 	$(GO) test -count=1 -short $(PKGS)
