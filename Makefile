@@ -27,7 +27,7 @@ demo: build tools
 # the analytics tests against a real ClickHouse server: CLICKHOUSE_ADDR when
 # set, else a clickhouse-server the tests start from deploy/clickhouse/.
 test: lint tools
-	$(GO) test -count=1 -timeout 20m $(PKGS)
+	CARTLIFT_CLICKHOUSE_DIR=$(CURDIR)/build/clickhouse $(GO) test -count=1 -timeout 20m $(PKGS)
 
 # Test tools: Mailpit (the SMTP server of the actions tests), installed into
 # $(go env GOPATH)/bin when neither $PATH nor that directory has it; and
@@ -68,4 +68,4 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzApply -fuzztime 60s ./projections
 
 clean:
-	rm -rf bin data
+	rm -rf bin data build

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -33,12 +34,25 @@ func run(m *testing.M) int {
 		server.addr = addr
 		return m.Run()
 	}
-	dir, err := os.MkdirTemp("", "cartlift-clickhouse-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+	// make test keeps the server's data and logs in the build directory
+	// (CARTLIFT_CLICKHOUSE_DIR) for a look after a failure; a bare go test
+	// uses a temporary directory.
+	dir := os.Getenv("CARTLIFT_CLICKHOUSE_DIR")
+	if dir != "" {
+		dir = filepath.Join(dir, "analytics-test")
+		if err := os.RemoveAll(dir); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+	} else {
+		tmp, err := os.MkdirTemp("", "cartlift-clickhouse-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer os.RemoveAll(tmp)
+		dir = tmp
 	}
-	defer os.RemoveAll(dir)
 	s, err := analytics.StartLocal(context.Background(), dir)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "analytics tests need ClickHouse:", err)
