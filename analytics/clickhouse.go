@@ -106,14 +106,28 @@ func (c ClickHouseConfig) options(database string) *clickhouse.Options {
 	return o
 }
 
-// Open connects to ClickHouse, creates the database when it is missing and
-// returns a connection whose default database is it. It does not migrate:
-// see Migrate.
+// Open connects to ClickHouse and returns a connection whose default
+// database is cfg's, creating the database first when it is missing (so a
+// read-only user, say for reports, never needs CREATE). It does not
+// migrate: see Migrate.
 func Open(ctx context.Context, cfg ClickHouseConfig) (driver.Conn, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("clickhouse: %w", err)
 	}
 	cfg = cfg.withDefaults()
+	conn, err := clickhouse.Open(cfg.options(cfg.Database))
+	if err != nil {
+		return nil, fmt.Errorf("clickhouse: %w", err)
+	}
+	err = conn.Ping(ctx)
+	if err == nil {
+		return conn, nil
+	}
+	conn.Close()
+	var ex *clickhouse.Exception
+	if !errors.As(err, &ex) || ex.Code != codeUnknownDatabase {
+		return nil, fmt.Errorf("clickhouse %v: %w", cfg.Addr, err)
+	}
 	boot, err := clickhouse.Open(cfg.options(""))
 	if err != nil {
 		return nil, fmt.Errorf("clickhouse: %w", err)
@@ -123,8 +137,7 @@ func Open(ctx context.Context, cfg ClickHouseConfig) (driver.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("clickhouse %v: create database %s: %w", cfg.Addr, cfg.Database, err)
 	}
-	conn, err := clickhouse.Open(cfg.options(cfg.Database))
-	if err != nil {
+	if conn, err = clickhouse.Open(cfg.options(cfg.Database)); err != nil {
 		return nil, fmt.Errorf("clickhouse: %w", err)
 	}
 	if err := conn.Ping(ctx); err != nil {
@@ -133,6 +146,9 @@ func Open(ctx context.Context, cfg ClickHouseConfig) (driver.Conn, error) {
 	}
 	return conn, nil
 }
+
+// codeUnknownDatabase is ClickHouse's UNKNOWN_DATABASE error code.
+const codeUnknownDatabase = 81
 
 //go:embed migrations/*.sql
 var migrationFiles embed.FS
