@@ -38,6 +38,9 @@ func TestDashboard(t *testing.T) {
 	registered := map[string]bool{}
 	sources, _ := filepath.Glob("../cmd/cartlift/*.go")
 	for _, f := range sources {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
 		b, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)

@@ -12,7 +12,7 @@ import (
 func DecodeForTest(values ...[]byte) (tables map[string]map[string]any, errs []error) {
 	var r rows
 	for _, v := range values {
-		_, err := r.add(v, nil, time.Time{})
+		_, err := r.add(v, nil)
 		errs = append(errs, err)
 	}
 	tables = map[string]map[string]any{}
@@ -34,7 +34,7 @@ func DecodeForTest(values ...[]byte) (tables map[string]map[string]any, errs []e
 func InsertForTest(ctx context.Context, conn driver.Conn, values [][]byte) (int, error) {
 	var r rows
 	for _, v := range values {
-		_, _ = r.add(v, nil, time.Time{})
+		_, _ = r.add(v, nil)
 	}
 	now := time.Now()
 	for _, t := range []struct {

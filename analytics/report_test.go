@@ -198,11 +198,11 @@ func (ds reportDataset) insert(t *testing.T, conn driver.Conn, insertedAt time.T
 	for _, d := range ds.decisions {
 		decisionOf[d.id] = d
 	}
-	send("action_results", "id, kind, at, decision_id, customer_key, cart_id, flow, step, holdout, currency, inserted_at",
+	send("action_results", "id, kind, at, decision_id, cart_id, flow, step, holdout, currency, inserted_at",
 		len(ds.results), func(i int) []any {
 			r := ds.results[i]
 			d := decisionOf[r.decisionID]
-			return []any{r.id, r.kind, r.at, r.decisionID, d.customer, d.cart, d.flow, d.step, d.holdout, d.currency, insertedAt}
+			return []any{r.id, r.kind, r.at, r.decisionID, d.cart, d.flow, d.step, d.holdout, d.currency, insertedAt}
 		})
 	send("outcomes", "id, kind, at, customer_key, cart_id, currency, value_minor, decision_id, flow, step, holdout, since_decision_seconds, inserted_at",
 		len(ds.outcomes), func(i int) []any {

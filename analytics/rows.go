@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
 	gojson "github.com/goccy/go-json"
 
 	"github.com/cartlift/cartlift/events"
@@ -239,12 +240,13 @@ func (r *outcomeRows) columns(insertedAt time.Time) []column {
 	}
 }
 
-// actionRows are action results in columns.
+// actionRows are action results in columns. They keep no customer key
+// (the decision has it).
 type actionRows struct {
-	id, kind, decisionID, customerKey, cartID, flow, step, currency []string
-	at                                                              []time.Time
-	holdout                                                         []uint8
-	value                                                           []int64
+	id, kind, decisionID, cartID, flow, step, currency []string
+	at                                                 []time.Time
+	holdout                                            []uint8
+	value                                              []int64
 }
 
 func (r *actionRows) add(o *events.Outcome) {
@@ -252,7 +254,6 @@ func (r *actionRows) add(o *events.Outcome) {
 	r.kind = append(r.kind, o.Kind)
 	r.at = append(r.at, chTime(o.At))
 	r.decisionID = append(r.decisionID, o.DecisionID)
-	r.customerKey = append(r.customerKey, o.CustomerKey)
 	r.cartID = append(r.cartID, o.CartID)
 	r.flow = append(r.flow, o.Flow)
 	r.step = append(r.step, o.Step)
@@ -264,7 +265,7 @@ func (r *actionRows) add(o *events.Outcome) {
 func (r *actionRows) len() int { return len(r.id) }
 
 func (r *actionRows) reset() {
-	truncate(&r.id, &r.kind, &r.decisionID, &r.customerKey, &r.cartID, &r.flow, &r.step, &r.currency)
+	truncate(&r.id, &r.kind, &r.decisionID, &r.cartID, &r.flow, &r.step, &r.currency)
 	truncate(&r.at)
 	truncate(&r.holdout)
 	truncate(&r.value)
@@ -273,19 +274,26 @@ func (r *actionRows) reset() {
 func (r *actionRows) columns(insertedAt time.Time) []column {
 	return []column{
 		{"id", r.id}, {"kind", r.kind}, {"at", r.at}, {"decision_id", r.decisionID},
-		{"customer_key", r.customerKey}, {"cart_id", r.cartID}, {"flow", r.flow}, {"step", r.step},
+		{"cart_id", r.cartID}, {"flow", r.flow}, {"step", r.step},
 		{"holdout", r.holdout}, {"currency", r.currency}, {"value_minor", r.value},
 		{"inserted_at", repeatTime(insertedAt, r.len())},
 	}
 }
 
-// rows are the rows of one batch, per table, and the customer keys the
-// batch's erased outcomes name.
+// rows are the rows of one batch, per table, and the batch's erasures.
 type rows struct {
 	decisions decisionRows
 	outcomes  outcomeRows
 	actions   actionRows
-	erased    []string
+	erased    []erasure
+}
+
+// erasure is an erased outcome: the customer key and the erasure's time.
+// What the customer did up to then goes; what came after stays (a
+// customer may come back).
+type erasure struct {
+	key string
+	at  time.Time
 }
 
 // reset empties the rows and keeps their capacity for the next batch.
@@ -304,15 +312,30 @@ func truncate[T any](slices ...*[]T) {
 	}
 }
 
-// erasedKeys are customer keys erased recently: rows for them that arrive
-// after their erased outcome are dropped (see Sink). Nil drops nothing.
-type erasedKeys map[string]time.Time
+// erasedKeys maps the xxhash of an erased customer key to the time of its
+// latest erasure (see KeyHash). Nil drops nothing.
+type erasedKeys map[uint64]time.Time
+
+// KeyHash is the 64-bit xxhash of a customer key, as the erasures table
+// keeps it.
+func KeyHash(key string) uint64 { return xxhash.Sum64String(key) }
+
+// erasedBy reports whether a record of the key at t is from before an
+// erasure of the key.
+func (e erasedKeys) erasedBy(key string, t time.Time) bool {
+	if len(e) == 0 {
+		return false
+	}
+	at, ok := e[KeyHash(key)]
+	return ok && !chTime(t).After(at)
+}
 
 // add decodes one record value (CloudEvents structured JSON) into a row of
-// its table, unless its customer key is in erased (then it reports
-// dropped). An erased outcome adds its key to erased (when not nil). The
-// error is a *RecordError; nothing is added then.
-func (r *rows) add(value []byte, erased erasedKeys, now time.Time) (dropped bool, err error) {
+// its table, unless it is a decision or cart outcome of a customer erased
+// after it (erased; then it reports dropped). An erased outcome adds the
+// erasure to erased (when not nil). Action results keep no customer key and
+// are never dropped. The error is a *RecordError; nothing is added then.
+func (r *rows) add(value []byte, erased erasedKeys) (dropped bool, err error) {
 	var rec record
 	if err := gojson.Unmarshal(value, &rec); err != nil {
 		return false, &RecordError{ReasonUndecodable, err}
@@ -322,7 +345,7 @@ func (r *rows) add(value []byte, erased erasedKeys, now time.Time) (dropped bool
 		if rec.Data.DecisionID == "" {
 			return false, &RecordError{ReasonInvalid, errors.New("decision without decision_id")}
 		}
-		if _, gone := erased[rec.Data.Customer.Key]; gone {
+		if erased.erasedBy(rec.Data.Customer.Key, rec.Data.DecidedAt) {
 			return true, nil
 		}
 		r.decisions.add(&rec.Data.decisionData)
@@ -337,19 +360,18 @@ func (r *rows) add(value []byte, erased erasedKeys, now time.Time) (dropped bool
 			if o.CustomerKey == "" {
 				return false, &RecordError{ReasonInvalid, errors.New("erased outcome without customer_key")}
 			}
-			r.erased = append(r.erased, o.CustomerKey)
-			if erased != nil {
-				erased[o.CustomerKey] = now
+			e := erasure{key: o.CustomerKey, at: chTime(o.At)}
+			r.erased = append(r.erased, e)
+			if h := KeyHash(e.key); erased != nil && e.at.After(erased[h]) {
+				erased[h] = e.at
 			}
-		default:
-			if _, gone := erased[o.CustomerKey]; gone {
+		case cartOutcomeKinds[o.Kind]:
+			if erased.erasedBy(o.CustomerKey, o.At) {
 				return true, nil
 			}
-			if cartOutcomeKinds[o.Kind] {
-				r.outcomes.add(&o)
-			} else {
-				r.actions.add(&o)
-			}
+			r.outcomes.add(&o)
+		default:
+			r.actions.add(&o)
 		}
 	default:
 		return false, &RecordError{ReasonUnknownType, fmt.Errorf("type %q is neither %s nor %s", rec.Type, events.TypeDecision, events.TypeOutcome)}

@@ -71,7 +71,7 @@ func TestDecodeFollowsTheContract(t *testing.T) {
 	})
 	check("action_results", map[string]any{
 		"id": []string{"act-1"}, "kind": []string{"email.sent"}, "at": []time.Time{at.Add(time.Hour)},
-		"decision_id": []string{"dec-1"}, "customer_key": []string{"cust-1"}, "cart_id": []string{"cart-9"},
+		"decision_id": []string{"dec-1"}, "cart_id": []string{"cart-9"},
 		"flow": []string{"reminder"}, "step": []string{"second"}, "holdout": []uint8{0}, "currency": []string{"EUR"},
 		"value_minor": []int64{0},
 	})

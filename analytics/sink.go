@@ -107,9 +107,10 @@ type SinkStats struct {
 	Decisions, Outcomes, ActionResults int64
 	// Records read from the topics and records sent to the DLQ.
 	Records, DeadLettered int64
-	// Erasures are the erased outcomes applied: the customer's rows were
-	// deleted from every table. ErasedDropped counts the records of an
-	// erased customer read after the erasure, and dropped.
+	// Erasures are the erased outcomes applied: what the customer did up
+	// to the erasure was deleted from every table. ErasedDropped counts
+	// the decisions and cart outcomes from before an erasure read after
+	// it, and dropped.
 	Erasures, ErasedDropped int64
 	// Batches inserted and inserts (or erasures) that failed, each retry
 	// counted.
@@ -117,6 +118,9 @@ type SinkStats struct {
 	// DLQErrors counts failed produces to the dead-letter topic (each
 	// retry counted); the batch waits for them as for ClickHouse.
 	DLQErrors int64
+	// CommitErrors counts batches stored whose offset commit failed: they
+	// are read again (harmless, the rows replace themselves).
+	CommitErrors int64
 	// Pending records read but not yet in ClickHouse.
 	Pending int
 	// Lag is the consumer group's lag, all members together: the records
@@ -135,8 +139,8 @@ type SinkStats struct {
 // group cartlift-analytics on cart-decisions and cart-outcomes, batches by
 // size and by time, offsets committed only after ClickHouse accepted the
 // batch. While ClickHouse is down it holds its position and retries: no
-// new records are polled, so memory stays bounded by one batch (plus the
-// client's one buffered fetch). Delivery is at least once; the tables'
+// new records are polled, so memory stays bounded by two batches (plus the
+// client's buffered fetch and the erasures table's key hashes). Delivery is at least once; the tables'
 // deterministic ids make a repeat harmless (see Migrate).
 type Sink struct {
 	cfg  SinkConfig
@@ -149,18 +153,17 @@ type Sink struct {
 	stats           SinkStats
 	inflightRecords int // records of the batch being inserted (under mu)
 
-	// erased holds the customer keys of the erased outcomes read in the
-	// last erasedMemory (owned by Run's goroutine): their records read
-	// later are dropped, because the topics are read independently and a
-	// decision or email.sent made before an erasure can arrive after its
-	// ALTER DELETE.
+	// erased is the erasures table in memory (owned by Run's goroutine):
+	// decisions and cart outcomes of an erased customer from before the
+	// erasure are dropped when they arrive after it (the topics are read
+	// independently, by several members, and may be replayed).
 	erased       erasedKeys
-	erasedPruned time.Time
+	erasedLoaded time.Time
 }
 
-// erasedMemory is how long the sink drops the records of an erased
-// customer key that arrive after the erasure.
-const erasedMemory = 24 * time.Hour
+// erasuresRefresh is how often the sink reloads the erasures table, which
+// other members also write.
+const erasuresRefresh = 5 * time.Minute
 
 // batch is the records of one insert: their rows per table, the dead
 // letters, and the last record of each partition (what to commit).
@@ -243,7 +246,9 @@ func (s *Sink) watchLag(ctx context.Context) {
 		lags, err := s.adm.Lag(lctx, s.cfg.Group)
 		cancel()
 		if err == nil {
-			if l, ok := lags[s.cfg.Group]; ok && l.Error() == nil {
+			// A group that has not formed yet is "Dead" with no error:
+			// its lag stays unknown.
+			if l, ok := lags[s.cfg.Group]; ok && l.Error() == nil && l.State != "Dead" {
 				s.mu.Lock()
 				s.stats.Lag = l.Lag.Total()
 				s.mu.Unlock()
@@ -280,7 +285,12 @@ const rebalanceEvery = 5 * time.Second
 func (s *Sink) Run(ctx context.Context) error {
 	defer s.cl.AllowRebalance()
 	s.ensureDLQ(ctx)
-	go s.watchLag(ctx)
+	if err := s.loadErasures(ctx, true); err != nil {
+		return err
+	}
+	lagDone := make(chan struct{})
+	defer func() { <-lagDone }()
+	go func() { defer close(lagDone); s.watchLag(ctx) }()
 	// Inserts outlive ctx by the grace period, so a shutdown does not cut
 	// an insert that is about to succeed.
 	flushCtx, cancelFlush := context.WithCancel(context.WithoutCancel(ctx))
@@ -323,6 +333,9 @@ func (s *Sink) Run(ctx context.Context) error {
 				_ = s.flush(flushCtx, cur)
 			}
 			return ctx.Err()
+		}
+		if time.Since(s.erasedLoaded) > erasuresRefresh {
+			_ = s.loadErasures(ctx, false) // a failure keeps the current set; the next round retries
 		}
 		pollCtx, cancel := s.pollContext(ctx, cur)
 		fetches := s.cl.PollRecords(pollCtx, s.cfg.BatchRows-cur.records)
@@ -380,15 +393,6 @@ func (s *Sink) pollContext(ctx context.Context, b *batch) (context.Context, cont
 // take adds the fetched records to the batch b.
 func (s *Sink) take(fetches kgo.Fetches, b *batch) {
 	n, dropped := 0, 0
-	now := time.Now()
-	if now.Sub(s.erasedPruned) > time.Minute {
-		for k, at := range s.erased {
-			if now.Sub(at) > erasedMemory {
-				delete(s.erased, k)
-			}
-		}
-		s.erasedPruned = now
-	}
 	fetches.EachRecord(func(r *kgo.Record) {
 		if b.records == 0 {
 			b.start = time.Now()
@@ -396,7 +400,7 @@ func (s *Sink) take(fetches kgo.Fetches, b *batch) {
 		b.records++
 		n++
 		b.last[topicPartition{r.Topic, r.Partition}] = r
-		gone, err := b.rows.add(r.Value, s.erased, now)
+		gone, err := b.rows.add(r.Value, s.erased)
 		if err != nil {
 			b.dlq = append(b.dlq, deadLetter(s.cfg.TopicDLQ, r, err))
 		}
@@ -496,11 +500,15 @@ func (s *Sink) commit(ctx context.Context, b *batch, took time.Duration) {
 	// rebalance finish, and the records are read again by their new owner.
 	cctx, cancel := context.WithTimeout(ctx, commitTimeout)
 	defer cancel()
-	if err := s.cl.CommitRecords(cctx, recs...); err != nil {
-		s.log.Warn("analytics: commit after insert failed; the batch will be read again", "err", err)
+	commitErr := s.cl.CommitRecords(cctx, recs...)
+	if commitErr != nil {
+		s.log.Warn("analytics: commit after insert failed; the batch will be read again", "err", commitErr)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if commitErr != nil {
+		s.stats.CommitErrors++
+	}
 	if !s.stats.ClickHouseUp {
 		s.log.Info("analytics: ClickHouse accepts inserts again")
 	}
@@ -517,22 +525,124 @@ func (s *Sink) commit(ctx context.Context, b *batch, took time.Duration) {
 	s.stats.LastBatchDuration = took
 }
 
-// analyticsTables are the tables that hold customer keys.
-var analyticsTables = []string{"decisions", "outcomes", "action_results"}
+// loadErasures reads the erasures table into s.erased. With wait it
+// retries with backoff until it succeeds or ctx ends: the sink must not
+// read before it knows who was erased.
+func (s *Sink) loadErasures(ctx context.Context, wait bool) error {
+	backoff := s.cfg.RetryMin
+	for {
+		erased, err := readErasures(ctx, s.conn)
+		if err == nil {
+			s.erased, s.erasedLoaded = erased, time.Now()
+			return nil
+		}
+		if !wait {
+			return err
+		}
+		s.log.Warn("analytics: cannot read the erasures table; retrying", "retry_in", backoff, "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(jitter(backoff)):
+		}
+		backoff = min(2*backoff, s.cfg.RetryMax)
+	}
+}
 
-// erase deletes every row of the customer keys from the tables: one
-// mutation per table for the batch's erasures. ClickHouse applies a
-// mutation in the background to the parts that exist when it is issued,
-// so it also covers rows the same batch just inserted. Rows that arrive
-// later (a replay re-reads the customer's old records) are deleted again
-// when the replay meets the erased outcome once more.
-func erase(ctx context.Context, conn driver.Conn, keys []string) error {
-	for _, t := range analyticsTables {
-		if err := conn.Exec(ctx, "ALTER TABLE "+t+" DELETE WHERE has(?, customer_key)", keys); err != nil {
-			return fmt.Errorf("erase %d customers from %s: %w", len(keys), t, err)
+func readErasures(ctx context.Context, conn driver.Conn) (erasedKeys, error) {
+	rows, err := conn.Query(ctx, "SELECT key_hash, max(erased_at) FROM erasures GROUP BY key_hash")
+	if err != nil {
+		return nil, fmt.Errorf("read erasures: %w", err)
+	}
+	defer rows.Close()
+	erased := erasedKeys{}
+	for rows.Next() {
+		var h uint64
+		var at time.Time
+		if err := rows.Scan(&h, &at); err != nil {
+			return nil, fmt.Errorf("read erasures: %w", err)
+		}
+		erased[h] = at.UTC()
+	}
+	return erased, rows.Err()
+}
+
+// erasureChunk bounds the erasures of one statement.
+const erasureChunk = 200
+
+// erase applies a batch's erasures: it records them in the erasures table,
+// then deletes what each customer did up to the erasure: the action
+// results of those decisions, the decisions, the cart outcomes. Each is an
+// ALTER TABLE … DELETE mutation, which ClickHouse applies in the background
+// to the parts that exist when it is issued, so it covers rows the same
+// batch just inserted; later arrivals are dropped by the sink (see add).
+// A repeat (a retry, a replay) deletes nothing new and keeps what the
+// customer did after the erasure.
+func erase(ctx context.Context, conn driver.Conn, erasures []erasure) error {
+	now := time.Now().UTC()
+	cols := []column{{"key_hash", make([]uint64, len(erasures))}, {"erased_at", make([]time.Time, len(erasures))},
+		{"inserted_at", repeatTime(now, len(erasures))}}
+	for i, e := range erasures {
+		cols[0].values.([]uint64)[i] = KeyHash(e.key)
+		cols[1].values.([]time.Time)[i] = e.at
+	}
+	if err := insert(ctx, conn, "erasures", cols); err != nil {
+		return fmt.Errorf("record %d erasures: %w", len(erasures), err)
+	}
+	for len(erasures) > 0 {
+		chunk := erasures[:min(len(erasures), erasureChunk)]
+		erasures = erasures[len(chunk):]
+		decided, decidedArgs := erasedBefore(chunk, "decided_at")
+		ids, err := decisionIDs(ctx, conn, decided, decidedArgs)
+		if err != nil {
+			return err
+		}
+		if len(ids) > 0 {
+			if err := conn.Exec(ctx, "ALTER TABLE action_results DELETE WHERE has(?, decision_id)", ids); err != nil {
+				return fmt.Errorf("erase from action_results: %w", err)
+			}
+		}
+		if err := conn.Exec(ctx, "ALTER TABLE decisions DELETE WHERE "+decided, decidedArgs...); err != nil {
+			return fmt.Errorf("erase from decisions: %w", err)
+		}
+		at, atArgs := erasedBefore(chunk, "at")
+		if err := conn.Exec(ctx, "ALTER TABLE outcomes DELETE WHERE "+at, atArgs...); err != nil {
+			return fmt.Errorf("erase from outcomes: %w", err)
 		}
 	}
 	return nil
+}
+
+// erasedBefore is the condition "a row of an erased customer from up to
+// its erasure", timed by the column, with its arguments.
+func erasedBefore(erasures []erasure, column string) (string, []any) {
+	var b strings.Builder
+	args := make([]any, 0, 2*len(erasures))
+	for i, e := range erasures {
+		if i > 0 {
+			b.WriteString(" OR ")
+		}
+		b.WriteString("(customer_key = ? AND " + column + " <= ?)")
+		args = append(args, e.key, e.at)
+	}
+	return b.String(), args
+}
+
+func decisionIDs(ctx context.Context, conn driver.Conn, where string, args []any) ([]string, error) {
+	rows, err := conn.Query(ctx, "SELECT DISTINCT id FROM decisions WHERE "+where, args...)
+	if err != nil {
+		return nil, fmt.Errorf("erase: the decisions to delete: %w", err)
+	}
+	defer rows.Close()
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		ids = append(ids, id)
+	}
+	return ids, rows.Err()
 }
 
 // ensureDLQ creates the dead-letter topic when it is missing (one

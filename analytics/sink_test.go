@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -384,21 +385,26 @@ func TestSinkShutdownDuringAnOutageLosesNothing(t *testing.T) {
 	<-done2
 }
 
-// TestSinkErasesCustomers: an erased outcome deletes every row of the
-// customer key from every table, and only those.
+// TestSinkErasesCustomers: an erased outcome deletes what the customer did
+// up to the erasure from every table, and only that: other customers, and
+// the same customer's activity after the erasure (a customer may come
+// back), stay. Records from before the erasure that arrive after it are
+// dropped, also by a sink started afterwards (the erasures are kept in
+// ClickHouse).
 func TestSinkErasesCustomers(t *testing.T) {
 	conn, _ := migrated(t)
 	b := newBroker(t)
+	cfg := analytics.SinkConfig{Brokers: b.addrs, BatchRows: 100, BatchInterval: 100 * time.Millisecond}
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	s, done := startSink(t, ctx, analytics.SinkConfig{Brokers: b.addrs, BatchRows: 100, BatchInterval: 100 * time.Millisecond}, conn)
-	recs := traffic(t, 0, 6) // customers c0..c5; c0 and c3 recovered
+	s, done := startSink(t, ctx, cfg, conn)
+	recs := traffic(t, 0, 6) // customers c0..c5, decided at base+i s; c0 and c3 recovered at base+2h
 	b.produce(t, recs...)
 	waitFor(t, "the traffic stored", 30*time.Second, func() bool { return s.Stats().Records == int64(len(recs)) && s.Stats().Pending == 0 })
 
+	erasedAt := base.Add(3 * time.Hour)
 	var erasures []*kgo.Record
 	for _, key := range []string{"c1", "c3"} {
-		o := events.Outcome{ID: "erased-" + key, Kind: events.OutcomeErased, CustomerKey: key, At: base.Add(3 * time.Hour)}
+		o := events.Outcome{ID: "erased-" + key, Kind: events.OutcomeErased, CustomerKey: key, At: erasedAt}
 		v, err := events.Encode(o.ID, events.Source, events.TypeOutcome, o.At, "", o)
 		if err != nil {
 			t.Fatal(err)
@@ -407,34 +413,80 @@ func TestSinkErasesCustomers(t *testing.T) {
 	}
 	b.produce(t, erasures...)
 	waitFor(t, "two erasures applied", 30*time.Second, func() bool { return s.Stats().Erasures == 2 })
-	left := func(where string) tableRows {
-		return tableCounts(t, conn, "uniqExactIf(id, "+where+")")
+	// What is left, by customer: decisions and outcomes by customer key,
+	// action results by their decision's customer (decision ids d-00000i).
+	left := func(customers ...int) tableRows {
+		var keys, ids []string
+		for _, c := range customers {
+			keys = append(keys, fmt.Sprintf("'c%d'", c))
+			ids = append(ids, fmt.Sprintf("'d-%06d'", c))
+		}
+		var r tableRows
+		for _, q := range []struct {
+			dst *uint64
+			sql string
+		}{
+			{&r.decisions, "SELECT uniqExact(id) FROM decisions WHERE customer_key IN (" + strings.Join(keys, ",") + ")"},
+			{&r.outcomes, "SELECT uniqExact(id) FROM outcomes WHERE customer_key IN (" + strings.Join(keys, ",") + ")"},
+			{&r.actions, "SELECT uniqExact(id) FROM action_results WHERE decision_id IN (" + strings.Join(ids, ",") + ")"},
+		} {
+			if err := conn.QueryRow(context.Background(), q.sql).Scan(q.dst); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return r
 	}
-	// Mutations run in the background.
-	waitFor(t, "the erased customers' rows gone", 30*time.Second, func() bool {
-		return left("customer_key IN ('c1', 'c3')") == tableRows{}
+	waitFor(t, "the erased customers' rows gone (mutations run in the background)", 30*time.Second, func() bool {
+		return left(1, 3) == tableRows{}
 	})
-	if got, want := left("customer_key NOT IN ('c1', 'c3')"), (tableRows{decisions: 4, outcomes: 1, actions: 4}); got != want {
+	if got, want := left(0, 2, 4, 5), (tableRows{decisions: 4, outcomes: 1, actions: 4}); got != want {
 		t.Fatalf("rows of the other customers %+v, want %+v", got, want)
 	}
-	if st := s.Stats(); st.Outcomes+st.ActionResults+st.Decisions != int64(len(recs)) {
-		t.Fatalf("the erased outcomes became rows: %+v", st)
+
+	// Late records from before the erasure (a decision and its email.sent
+	// read after it) are dropped; c1's activity after the erasure stays.
+	late := decisionRecord(t, 1, false) // decided at base+1s, before the erasure
+	back := decisionRecord(t, 1, false)
+	{
+		d := events.Decision{ID: "d-back", Flow: "reminder", Step: "first", Action: "email",
+			Cart:     events.CartSnapshot{CartID: "k-new", Currency: "EUR"},
+			Customer: events.CustomerSnapshot{Key: "c1"}, DecidedAt: erasedAt.Add(time.Hour)}
+		v, err := events.Encode(d.ID, events.Source, events.TypeDecision, d.DecidedAt, d.Cart.CartID, d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		back.Value = v
 	}
-	// A decision made before the erasure, and its email.sent, read after
-	// it (the topics are read independently): dropped, not stored.
-	b.produce(t, decisionRecord(t, 1, false), outcomeRecord(t, 1, "email.sent", 0), decisionRecord(t, 7, false))
+	b.produce(t, late, back)
 	waitFor(t, "the late records read", 30*time.Second, func() bool {
 		st := s.Stats()
-		return st.Records == int64(len(recs)+len(erasures)+3) && st.Pending == 0
+		return st.Records == int64(len(recs)+len(erasures)+2) && st.Pending == 0
 	})
-	if st := s.Stats(); st.ErasedDropped != 2 || st.Decisions != 7 {
-		t.Fatalf("after the late records: %+v, want 2 dropped and the other customer's decision stored", st)
-	}
-	if got := left("customer_key IN ('c1', 'c3')"); got != (tableRows{}) {
-		t.Fatalf("rows of erased customers came back: %+v", got)
+	if st := s.Stats(); st.ErasedDropped != 1 || st.Decisions != 7 {
+		t.Fatalf("after the late records: %+v, want 1 dropped and the returning customer's decision stored", st)
 	}
 	cancel()
 	<-done
+
+	// A sink started later knows the erasures: the same late record,
+	// read again, is dropped.
+	b.produce(t, decisionRecord(t, 3, false))
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	defer cancel2()
+	s2, done2 := startSink(t, ctx2, cfg, conn)
+	waitFor(t, "the next sink to read it", 30*time.Second, func() bool { return s2.Stats().Records == 1 && s2.Stats().Pending == 0 })
+	if st := s2.Stats(); st.ErasedDropped != 1 || st.Decisions != 0 {
+		t.Fatalf("a restarted sink stored a record from before an erasure: %+v", st)
+	}
+	if got := left(3); got != (tableRows{}) {
+		t.Fatalf("rows of an erased customer came back: %+v", got)
+	}
+	var kept uint64
+	if err := conn.QueryRow(context.Background(), "SELECT uniqExact(id) FROM decisions WHERE customer_key = 'c1'").Scan(&kept); err != nil || kept != 1 {
+		t.Fatalf("the returning customer's decisions: %d (%v), want 1", kept, err)
+	}
+	cancel2()
+	<-done2
 }
 
 // TestSinkIdleLetsARebalanceThrough: a second sink joins the group of an

@@ -94,10 +94,11 @@ const (
 	OutcomeLost             = "lost"
 	OutcomeDiscarded        = "discarded"
 	OutcomeMerged           = "merged"
-	// OutcomeErased says the customer was erased (customer.erased): every
-	// consumer that keeps data about the customer key forgets it. It names
-	// no cart (CartID is empty) and carries no value; its ID is
-	// deterministic per customer key and erasure time.
+	// OutcomeErased says the customer was erased (customer.erased) at At:
+	// a consumer that keeps data about the customer key should forget what
+	// it holds from up to At (the analytics sink does; a customer may come
+	// back afterwards). It names no cart (CartID is empty) and carries no
+	// value; its ID is deterministic per customer key and erasure time.
 	OutcomeErased = "erased"
 )
 

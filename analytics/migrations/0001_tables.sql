@@ -67,13 +67,14 @@ PARTITION BY toYYYYMM(at)
 ORDER BY id;
 
 -- One row per action result on cart-outcomes: email.sent, email.failed,
--- webhook.delivered, discount.issued, link.clicked, unsubscribed.
+-- webhook.delivered, discount.issued, link.clicked, unsubscribed. No
+-- customer key: the decision (decision_id) says whose it was, so an
+-- erasure that deletes the decision leaves nothing personal here.
 CREATE TABLE IF NOT EXISTS action_results (
     id String,
     kind String,
     at DateTime,
     decision_id String,
-    customer_key String,
     cart_id String,
     flow String,
     step String,
@@ -84,3 +85,15 @@ CREATE TABLE IF NOT EXISTS action_results (
 ) ENGINE = ReplacingMergeTree(inserted_at)
 PARTITION BY toYYYYMM(at)
 ORDER BY id;
+
+-- One row per erasure (an erased outcome): the customer key's 64-bit
+-- xxhash, not the key, and the erasure's time. The sink drops records of
+-- the key from before that time that arrive later (the topics are read
+-- independently, by several members, and replayed), and keeps the
+-- customer's data from after it.
+CREATE TABLE IF NOT EXISTS erasures (
+    key_hash UInt64,
+    erased_at DateTime,
+    inserted_at DateTime
+) ENGINE = ReplacingMergeTree(inserted_at)
+ORDER BY (key_hash, erased_at);

@@ -232,8 +232,9 @@ func (r *analyticsRole) register(reg prometheus.Registerer) {
 	counter("cartlift_analytics_batches_total", "Batches inserted and committed.", func(s analytics.SinkStats) int64 { return s.Batches }, nil)
 	counter("cartlift_analytics_insert_errors_total", "Failed inserts and erasures (each retry counts).", func(s analytics.SinkStats) int64 { return s.InsertErrors }, nil)
 	counter("cartlift_analytics_dlq_errors_total", "Failed produces to the analytics dead-letter topic (each retry counts).", func(s analytics.SinkStats) int64 { return s.DLQErrors }, nil)
-	counter("cartlift_analytics_erasures_total", "Erased outcomes applied: the customer's rows deleted from every table.", func(s analytics.SinkStats) int64 { return s.Erasures }, nil)
-	counter("cartlift_analytics_erased_dropped_total", "Records of an erased customer read after the erasure, dropped.", func(s analytics.SinkStats) int64 { return s.ErasedDropped }, nil)
+	counter("cartlift_analytics_commit_errors_total", "Stored batches whose offset commit failed (read again, harmlessly).", func(s analytics.SinkStats) int64 { return s.CommitErrors }, nil)
+	counter("cartlift_analytics_erasures_total", "Erased outcomes applied: what the customer did up to the erasure deleted from every table.", func(s analytics.SinkStats) int64 { return s.Erasures }, nil)
+	counter("cartlift_analytics_erased_dropped_total", "Decisions and outcomes from before an erasure read after it, dropped.", func(s analytics.SinkStats) int64 { return s.ErasedDropped }, nil)
 	gauge("cartlift_analytics_pending_records", "Records read but not yet in ClickHouse.", func(s analytics.SinkStats) int64 { return int64(s.Pending) })
 	gauge("cartlift_analytics_lag", "The analytics group's lag: records on the topics past its committed offsets, not yet in ClickHouse (-1 until known).", func(s analytics.SinkStats) int64 { return s.Lag })
 	gauge("cartlift_analytics_clickhouse_up", "1 while ClickHouse accepts inserts, 0 from a failed insert (or before connecting) until one succeeds.",

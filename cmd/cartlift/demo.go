@@ -62,8 +62,8 @@ func runDemo(ctx context.Context, args []string, stdout io.Writer) error {
 	log := slog.New(slog.NewTextHandler(logFile, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	slog.SetDefault(log)
 
-	// The processor stops after the generator and the summary, not on the
-	// first signal: procCtx is ours.
+	// The processor stops when the generator has stopped and it has caught
+	// up, not on the first signal: procCtx is ours.
 	procCtx, stopProc := context.WithCancel(context.Background())
 	defer stopProc()
 	n, err := startNode(procCtx, cfg, log)
