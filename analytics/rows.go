@@ -39,8 +39,9 @@ var cartOutcomeKinds = map[string]bool{
 }
 
 // record is the part of a CloudEvents record the sink reads, decoded in
-// one pass: the data of a decision and of an outcome share one struct (their
-// JSON names do not collide), and the type says which half is meant. The
+// one pass: the data of a decision and of an outcome share one struct (the
+// fields both have, decision_id, flow, step and holdout, appear once, in
+// decisionData), and the type says which half is meant. The
 // decision half keeps what the decisions table needs (the items, the
 // customer's address and name stay out of analytics). The JSON names are
 // the contract's (events.Decision, events.Outcome);
