@@ -20,21 +20,21 @@ func TestDashboard(t *testing.T) {
 		t.Fatal(err)
 	}
 	var dash struct {
-		Panels []struct {
-			Title   string `json:"title"`
-			Type    string `json:"type"`
-			Targets []struct {
-				Datasource struct {
-					Type string `json:"type"`
-				} `json:"datasource"`
-				Expr   string `json:"expr"`
-				RawSQL string `json:"rawSql"`
-			} `json:"targets"`
-		} `json:"panels"`
+		Panels []dashboardPanel `json:"panels"`
 	}
 	if err := json.Unmarshal(raw, &dash); err != nil {
 		t.Fatalf("the dashboard is not JSON: %v", err)
 	}
+	// A collapsed row holds its panels.
+	var panels []dashboardPanel
+	var flatten func([]dashboardPanel)
+	flatten = func(ps []dashboardPanel) {
+		for _, p := range ps {
+			panels = append(panels, p)
+			flatten(p.Panels)
+		}
+	}
+	flatten(dash.Panels)
 	registered := map[string]bool{}
 	sources, _ := filepath.Glob("../cmd/cartlift/*.go")
 	for _, f := range sources {
@@ -55,7 +55,7 @@ func TestDashboard(t *testing.T) {
 	conn, _ := migrated(t)
 	metric := regexp.MustCompile(`cartlift_[a-z_]+`)
 	var prom, sql int
-	for _, p := range dash.Panels {
+	for _, p := range panels {
 		for _, tg := range p.Targets {
 			switch tg.Datasource.Type {
 			case "prometheus":
@@ -88,4 +88,16 @@ func TestDashboard(t *testing.T) {
 	if prom < 10 || sql < 3 {
 		t.Fatalf("%d Prometheus and %d ClickHouse queries; the dashboard lost panels", prom, sql)
 	}
+}
+
+type dashboardPanel struct {
+	Title   string `json:"title"`
+	Targets []struct {
+		Datasource struct {
+			Type string `json:"type"`
+		} `json:"datasource"`
+		Expr   string `json:"expr"`
+		RawSQL string `json:"rawSql"`
+	} `json:"targets"`
+	Panels []dashboardPanel `json:"panels"`
 }
