@@ -14,10 +14,10 @@ import (
 // SeedStore writes customer states straight into the Pebble store in dir,
 // as a processor that consumed every partition of an empty input topic
 // (with the given partition count) and then had these states would hold
-// them: each state under its key's partition, every partition's next
-// offset 0 and its open-cart count. The states must have no timers
-// (WakeAt zero). It returns the number of open carts written; for the
-// API's load tests, which need millions of carts in seconds.
+// them: each state under its key's partition, the timer of every cart with
+// a WakeAt, every partition's next offset 0, its open-cart and timer
+// counts. It returns the number of open carts written; for the load
+// tests, which need millions of carts in seconds.
 func SeedStore(dir string, partitions int, states iter.Seq[*projections.CustomerState]) (openCarts int64, err error) {
 	db, err := openDB(dir)
 	if err != nil {
@@ -29,6 +29,7 @@ func SeedStore(dir string, partitions int, states iter.Seq[*projections.Customer
 		}
 	}()
 	open := make([]int64, partitions)
+	timers := make([]int64, partitions)
 	b := db.NewBatch()
 	var buf []byte
 	for st := range states {
@@ -36,6 +37,14 @@ func SeedStore(dir string, partitions int, states iter.Seq[*projections.Customer
 		buf = appendState(buf[:0], st)
 		if err := b.Set(stateKey(p, st.Key), buf, nil); err != nil {
 			return 0, err
+		}
+		for _, c := range st.Carts {
+			if !c.WakeAt.IsZero() {
+				if err := b.Set(timerKey(p, c.WakeAt, st.Key, c.ID), nil, nil); err != nil {
+					return 0, err
+				}
+				timers[p]++
+			}
 		}
 		n := int64(st.OpenCarts())
 		open[p] += n
@@ -48,7 +57,7 @@ func SeedStore(dir string, partitions int, states iter.Seq[*projections.Customer
 		}
 	}
 	for p := range partitions {
-		if err := storeMeta(b, int32(p), partitionMeta{NextOffset: 0, OpenCarts: open[p]}); err != nil {
+		if err := storeMeta(b, int32(p), partitionMeta{NextOffset: 0, OpenCarts: open[p], Timers: timers[p]}); err != nil {
 			return 0, err
 		}
 	}
