@@ -60,7 +60,7 @@ func TestTimerLateness(t *testing.T) {
 	dir := t.TempDir()
 	seedStart := time.Now()
 	// The lead leaves time to open the store and join the group.
-	lead := 3*time.Second + time.Duration(timers/200_000)*time.Second
+	lead := 3*time.Second + time.Duration(timers/100_000)*time.Second
 	first := time.Now().Add(lead).Truncate(time.Millisecond)
 	step := window / time.Duration(due)
 	seed := func(yield func(*projections.CustomerState) bool) {
