@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	json "github.com/goccy/go-json"
@@ -80,8 +81,9 @@ func runDemo(ctx context.Context, args []string, stdout io.Writer) error {
 	// The actions role sends the email decisions to a local mail catcher,
 	// Mailpit, when it is installed (`make tools`).
 	var (
-		mp          *demoMailpit
-		stopActions = func() {}
+		mp            *demoMailpit
+		stopActions   = func() {}
+		receivedHooks = func() int64 { return 0 }
 	)
 	if bin, err := actions.FindMailpit(); err != nil {
 		fmt.Fprintf(stdout, "  emails   none: Mailpit not found (go install github.com/axllent/mailpit@v1.33.1, or make tools)\n")
@@ -90,10 +92,16 @@ func runDemo(ctx context.Context, args []string, stdout io.Writer) error {
 		mp = nil
 	} else {
 		defer mp.stop()
-		role, err := startDemoActions(procCtx, cfg.Broker.DataDir, n.brokers, mp.smtpPort, log)
+		hooks, err := startDemoWebhooks()
 		if err != nil {
 			return err
 		}
+		defer hooks.close()
+		role, err := startDemoActions(procCtx, cfg.Broker.DataDir, n.brokers, mp.smtpPort, hooks.url, log)
+		if err != nil {
+			return err
+		}
+		receivedHooks = hooks.received
 		stopActions = sync.OnceFunc(func() { _ = role.stop() })
 		defer stopActions()
 		fmt.Fprintf(stdout, "  emails   %s/ (Mailpit: the reminders cartlift sends)\n", mp.web)
@@ -201,6 +209,7 @@ loop:
 	printDemoSummary(stdout, time.Since(start), gen, s.EventsConsumed, s.EventsRejected, s.OpenCarts, s.PendingTimers, tail)
 	if mp != nil {
 		fmt.Fprintf(stdout, "  emails sent        %12s   see them at %s/ (Mailpit stops with the demo)\n", num(int64(tail.emailsSent())), mp.web)
+		fmt.Fprintf(stdout, "  webhooks delivered %12s   signed, verified by the demo's shop\n", num(receivedHooks()))
 	}
 	fmt.Fprintf(stdout, "  stopped by guards  %12s   deferred for quiet hours %s (no consent, caps, combined: cartlift_decisions_suppressed_total)\n",
 		num(s.DecisionsSuppressed), num(s.DecisionsDeferred))
@@ -330,7 +339,7 @@ func (m *demoMailpit) stop() {
 // the demo, as `cartlift actions` would with them in its environment:
 // the store under dataDir/actions, emails to the demo's Mailpit without
 // TLS, links to the demo's shop, no rate limit.
-func startDemoActions(ctx context.Context, dataDir string, brokers []string, smtpPort int, log *slog.Logger) (*actionsRole, error) {
+func startDemoActions(ctx context.Context, dataDir string, brokers []string, smtpPort int, webhookURL string, log *slog.Logger) (*actionsRole, error) {
 	cfg, err := loadActionsConfig(ctx, envconfig.MapLookuper(map[string]string{
 		"KAFKA_BROKERS":            strings.Join(brokers, ","),
 		"CARTLIFT_DATA_DIR":        dataDir,
@@ -341,12 +350,49 @@ func startDemoActions(ctx context.Context, dataDir string, brokers []string, smt
 		"CARTLIFT_RESUME_URL":      "http://127.0.0.1:8080/cart/{cart_id}?d={decision_id}",
 		"CARTLIFT_UNSUBSCRIBE_URL": "http://127.0.0.1:8080/unsubscribe?c={customer_key}&d={decision_id}",
 		"CARTLIFT_ACTIONS_RATE":    "0",
+		"CARTLIFT_WEBHOOK_URLS":    webhookURL,
+		"CARTLIFT_WEBHOOK_SECRET":  demoWebhookSecret,
 	}))
 	if err != nil {
 		return nil, err
 	}
 	return startActionsRole(ctx, cfg, log)
 }
+
+// demoWebhookSecret signs the demo's webhooks.
+const demoWebhookSecret = "demo-webhook-secret-0123456789abcdef"
+
+// demoWebhooks is the shop's side of the demo's webhooks (the B2B flow's
+// account-manager step): a local receiver that verifies each signature, as
+// a shop must, and counts what it accepted.
+type demoWebhooks struct {
+	url  string
+	srv  *http.Server
+	seen atomic.Int64
+}
+
+func startDemoWebhooks() (*demoWebhooks, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	h := &demoWebhooks{url: "http://" + ln.Addr().String() + "/hooks/cartlift"}
+	h.srv = &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+		if err != nil || actions.VerifySignature(demoWebhookSecret, r.Header.Get(actions.HeaderSignature), body, time.Now(), 5*time.Minute) != nil {
+			http.Error(w, "bad signature", http.StatusUnauthorized)
+			return
+		}
+		h.seen.Add(1)
+		w.WriteHeader(http.StatusNoContent)
+	})}
+	go func() { _ = h.srv.Serve(ln) }()
+	return h, nil
+}
+
+func (h *demoWebhooks) received() int64 { return h.seen.Load() }
+
+func (h *demoWebhooks) close() { _ = h.srv.Close() }
 
 // decisionTail reads the output topics, as a downstream service would, and
 // keeps counts and a recent decision for the demo's display.
