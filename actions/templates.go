@@ -354,19 +354,5 @@ func FormatMoneyLocale(minor int64, currency, lang string) string {
 // "JPY 1500", FormatMoney(1234, "KWD") is "KWD 1.234". The number of minor
 // digits comes from events.CurrencyDigits; an unknown code gets 2.
 func FormatMoney(minor int64, currency string) string {
-	digits, ok := events.CurrencyDigits(currency)
-	if !ok {
-		digits = 2
-	}
-	sign := ""
-	u := uint64(minor)
-	if minor < 0 {
-		sign = "-"
-		u = uint64(-minor) // two's complement: correct for MinInt64 too
-	}
-	s := fmt.Sprintf("%0*d", digits+1, u)
-	if digits > 0 {
-		s = s[:len(s)-digits] + "." + s[len(s)-digits:]
-	}
-	return currency + " " + sign + s
+	return currency + " " + events.FormatMinor(minor, currency)
 }

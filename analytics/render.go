@@ -196,25 +196,7 @@ func signed(v float64) string {
 // 2 for an unknown code) followed by the code: "1234.56 EUR", "1500 JPY",
 // "-0.05 USD". No grouping separators.
 func money(minor int64, currency string) string {
-	digits, ok := events.CurrencyDigits(currency)
-	if !ok {
-		digits = 2
-	}
-	neg := minor < 0
-	u := uint64(minor)
-	if neg {
-		u = -u // two's complement: correct for math.MinInt64 too
-	}
-	var s string
-	if digits == 0 {
-		s = strconv.FormatUint(u, 10)
-	} else {
-		scale := uint64(math.Pow10(digits))
-		s = fmt.Sprintf("%d.%0*d", u/scale, digits, u%scale)
-	}
-	if neg {
-		s = "-" + s
-	}
+	s := events.FormatMinor(minor, currency)
 	if currency != "" {
 		s += " " + currency
 	}

@@ -1,5 +1,10 @@
 package events
 
+import (
+	"strconv"
+	"strings"
+)
+
 // currencyDigits maps every active ISO 4217 currency code to its number of
 // minor-unit digits (EUR: 2, JPY: 0, KWD: 3).
 var currencyDigits = map[string]int{
@@ -32,4 +37,31 @@ func KnownCurrency(code string) bool {
 func CurrencyDigits(code string) (int, bool) {
 	d, ok := currencyDigits[code]
 	return d, ok
+}
+
+// FormatMinor writes an amount in minor units of currency as a decimal
+// number: a '-' for a negative amount, the major units, and '.' and the
+// minor digits when the currency has any; no grouping, no code.
+// FormatMinor(5999, "EUR") is "59.99", FormatMinor(-5, "EUR") "-0.05",
+// FormatMinor(1500, "JPY") "1500", FormatMinor(1234, "KWD") "1.234". The
+// number of minor digits comes from CurrencyDigits; an unknown code gets 2.
+func FormatMinor(minor int64, currency string) string {
+	digits, ok := CurrencyDigits(currency)
+	if !ok {
+		digits = 2
+	}
+	sign := ""
+	u := uint64(minor)
+	if minor < 0 {
+		sign = "-"
+		u = -u // two's complement: correct for math.MinInt64 too
+	}
+	s := strconv.FormatUint(u, 10)
+	if digits == 0 {
+		return sign + s
+	}
+	if len(s) <= digits {
+		s = strings.Repeat("0", digits-len(s)+1) + s
+	}
+	return sign + s[:len(s)-digits] + "." + s[len(s)-digits:]
 }

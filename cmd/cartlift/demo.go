@@ -544,20 +544,15 @@ func num(n int64) string {
 
 // money formats minor units in the currency's major unit.
 func money(minor int64, currency string) string {
-	digits, ok := events.CurrencyDigits(currency)
-	if !ok || digits == 0 {
-		return fmt.Sprintf("%s %s", num(minor), currency)
+	amount := events.FormatMinor(minor, currency)
+	whole, frac, hasFrac := strings.Cut(strings.TrimPrefix(amount, "-"), ".")
+	n, _ := strconv.ParseInt(whole, 10, 64)
+	s := num(n)
+	if strings.HasPrefix(amount, "-") {
+		s = "-" + s
 	}
-	div := int64(1)
-	for range digits {
-		div *= 10
+	if hasFrac {
+		s += "." + frac
 	}
-	return fmt.Sprintf("%s.%0*d %s", num(minor/div), digits, abs(minor%div), currency)
-}
-
-func abs(n int64) int64 {
-	if n < 0 {
-		return -n
-	}
-	return n
+	return s + " " + currency
 }
