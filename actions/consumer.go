@@ -27,16 +27,6 @@ const (
 // the consumer handles yet.
 const KindSkippedAction = "skipped_action"
 
-// DLQ headers of cart-actions.dlq, the events package's (see
-// events.HeaderErrorReason).
-const (
-	HeaderErrorReason     = events.HeaderErrorReason
-	HeaderError           = events.HeaderError
-	HeaderSourceTopic     = events.HeaderSourceTopic
-	HeaderSourcePartition = events.HeaderSourcePartition
-	HeaderSourceOffset    = events.HeaderSourceOffset
-)
-
 // DLQ reasons.
 const (
 	ReasonUndecodable      = "undecodable"
@@ -387,11 +377,11 @@ func (c *Consumer) deadLetter(ctx context.Context, r *kgo.Record, reason string,
 	rec := &kgo.Record{Topic: c.cfg.TopicDLQ, Key: r.Key, Value: r.Value}
 	rec.Headers = append(rec.Headers, r.Headers...)
 	rec.Headers = append(rec.Headers,
-		kgo.RecordHeader{Key: HeaderErrorReason, Value: []byte(reason)},
-		kgo.RecordHeader{Key: HeaderError, Value: []byte(msg)},
-		kgo.RecordHeader{Key: HeaderSourceTopic, Value: []byte(r.Topic)},
-		kgo.RecordHeader{Key: HeaderSourcePartition, Value: []byte(strconv.Itoa(int(r.Partition)))},
-		kgo.RecordHeader{Key: HeaderSourceOffset, Value: []byte(strconv.FormatInt(r.Offset, 10))},
+		kgo.RecordHeader{Key: events.HeaderErrorReason, Value: []byte(reason)},
+		kgo.RecordHeader{Key: events.HeaderError, Value: []byte(msg)},
+		kgo.RecordHeader{Key: events.HeaderSourceTopic, Value: []byte(r.Topic)},
+		kgo.RecordHeader{Key: events.HeaderSourcePartition, Value: []byte(strconv.Itoa(int(r.Partition)))},
+		kgo.RecordHeader{Key: events.HeaderSourceOffset, Value: []byte(strconv.FormatInt(r.Offset, 10))},
 	)
 	return c.produce(ctx, rec)
 }

@@ -160,9 +160,9 @@ func TestConsumerEmailsOutcomesAndDLQ(t *testing.T) {
 	if len(dlq) != 1 {
 		t.Fatalf("%d DLQ records, want 1", len(dlq))
 	}
-	if string(dlq[0].Value) != "not a cloudevent" || header(dlq[0], actions.HeaderErrorReason) != actions.ReasonUndecodable ||
-		header(dlq[0], actions.HeaderError) == "" || header(dlq[0], actions.HeaderSourceTopic) != events.TopicDecisions ||
-		header(dlq[0], actions.HeaderSourceOffset) != "2" {
+	if string(dlq[0].Value) != "not a cloudevent" || header(dlq[0], events.HeaderErrorReason) != actions.ReasonUndecodable ||
+		header(dlq[0], events.HeaderError) == "" || header(dlq[0], events.HeaderSourceTopic) != events.TopicDecisions ||
+		header(dlq[0], events.HeaderSourceOffset) != "2" {
 		t.Errorf("DLQ record %q headers %v", dlq[0].Value, dlq[0].Headers)
 	}
 	if n := len(messagesTo(t, sent.Customer.Email)); n != 1 {
@@ -203,7 +203,7 @@ func TestConsumerTransientFailureToDLQ(t *testing.T) {
 	if len(dlq) != 1 {
 		t.Fatalf("%d DLQ records, want 1", len(dlq))
 	}
-	if got := header(dlq[0], actions.HeaderErrorReason); got != actions.ReasonRetriesExhausted {
+	if got := header(dlq[0], events.HeaderErrorReason); got != actions.ReasonRetriesExhausted {
 		t.Errorf("reason %q, want %q", got, actions.ReasonRetriesExhausted)
 	}
 	dd, err := actions.DecodeDecision(dlq[0].Value)
@@ -237,7 +237,7 @@ func TestConsumerPermanentRejectionToDLQ(t *testing.T) {
 	if len(dlq) != 1 {
 		t.Fatalf("%d DLQ records, want 1", len(dlq))
 	}
-	if got := header(dlq[0], actions.HeaderErrorReason); got != actions.ReasonPermanentFailure {
+	if got := header(dlq[0], events.HeaderErrorReason); got != actions.ReasonPermanentFailure {
 		t.Errorf("reason %q, want %q", got, actions.ReasonPermanentFailure)
 	}
 	if dd, err := actions.DecodeDecision(dlq[0].Value); err != nil || dd.ID != d.ID {

@@ -30,16 +30,6 @@ const (
 	DefaultShutdownGrace = 10 * time.Second
 )
 
-// Headers of a record on the analytics dead-letter topic, the events
-// package's (see events.HeaderErrorReason).
-const (
-	HeaderErrorReason     = events.HeaderErrorReason
-	HeaderError           = events.HeaderError
-	HeaderSourceTopic     = events.HeaderSourceTopic
-	HeaderSourcePartition = events.HeaderSourcePartition
-	HeaderSourceOffset    = events.HeaderSourceOffset
-)
-
 // SinkConfig configures the analytics sink.
 type SinkConfig struct {
 	Brokers []string
@@ -692,11 +682,11 @@ func deadLetter(topic string, r *kgo.Record, cause error) *kgo.Record {
 	rec := &kgo.Record{Topic: topic, Key: r.Key, Value: r.Value}
 	rec.Headers = append(rec.Headers, r.Headers...)
 	rec.Headers = append(rec.Headers,
-		kgo.RecordHeader{Key: HeaderErrorReason, Value: []byte(reason)},
-		kgo.RecordHeader{Key: HeaderError, Value: []byte(cause.Error())},
-		kgo.RecordHeader{Key: HeaderSourceTopic, Value: []byte(r.Topic)},
-		kgo.RecordHeader{Key: HeaderSourcePartition, Value: []byte(strconv.Itoa(int(r.Partition)))},
-		kgo.RecordHeader{Key: HeaderSourceOffset, Value: []byte(strconv.FormatInt(r.Offset, 10))},
+		kgo.RecordHeader{Key: events.HeaderErrorReason, Value: []byte(reason)},
+		kgo.RecordHeader{Key: events.HeaderError, Value: []byte(cause.Error())},
+		kgo.RecordHeader{Key: events.HeaderSourceTopic, Value: []byte(r.Topic)},
+		kgo.RecordHeader{Key: events.HeaderSourcePartition, Value: []byte(strconv.Itoa(int(r.Partition)))},
+		kgo.RecordHeader{Key: events.HeaderSourceOffset, Value: []byte(strconv.FormatInt(r.Offset, 10))},
 	)
 	return rec
 }

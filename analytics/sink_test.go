@@ -230,7 +230,7 @@ func TestSinkExactlyOnceInEffectAcrossAReplay(t *testing.T) {
 			for _, x := range r.Headers {
 				h[x.Key] = string(x.Value)
 			}
-			reasons[string(r.Key)] = h[analytics.HeaderErrorReason] + "@" + h[analytics.HeaderSourceTopic]
+			reasons[string(r.Key)] = h[events.HeaderErrorReason] + "@" + h[events.HeaderSourceTopic]
 		})
 	}
 	if reasons["x"] != analytics.ReasonUnknownType+"@"+events.TopicOutcomes || reasons["y"] != analytics.ReasonUndecodable+"@"+events.TopicDecisions {

@@ -183,8 +183,8 @@ func TestInvalidRecordToDLQ(t *testing.T) {
 	for i, reason := range wantReasons {
 		src := recs[i]
 		j := slices.IndexFunc(dlq, func(d record) bool {
-			return d.Headers[processor.HeaderSourcePartition] == strconv.Itoa(int(src.Partition)) &&
-				d.Headers[processor.HeaderSourceOffset] == strconv.FormatInt(src.Offset, 10)
+			return d.Headers[events.HeaderSourcePartition] == strconv.Itoa(int(src.Partition)) &&
+				d.Headers[events.HeaderSourceOffset] == strconv.FormatInt(src.Offset, 10)
 		})
 		if j < 0 {
 			t.Errorf("record %d (%s, partition %d offset %d) is not in the DLQ", i, reason, src.Partition, src.Offset)
@@ -194,13 +194,13 @@ func TestInvalidRecordToDLQ(t *testing.T) {
 		if d.Key != string(src.Key) || string(d.Value) != string(src.Value) {
 			t.Errorf("DLQ record of %d changed: key %q value %q, want key %q value %q", i, d.Key, d.Value, src.Key, src.Value)
 		}
-		if got := d.Headers[processor.HeaderErrorReason]; got != reason {
+		if got := d.Headers[events.HeaderErrorReason]; got != reason {
 			t.Errorf("DLQ record of %d: reason %q, want %q", i, got, reason)
 		}
-		if msg := d.Headers[processor.HeaderError]; !strings.HasPrefix(msg, reason+": ") || len(msg) <= len(reason)+2 {
+		if msg := d.Headers[events.HeaderError]; !strings.HasPrefix(msg, reason+": ") || len(msg) <= len(reason)+2 {
 			t.Errorf("DLQ record of %d: error header %q does not explain %s", i, msg, reason)
 		}
-		if got := d.Headers[processor.HeaderSourceTopic]; got != tp.Events {
+		if got := d.Headers[events.HeaderSourceTopic]; got != tp.Events {
 			t.Errorf("DLQ record of %d: source topic %q, want %q", i, got, tp.Events)
 		}
 		for _, h := range src.Headers {

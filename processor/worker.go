@@ -16,16 +16,6 @@ import (
 	"github.com/cartlift/cartlift/projections"
 )
 
-// DLQ headers, the events package's (see events.HeaderErrorReason). The
-// value and key of a dead-lettered record are the original ones.
-const (
-	HeaderErrorReason     = events.HeaderErrorReason
-	HeaderError           = events.HeaderError
-	HeaderSourceTopic     = events.HeaderSourceTopic
-	HeaderSourcePartition = events.HeaderSourcePartition
-	HeaderSourceOffset    = events.HeaderSourceOffset
-)
-
 // Bounds of a worker's work per Pebble batch and of its state cache.
 const (
 	maxFiresPerBatch = 20_000
@@ -366,11 +356,11 @@ func (w *worker) deadLetter(r *kgo.Record, ve *events.ValidationError) error {
 		e.Headers = append(e.Headers, [2]string{h.Key, string(h.Value)})
 	}
 	e.Headers = append(e.Headers,
-		[2]string{HeaderErrorReason, ve.Reason},
-		[2]string{HeaderError, ve.Error()},
-		[2]string{HeaderSourceTopic, r.Topic},
-		[2]string{HeaderSourcePartition, strconv.Itoa(int(r.Partition))},
-		[2]string{HeaderSourceOffset, strconv.FormatInt(r.Offset, 10)},
+		[2]string{events.HeaderErrorReason, ve.Reason},
+		[2]string{events.HeaderError, ve.Error()},
+		[2]string{events.HeaderSourceTopic, r.Topic},
+		[2]string{events.HeaderSourcePartition, strconv.Itoa(int(r.Partition))},
+		[2]string{events.HeaderSourceOffset, strconv.FormatInt(r.Offset, 10)},
 	)
 	return w.enqueue(&e)
 }
