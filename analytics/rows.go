@@ -30,14 +30,6 @@ func (e *RecordError) Error() string { return e.Reason + ": " + e.Err.Error() }
 // Unwrap returns the cause.
 func (e *RecordError) Unwrap() error { return e.Err }
 
-// cartOutcomeKinds are the outcome kinds of the outcomes table; every other
-// kind on cart-outcomes is an action result (email.sent, link.clicked,
-// discount.issued, ...), so new action kinds need no migration.
-var cartOutcomeKinds = map[string]bool{
-	events.OutcomeRecovered: true, events.OutcomeConverted: true, events.OutcomeConvertedHoldout: true,
-	events.OutcomeLost: true, events.OutcomeDiscarded: true, events.OutcomeMerged: true,
-}
-
 // record is the part of a CloudEvents record the sink reads, decoded in
 // one pass: the data of a decision and of an outcome share one struct (the
 // fields both have, decision_id, flow, step and holdout, appear once, in
@@ -366,7 +358,7 @@ func (r *rows) add(value []byte, erased erasedKeys) (dropped bool, err error) {
 			if h := KeyHash(e.key); erased != nil && e.at.After(erased[h]) {
 				erased[h] = e.at
 			}
-		case cartOutcomeKinds[o.Kind]:
+		case events.IsCartOutcome(o.Kind): // else an action result, so new action kinds need no migration
 			if erased.erasedBy(o.CustomerKey, o.At) {
 				return true, nil
 			}

@@ -102,6 +102,18 @@ const (
 	OutcomeErased = "erased"
 )
 
+// IsCartOutcome reports whether kind says what became of a cart
+// (recovered, converted, converted_holdout, lost, discarded, merged), as
+// opposed to erased or an action's result (email.sent, link.clicked, ...),
+// which share the cart.outcome record.
+func IsCartOutcome(kind string) bool {
+	switch kind {
+	case OutcomeRecovered, OutcomeConverted, OutcomeConvertedHoldout, OutcomeLost, OutcomeDiscarded, OutcomeMerged:
+		return true
+	}
+	return false
+}
+
 // Outcome is the data of a cart.outcome event. ID is deterministic (cart,
 // kind, cart version). For recovered and converted_holdout outcomes,
 // DecisionID, Flow and Step name the decision the outcome is attributed to.
