@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/url"
 	"path/filepath"
-	"reflect"
 	"strings"
 	"time"
 
@@ -74,9 +73,9 @@ type actionsConfig struct {
 }
 
 func loadActionsConfig(ctx context.Context, l envconfig.Lookuper) (actionsConfig, error) {
-	var cfg actionsConfig
-	if err := envconfig.ProcessWith(ctx, &envconfig.Config{Target: &cfg, Lookuper: l}); err != nil {
-		return cfg, envError(err, reflect.TypeOf(cfg))
+	cfg, err := processEnv[actionsConfig](ctx, l)
+	if err != nil {
+		return cfg, err
 	}
 	if len(cfg.Brokers) == 0 {
 		cfg.Brokers = []string{cfg.BrokerAddr}

@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"reflect"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -81,9 +80,9 @@ type analyticsConfig struct {
 }
 
 func loadAnalyticsConfig(ctx context.Context, l envconfig.Lookuper) (analyticsConfig, error) {
-	var cfg analyticsConfig
-	if err := envconfig.ProcessWith(ctx, &envconfig.Config{Target: &cfg, Lookuper: l}); err != nil {
-		return cfg, envError(err, reflect.TypeOf(cfg))
+	cfg, err := processEnv[analyticsConfig](ctx, l)
+	if err != nil {
+		return cfg, err
 	}
 	if len(cfg.Brokers) == 0 {
 		cfg.Brokers = []string{cfg.BrokerAddr}
@@ -337,9 +336,9 @@ func runReport(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return &exitError{2, err}
 	}
-	var cfg clickhouseConfig
-	if err := envconfig.Process(ctx, &cfg); err != nil {
-		return &exitError{2, envError(err, reflect.TypeOf(cfg))}
+	cfg, err := processEnv[clickhouseConfig](ctx, nil)
+	if err != nil {
+		return &exitError{2, err}
 	}
 	if err := cfg.validate(); err != nil {
 		return &exitError{2, err}

@@ -7,9 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
-	"reflect"
 
-	"github.com/sethvargo/go-envconfig"
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/cartlift/cartlift/events"
@@ -39,9 +37,9 @@ func runBroker(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) > 0 {
 		return &exitError{2, fmt.Errorf("broker takes no arguments; configure it with CARTLIFT_BROKER_ADDR, CARTLIFT_DATA_DIR, CARTLIFT_PARTITIONS")}
 	}
-	var cfg brokerConfig
-	if err := envconfig.Process(ctx, &cfg); err != nil {
-		return envError(err, reflect.TypeOf(cfg))
+	cfg, err := processEnv[brokerConfig](ctx, nil)
+	if err != nil {
+		return err
 	}
 	if err := cfg.validate(); err != nil {
 		return err

@@ -81,18 +81,28 @@ func configError(env, format string, args ...any) error {
 // loadRunConfig reads and validates the configuration from the
 // environment (or from lookup, in tests).
 func loadRunConfig(ctx context.Context, lookup envconfig.Lookuper) (runConfig, error) {
-	var c runConfig
-	if lookup == nil {
-		lookup = envconfig.OsLookuper()
-	}
-	if err := envconfig.ProcessWith(ctx, &envconfig.Config{Target: &c, Lookuper: lookup}); err != nil {
-		return c, envError(err, reflect.TypeOf(c))
+	c, err := processEnv[runConfig](ctx, lookup)
+	if err != nil {
+		return c, err
 	}
 	return c, c.validate()
 }
 
 // envError rewrites envconfig's errors, which name the Go field
 // ("SyncWrites: strconv.ParseBool: ..."), to name the environment variable.
+// processEnv fills a T from the environment (l; the process's when nil);
+// an error names the variable at fault.
+func processEnv[T any](ctx context.Context, l envconfig.Lookuper) (T, error) {
+	var cfg T
+	if l == nil {
+		l = envconfig.OsLookuper()
+	}
+	if err := envconfig.ProcessWith(ctx, &envconfig.Config{Target: &cfg, Lookuper: l}); err != nil {
+		return cfg, envError(err, reflect.TypeOf(cfg))
+	}
+	return cfg, nil
+}
+
 func envError(err error, typ reflect.Type) error {
 	// envconfig names the field path ("ClickHouse: TLS: ..."); the user
 	// knows the variable.

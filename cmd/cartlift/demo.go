@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -228,8 +227,8 @@ loop:
 // latter. Without either the demo runs without analytics (make demo
 // installs clickhouse-server first where it can, and stops if it cannot).
 func demoClickHouse(ctx context.Context, dataDir string) (cfg clickhouseConfig, stop func(), err error) {
-	if err := envconfig.Process(ctx, &cfg); err != nil {
-		return cfg, nil, envError(err, reflect.TypeOf(cfg))
+	if cfg, err = processEnv[clickhouseConfig](ctx, nil); err != nil {
+		return cfg, nil, err
 	}
 	if len(cfg.Addr) > 0 {
 		return cfg, func() {}, cfg.validate()
