@@ -367,52 +367,29 @@ func BuildReport(ctx context.Context, conn driver.Conn, opt ReportOptions) (*Rep
 	}
 	factArgs := []any{since, until, opt.Flow, opt.Flow, since, since}
 
-	err := query(ctx, conn, "totals",
+	err := metricRows(ctx, conn, "totals",
 		"SELECT d_currency, "+metricColumns+" FROM ("+facts+") GROUP BY d_currency ORDER BY d_currency",
-		factArgs, func(scan func(...any) error) error {
-			var row TotalRow
-			dest, finish := metricDest(&row.Metrics)
-			if err := scan(append([]any{&row.Currency}, dest...)...); err != nil {
-				return err
-			}
-			finish()
-			r.Totals = append(r.Totals, row)
-			return nil
-		})
+		factArgs, &r.Totals, func(row *TotalRow) ([]any, *Metrics) { return []any{&row.Currency}, &row.Metrics })
 	if err != nil {
 		return nil, err
 	}
 
-	err = query(ctx, conn, "steps",
+	err = metricRows(ctx, conn, "steps",
 		"SELECT d_flow, d_step, toInt64(min(d_step_index)) AS step_index, d_currency, "+metricColumns+
 			" FROM ("+facts+") GROUP BY d_flow, d_step, d_currency ORDER BY d_flow, step_index, d_step, d_currency",
-		factArgs, func(scan func(...any) error) error {
-			var row StepRow
-			dest, finish := metricDest(&row.Metrics)
-			if err := scan(append([]any{&row.Flow, &row.Step, &row.StepIndex, &row.Currency}, dest...)...); err != nil {
-				return err
-			}
-			finish()
-			r.Steps = append(r.Steps, row)
-			return nil
+		factArgs, &r.Steps, func(row *StepRow) ([]any, *Metrics) {
+			return []any{&row.Flow, &row.Step, &row.StepIndex, &row.Currency}, &row.Metrics
 		})
 	if err != nil {
 		return nil, err
 	}
 
-	err = query(ctx, conn, "detail",
+	err = metricRows(ctx, conn, "detail",
 		"SELECT toString(toDate(d_at, 'UTC')) AS day, d_flow, d_step, toInt64(min(d_step_index)) AS step_index, d_cart_type, d_channel, d_currency, "+metricColumns+
 			" FROM ("+facts+") GROUP BY day, d_flow, d_step, d_cart_type, d_channel, d_currency"+
 			" ORDER BY day, d_flow, step_index, d_step, d_cart_type, d_channel, d_currency",
-		factArgs, func(scan func(...any) error) error {
-			var row DetailRow
-			dest, finish := metricDest(&row.Metrics)
-			if err := scan(append([]any{&row.Day, &row.Flow, &row.Step, &row.StepIndex, &row.CartType, &row.Channel, &row.Currency}, dest...)...); err != nil {
-				return err
-			}
-			finish()
-			r.Detail = append(r.Detail, row)
-			return nil
+		factArgs, &r.Detail, func(row *DetailRow) ([]any, *Metrics) {
+			return []any{&row.Day, &row.Flow, &row.Step, &row.StepIndex, &row.CartType, &row.Channel, &row.Currency}, &row.Metrics
 		})
 	if err != nil {
 		return nil, err
@@ -503,6 +480,24 @@ func BuildReport(ctx context.Context, conn driver.Conn, opt ReportOptions) (*Rep
 		return nil, err
 	}
 	return r, nil
+}
+
+// metricRows runs a query that selects a row's grouping columns, then
+// metricColumns, and appends one row per result to out; fields gives the
+// scan destinations of a row's grouping columns and its Metrics.
+func metricRows[R any](ctx context.Context, conn driver.Conn, name, sql string, args []any, out *[]R,
+	fields func(*R) ([]any, *Metrics)) error {
+	return query(ctx, conn, name, sql, args, func(scan func(...any) error) error {
+		var row R
+		keys, m := fields(&row)
+		dest, finish := metricDest(m)
+		if err := scan(append(keys, dest...)...); err != nil {
+			return err
+		}
+		finish()
+		*out = append(*out, row)
+		return nil
+	})
 }
 
 // compute fills the rates and the lift from the four counts.
