@@ -527,6 +527,10 @@ type Stats struct {
 	OpenCarts           int64 // in assigned partitions
 	PendingTimers       int64 // in assigned partitions
 	Lag                 int64 // records between the processed and the end offsets
+	// Clock is the earliest effective time of the assigned partitions
+	// (see projections.Advance): every timer due by then has fired and
+	// been committed. Zero when no partition is assigned.
+	Clock time.Time
 }
 
 // Stats returns a snapshot. It is safe to call from any goroutine.
@@ -548,6 +552,13 @@ func (p *Processor) Stats() Stats {
 		s.PendingTimers += w.timers.Load()
 		if end := w.end.Load(); end >= 0 {
 			s.Lag += max(0, end-w.next.Load())
+		}
+		var c time.Time
+		if n := w.clock.Load(); n != 0 {
+			c = time.Unix(0, n).UTC()
+		}
+		if s.Partitions == 1 || c.Before(s.Clock) {
+			s.Clock = c
 		}
 	}
 	return s

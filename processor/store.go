@@ -46,6 +46,7 @@ const (
 	metaNextOffset byte = 'o' // next input offset to process
 	metaOutboxSeq  byte = 's' // next outbox sequence number
 	metaEventTime  byte = 't' // newest processed event time (unix nanos)
+	metaClock      byte = 'k' // the partition's effective time (unix nanos; projections.Advance)
 	metaOpenCarts  byte = 'c' // open carts in the partition
 	metaTimers     byte = 'n' // pending timers in the partition
 	// metaSchedule + flow name: the last run time (unix nanos) of a
@@ -226,7 +227,9 @@ type partitionMeta struct {
 	NextOffset int64
 	OutboxSeq  uint64
 	EventTime  time.Time
-	OpenCarts  int64
+	// Clock is the partition's effective time (projections.Partition).
+	Clock     time.Time
+	OpenCarts int64
 	Timers     int64
 	// Runs holds the last run time of each scheduled flow, by name.
 	Runs map[string]time.Time
@@ -268,6 +271,9 @@ func loadMeta(r pebble.Reader, p int32, flows *projections.Config) (partitionMet
 	if t := read(metaEventTime); t != 0 {
 		m.EventTime = time.Unix(0, t).UTC()
 	}
+	if t := read(metaClock); t != 0 {
+		m.Clock = time.Unix(0, t).UTC()
+	}
 	m.OpenCarts = read(metaOpenCarts)
 	m.Timers = read(metaTimers)
 	if flows != nil {
@@ -290,14 +296,17 @@ func putInt(b *pebble.Batch, key []byte, v int64) error {
 }
 
 func storeMeta(b *pebble.Batch, p int32, m partitionMeta) error {
-	var et int64
+	var et, clock int64
 	if !m.EventTime.IsZero() {
 		et = m.EventTime.UnixNano()
+	}
+	if !m.Clock.IsZero() {
+		clock = m.Clock.UnixNano()
 	}
 	for _, kv := range []struct {
 		k byte
 		v int64
-	}{{metaNextOffset, m.NextOffset}, {metaOutboxSeq, int64(m.OutboxSeq)}, {metaEventTime, et},
+	}{{metaNextOffset, m.NextOffset}, {metaOutboxSeq, int64(m.OutboxSeq)}, {metaEventTime, et}, {metaClock, clock},
 		{metaOpenCarts, m.OpenCarts}, {metaTimers, m.Timers}} {
 		if err := putInt(b, metaKey(p, kv.k), kv.v); err != nil {
 			return err

@@ -51,6 +51,8 @@ type worker struct {
 	// gauges read by Stats.
 	openCarts atomic.Int64
 	timers    atomic.Int64
+	// clock is the committed effective time (unix nanos).
+	clock atomic.Int64
 
 	meta  partitionMeta
 	relay *relay
@@ -105,6 +107,7 @@ func newWorker(pr *Processor, part int32) (*worker, error) {
 	w.end.Store(-1)
 	w.openCarts.Store(meta.OpenCarts)
 	w.timers.Store(meta.Timers)
+	w.clock.Store(unixNanos(meta.Clock))
 	w.relay = newRelay(pr, part)
 	return w, nil
 }
@@ -156,110 +159,119 @@ func (w *worker) setEnd(end int64) {
 	w.caughtUp.Store(w.next.Load() >= w.end.Load())
 }
 
-// effectiveNow is the partition's effective time for timers: the wall
-// clock once the worker has caught up with the end of the partition, the
-// newest processed event time while it lags. ok is false while the worker
-// does not yet know whether it has caught up.
+// wallNow returns the wall clock, and whether the worker has caught up
+// with the end of its partition (only then does the wall clock drive its
+// timers).
 func (w *worker) wallNow() (time.Time, bool) {
-	if !w.caughtUp.Load() {
-		return time.Time{}, false
-	}
-	return w.pr.cfg.Clock().UTC(), true
+	return w.pr.cfg.Clock().UTC(), w.caughtUp.Load()
 }
 
+// tick moves a caught-up partition's clock to the wall clock.
 func (w *worker) tick() error {
-	now, ok := w.wallNow()
-	if !ok {
+	now, live := w.wallNow()
+	if !live {
 		return nil
 	}
-	for {
-		n, err := w.fireDue(now, true)
-		if err != nil {
-			return err
-		}
-		if err := w.commit(); err != nil {
-			return err
-		}
-		if n < maxFiresPerBatch {
-			break
-		}
-	}
-	if err := w.runSchedules(now); err != nil {
+	if err := projections.Advance(w.pr.flows, w, now, projections.Live); err != nil {
 		return err
 	}
 	return w.commit()
 }
 
-// runSchedules runs the scheduled flows due by now, the partition's
-// effective time (the wall clock from tick, the event time while the
-// worker lags). Per flow, the partition's metadata holds the last run
-// time: when now has reached the next cron time after it, ONE run happens,
-// at the latest cron time at or before now (runs missed while the
-// processor was down collapse into it). The run sweeps only the range of
-// the modification index in its time frame and calls FireSchedule for
-// each cart there; the new last run time goes into the same Pebble batch
-// as the run's effects.
-//
-// On the first start of a partition with a flow (no last run stored), the
-// last run is set to now without a run: a schedule never runs
-// retroactively for the time before it was deployed.
-func (w *worker) runSchedules(now time.Time) error {
-	flows := w.pr.flows
-	for _, i := range flows.ScheduledFlows() {
-		fl := &flows.Flows[i]
-		if w.meta.Runs == nil {
-			w.meta.Runs = map[string]time.Time{}
-		}
-		last, ok := w.meta.Runs[fl.Name]
-		if !ok {
-			w.meta.Runs[fl.Name] = now
-			w.changed = true
-			continue
-		}
-		run := fl.Schedule.Due(last, now)
-		if run.IsZero() {
-			continue
-		}
-		from, to := fl.Schedule.Frame(run)
-		lower, upper := modRange(w.part, from, to)
-		keys, err := w.dueKeys(lower, upper, math.MaxInt)
+// The worker is the projections.Partition its clock moves (see
+// projections.Advance, which holds the effective-time rule).
+
+// Clock returns the partition's effective time (see projections.Advance).
+func (w *worker) Clock() time.Time { return w.meta.Clock }
+
+// SetClock records the partition's effective time; it commits with the
+// batch.
+func (w *worker) SetClock(t time.Time) {
+	if !t.Equal(w.meta.Clock) {
+		w.meta.Clock = t
+		w.changed = true
+	}
+}
+
+// FireTimers fires the timers due by f.UpTo, committing a batch whenever
+// a round reaches maxFiresPerBatch, so that a timer storm is spread over
+// bounded batches.
+func (w *worker) FireTimers(f projections.Firing) error {
+	for {
+		n, err := w.fireDue(f)
 		if err != nil {
 			return err
 		}
-		decided := 0
-		for _, k := range keys {
-			_, customer, cart, err := parseModKey(k)
-			if err != nil {
-				return err
-			}
-			st, err := w.state(customer)
-			if err != nil {
-				return err
-			}
-			if st == nil {
-				continue
-			}
-			eff := projections.FireSchedule(st, customer, cart, fl, run, flows)
-			if len(eff.Decisions) == 0 && len(eff.Suppressed) == 0 && len(eff.Modified) == 0 && len(eff.Timers) == 0 {
-				continue // nothing changed
-			}
-			decided += len(eff.Decisions)
-			if err := w.apply(customer, eff); err != nil {
-				return err
-			}
+		if n < maxFiresPerBatch {
+			return nil
 		}
-		w.meta.Runs[fl.Name] = run
-		w.changed = true
-		w.log.Info("scheduled run", "flow", fl.Name, "run", run, "swept", len(keys), "decided", decided)
+		if err := w.commit(); err != nil {
+			return err
+		}
 	}
+}
+
+// LastRun returns the scheduled flow's last run in this partition.
+func (w *worker) LastRun(flow int) (time.Time, bool) {
+	t, ok := w.meta.Runs[w.pr.flows.Flows[flow].Name]
+	return t, ok
+}
+
+// SetLastRun records the scheduled flow's last run without a run.
+func (w *worker) SetLastRun(flow int, t time.Time) {
+	if w.meta.Runs == nil {
+		w.meta.Runs = map[string]time.Time{}
+	}
+	w.meta.Runs[w.pr.flows.Flows[flow].Name] = t
+	w.changed = true
+}
+
+// Run runs a scheduled flow at run: it sweeps only the range of the
+// modification index in the run's time frame and calls FireSchedule for
+// each cart there; the new last run time goes into the same Pebble batch
+// as the run's effects, so a run interrupted by a crash is repeated, and
+// decides nothing twice (the decision id names the run).
+func (w *worker) Run(flow int, run time.Time) error {
+	flows := w.pr.flows
+	fl := &flows.Flows[flow]
+	from, to := fl.Schedule.Frame(run)
+	lower, upper := modRange(w.part, from, to)
+	keys, err := w.dueKeys(lower, upper, math.MaxInt)
+	if err != nil {
+		return err
+	}
+	decided := 0
+	for _, k := range keys {
+		_, customer, cart, err := parseModKey(k)
+		if err != nil {
+			return err
+		}
+		st, err := w.state(customer)
+		if err != nil {
+			return err
+		}
+		if st == nil {
+			continue
+		}
+		eff := projections.FireSchedule(st, customer, cart, fl, run, flows)
+		if len(eff.Decisions) == 0 && len(eff.Suppressed) == 0 && len(eff.Modified) == 0 && len(eff.Timers) == 0 {
+			continue // nothing changed
+		}
+		decided += len(eff.Decisions)
+		if err := w.apply(customer, eff); err != nil {
+			return err
+		}
+	}
+	w.SetLastRun(flow, run)
+	w.log.Info("scheduled run", "flow", fl.Name, "run", run, "swept", len(keys), "decided", decided)
 	return nil
 }
 
 func (w *worker) process(f fetched) error {
 	start := time.Now()
 	consumed := 0
-	if now, ok := w.wallNow(); ok {
-		if _, err := w.fireDue(now, true); err != nil {
+	if now, live := w.wallNow(); live {
+		if err := projections.Advance(w.pr.flows, w, now, projections.Live); err != nil {
 			return err
 		}
 	}
@@ -317,17 +329,20 @@ func (w *worker) processRecord(r *kgo.Record) error {
 		w.log.Warn("event rejected to the DLQ", "offset", r.Offset, "reason", ve.Reason, "field", ve.Field)
 		return w.deadLetter(r, ve)
 	}
-	// Timers due before this event fire first: in event time, they came
-	// due before the customer's activity (an event exactly at a due time
-	// counts as activity first).
-	if _, err := w.fireDue(ev.Time.Add(-1), false); err != nil {
-		return err
+	// The partition's clock moves to just before this event (an event
+	// exactly at a due time counts as activity first), but never past the
+	// wall clock: in event time while the worker lags, on the wall clock
+	// once it has caught up (see projections.Advance).
+	wall, live := w.wallNow()
+	to, mode := ev.Time.Add(-1), projections.Catchup
+	if live {
+		mode = projections.Live
 	}
-	if !w.caughtUp.Load() {
-		// Lagging: scheduled runs follow event time, as timers do.
-		if err := w.runSchedules(ev.Time.Add(-1)); err != nil {
-			return err
-		}
+	if to.After(wall) {
+		to = wall
+	}
+	if err := projections.Advance(w.pr.flows, w, to, mode); err != nil {
+		return err
 	}
 	key := string(r.Key) // ev.Key(), or a guest's key for a login handed over
 	st, err := w.state(key)
@@ -341,6 +356,14 @@ func (w *worker) processRecord(r *kgo.Record) error {
 		w.meta.EventTime = ev.Time
 	}
 	return nil
+}
+
+// unixNanos is t in Unix nanoseconds, 0 for the zero time.
+func unixNanos(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
 }
 
 func truncate(s string, n int) string {
@@ -500,10 +523,11 @@ func (w *worker) enqueue(e *outboxEntry) error {
 	return err
 }
 
-// fireDue fires the timers of the partition due at or before now, in due
-// order, at most maxFiresPerBatch of them. wall says now is the wall clock
-// (for the lateness measure). It returns how many timers fired.
-func (w *worker) fireDue(now time.Time, wall bool) (int, error) {
+// fireDue fires the timers of the partition due by f.UpTo, in due order,
+// at most maxFiresPerBatch of them, each at f.At(due) (in Live mode they
+// are measured for lateness). It returns how many timers fired.
+func (w *worker) fireDue(f projections.Firing) (int, error) {
+	now := f.UpTo
 	if w.nextDueKnown && w.nextDue.After(now) {
 		return 0, nil
 	}
@@ -526,7 +550,7 @@ func (w *worker) fireDue(now time.Time, wall bool) (int, error) {
 			if err != nil {
 				return fired, err
 			}
-			eff := projections.Fire(st, customer, cart, now, w.pr.flows)
+			eff := projections.Fire(st, customer, cart, f.At(due), w.pr.flows)
 			if !movesTimer(eff.Timers, cart, due) {
 				// A stale entry (its cart moved on or is gone): drop it.
 				if err := w.b.Delete(k, nil); err != nil {
@@ -543,7 +567,7 @@ func (w *worker) fireDue(now time.Time, wall bool) (int, error) {
 				// set below it lower scanFrom again (apply).
 				w.scanFrom = due
 			}
-			if wall {
+			if f.Mode == projections.Live {
 				if h := w.pr.cfg.Hooks.TimerFired; h != nil {
 					h(now.Sub(due))
 				}
@@ -644,6 +668,7 @@ func (w *worker) commit() error {
 	w.next.Store(w.meta.NextOffset)
 	w.openCarts.Store(w.meta.OpenCarts)
 	w.timers.Store(w.meta.Timers)
+	w.clock.Store(unixNanos(w.meta.Clock))
 	w.caughtUp.Store(w.meta.NextOffset >= w.end.Load() && w.end.Load() >= 0)
 	w.relay.notify()
 	w.markCommit()

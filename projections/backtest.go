@@ -13,9 +13,11 @@ import (
 // counts what the flows would have done. It publishes nothing and reads no
 // clock: the same events and config always give the same Report.
 //
-// Like the runtime, before an event at time T it fires every timer due
-// before T (in due order, ties by customer key then cart id) with now just
-// before T; then it applies the event. Emits (a login handed over to a
+// Like the runtime working through a backlog, before an event at time T it
+// moves the clock in event time to just before T (Advance, Catchup): every
+// timer due by then fires at its own due time, in due order (ties by
+// customer key then cart id), and every scheduled run due by then happens
+// at its own time; then it applies the event. Emits (a login handed over to a
 // guest's key, carts assigned to the customer) are applied in-process
 // right after the event that made them, instead of going through a topic.
 //
@@ -40,6 +42,12 @@ type Backtest struct {
 	// index; a flow gets its first entry at the first event, without a
 	// run (as the processor does on its first start).
 	lastRun map[int]time.Time
+	// Observe, when set, sees the effects of every Apply, Fire and
+	// FireSchedule the backtest runs, with the customer key, in order. It
+	// must not keep or modify eff.State.
+	Observe func(key string, eff *Effects)
+	// clock is the effective time Advance keeps (see Partition).
+	clock time.Time
 }
 
 type btTimerKey struct{ key, cart string }
@@ -208,23 +216,29 @@ func (b *Backtest) Apply(key string, ev *events.Event) {
 }
 
 func (b *Backtest) event(key string, ev *events.Event) {
-	before := ev.Time.Add(-1)
-	b.fireDue(before, before)
-	b.runSchedules(before)
+	// As in the processor while it works through a backlog: the clock
+	// moves in event time to just before the event.
+	b.advance(ev.Time.Add(-1))
 	b.store(key, Apply(b.states[key], key, ev, b.cfg))
 	if ev.Time.After(b.eff) {
 		b.eff = ev.Time
 	}
 }
 
+// advance moves the clock in event time (see Advance). The backtest's
+// Partition methods cannot fail.
+func (b *Backtest) advance(to time.Time) {
+	_ = Advance(b.cfg, b, to, Catchup)
+}
+
 // Finish moves the clock to at (if later than the newest event) and fires
-// every timer due by then.
+// every timer and runs every schedule due by then, each at its own time:
+// what a processor that kept running until at would have decided.
 func (b *Backtest) Finish(at time.Time) {
 	if at.After(b.eff) {
 		b.eff = at
 	}
-	b.fireDue(b.eff, b.eff)
-	b.runSchedules(b.eff)
+	b.advance(b.eff)
 	for len(b.queue) > 0 { // Fire emits nothing today; be safe
 		q := b.queue[0]
 		b.queue = b.queue[1:]
@@ -233,16 +247,17 @@ func (b *Backtest) Finish(at time.Time) {
 	}
 }
 
-// fireDue fires, in order, every timer due at or before limit, at now.
-func (b *Backtest) fireDue(limit, now time.Time) {
+// FireTimers fires, in order, every timer due at or before upTo (see
+// Partition).
+func (b *Backtest) FireTimers(f Firing) error {
 	for len(b.timers) > 0 {
 		t := b.timers[0]
-		if t.due.After(limit) {
-			return
+		if t.due.After(f.UpTo) {
+			return nil
 		}
 		due := t.due
 		b.rep.Fires++
-		b.store(t.key, Fire(b.states[t.key], t.key, t.cart, now, b.cfg))
+		b.store(t.key, Fire(b.states[t.key], t.key, t.cart, f.At(due), b.cfg))
 		if t.index >= 0 && t.due.Equal(due) {
 			// The fold left the timer where it was: drop it rather than
 			// fire it forever (the tests check this never happens).
@@ -250,57 +265,62 @@ func (b *Backtest) fireDue(limit, now time.Time) {
 			delete(b.byCart, btTimerKey{t.key, t.cart})
 		}
 	}
+	return nil
 }
 
-// runSchedules runs, for each scheduled flow with a run due by now, the
-// latest such run (missed runs collapse into it, as in the processor). It
-// scans every state for the carts in the run's time frame, and sweeps
-// them in the processor's index order (modification time, customer key,
-// cart id).
-func (b *Backtest) runSchedules(now time.Time) {
+// Clock and SetClock keep the backtest's clock (see Partition).
+func (b *Backtest) Clock() time.Time     { return b.clock }
+func (b *Backtest) SetClock(t time.Time) { b.clock = t }
+
+// LastRun returns a scheduled flow's last run (see Partition).
+func (b *Backtest) LastRun(flow int) (time.Time, bool) {
+	t, ok := b.lastRun[flow]
+	return t, ok
+}
+
+// SetLastRun records a scheduled flow's last run (see Partition).
+func (b *Backtest) SetLastRun(flow int, t time.Time) { b.lastRun[flow] = t }
+
+// Run runs a scheduled flow at run (see Partition). It scans every state
+// for the carts in the run's time frame, and sweeps them in the
+// processor's index order (modification time, customer key, cart id).
+func (b *Backtest) Run(flow int, run time.Time) error {
 	type cand struct {
 		mod       time.Time
 		key, cart string
 	}
-	for _, i := range b.cfg.ScheduledFlows() {
-		fl := &b.cfg.Flows[i]
-		last, ok := b.lastRun[i]
-		if !ok {
-			b.lastRun[i] = now
-			continue
-		}
-		run := fl.Schedule.Due(last, now)
-		if run.IsZero() {
-			continue
-		}
-		b.lastRun[i] = run
-		b.rep.Flows[i].Runs++
-		from, to := fl.Schedule.Frame(run)
-		var cands []cand
-		for key, st := range b.states {
-			for _, c := range st.Carts {
-				if c.IsOpen() && !c.ModifiedAt.Before(from) && !c.ModifiedAt.After(to) {
-					cands = append(cands, cand{c.ModifiedAt, key, c.ID})
-				}
+	fl := &b.cfg.Flows[flow]
+	b.lastRun[flow] = run
+	b.rep.Flows[flow].Runs++
+	from, to := fl.Schedule.Frame(run)
+	var cands []cand
+	for key, st := range b.states {
+		for _, c := range st.Carts {
+			if c.IsOpen() && !c.ModifiedAt.Before(from) && !c.ModifiedAt.After(to) {
+				cands = append(cands, cand{c.ModifiedAt, key, c.ID})
 			}
-		}
-		slices.SortFunc(cands, func(a, b cand) int {
-			if c := a.mod.Compare(b.mod); c != 0 {
-				return c
-			}
-			if c := cmpString(a.key, b.key); c != 0 {
-				return c
-			}
-			return cmpString(a.cart, b.cart)
-		})
-		for _, c := range cands {
-			b.store(c.key, FireSchedule(b.states[c.key], c.key, c.cart, fl, run, b.cfg))
 		}
 	}
+	slices.SortFunc(cands, func(a, b cand) int {
+		if c := a.mod.Compare(b.mod); c != 0 {
+			return c
+		}
+		if c := cmpString(a.key, b.key); c != 0 {
+			return c
+		}
+		return cmpString(a.cart, b.cart)
+	})
+	for _, c := range cands {
+		b.store(c.key, FireSchedule(b.states[c.key], c.key, c.cart, fl, run, b.cfg))
+	}
+	return nil
 }
 
 // store keeps the effects of one Apply or Fire: state, timers, counts.
 func (b *Backtest) store(key string, eff Effects) {
+	if b.Observe != nil {
+		b.Observe(key, &eff)
+	}
 	if eff.State == nil {
 		delete(b.states, key)
 	} else {

@@ -123,6 +123,10 @@ type sim struct {
 	// mods is the index of open carts by modification time, kept from
 	// Effects.Modified as the processor keeps it: by key, by cart.
 	mods map[string]map[string]time.Time
+	// lastRun holds the scheduled flows' last runs, by flow index; clock
+	// is the effective time Advance keeps.
+	lastRun map[int]time.Time
+	clock   time.Time
 }
 
 func newSim(cfg *Config) *sim {
@@ -253,9 +257,9 @@ func (s *sim) applyMods(key string, changes []ModChange) error {
 }
 
 // fireDue fires, in due order, every timer due before limit (strict) or at
-// or before it (!strict), each with the given now. A fired timer that moves
-// to another due time in range fires again.
-func (s *sim) fireDue(limit, now time.Time, strict bool) error {
+// or before it (!strict), each with now = at(its due time). A fired timer
+// that moves to another due time in range fires again.
+func (s *sim) fireDue(limit time.Time, at func(due time.Time) time.Time, strict bool) error {
 	// A timer fires at most once per step of a flow, then for the expiry,
 	// then for the drop: more fires than this means a timer that moves but
 	// never out of range.
@@ -268,6 +272,7 @@ func (s *sim) fireDue(limit, now time.Time, strict bool) error {
 		if n > bound {
 			return fmt.Errorf("timers do not make progress: %s/%s due %s keeps firing", e.Key, e.CartID, fmtTime(e.Due))
 		}
+		now := at(e.Due)
 		if err := s.fire(e.Key, e.CartID, e.Due, now); err != nil {
 			return err
 		}
@@ -277,14 +282,14 @@ func (s *sim) fireDue(limit, now time.Time, strict bool) error {
 	}
 }
 
-// event is the runtime's loop body for one input record, as in
-// processor/worker.go: every timer due strictly before the event's time
-// fires first, with now just before it (an event exactly at a due time
-// counts as activity first); then the event is applied, and the effective
-// time moves to the newest event time seen.
+// event is the runtime's loop body for one input record while it works
+// through a backlog, as in processor/worker.go: the clock moves in event
+// time to just before the event (Advance, Catchup: every timer due by then
+// fires at its own due time, every scheduled run due by then happens; an
+// event exactly at a due time counts as activity first); then the event is
+// applied, and the effective time moves to the newest event time seen.
 func (s *sim) event(key string, ev *events.Event) error {
-	before := ev.Time.Add(-1)
-	if err := s.fireDue(before, before, false); err != nil {
+	if err := Advance(s.cfg, s, ev.Time.Add(-1), Catchup); err != nil {
 		return err
 	}
 	if err := s.apply(key, ev); err != nil {
@@ -297,25 +302,56 @@ func (s *sim) event(key string, ev *events.Event) error {
 }
 
 // advance moves the effective time to t (if later) and fires every timer
-// due at or before it, like an idle partition's timer driver.
+// due at or before it at t, like a caught-up partition's timer driver
+// (Live). Scheduled runs are left to the scripts' run and catchup
+// commands.
 func (s *sim) advance(t time.Time) error {
 	if t.After(s.eff) {
 		s.eff = t
 	}
-	return s.fireDue(s.eff, s.eff, false)
+	to := later(s.eff, s.clock)
+	err := s.FireTimers(Firing{UpTo: to, Mode: Live, From: s.clock})
+	s.clock = to
+	return err
+}
+
+// Clock, SetClock and FireTimers are the sim's Partition methods (see
+// Advance).
+func (s *sim) Clock() time.Time     { return s.clock }
+func (s *sim) SetClock(t time.Time) { s.clock = t }
+
+func (s *sim) FireTimers(f Firing) error { return s.fireDue(f.UpTo, f.At, false) }
+
+// LastRun, SetLastRun and Run are the sim's Partition methods.
+func (s *sim) LastRun(flow int) (time.Time, bool) {
+	t, ok := s.lastRun[flow]
+	return t, ok
+}
+
+func (s *sim) SetLastRun(flow int, t time.Time) {
+	if s.lastRun == nil {
+		s.lastRun = map[int]time.Time{}
+	}
+	s.lastRun[flow] = t
+}
+
+func (s *sim) Run(flow int, run time.Time) error {
+	s.SetLastRun(flow, run)
+	return s.runSchedule(s.cfg.Flows[flow].Name, run)
 }
 
 // snapshot is everything a runtime persists: states, timers, effective
 // time. Its JSON is what the restart test round-trips.
 type snapshot struct {
 	Eff    time.Time        `json:"eff"`
+	Clock  time.Time        `json:"clock"`
 	Open   int              `json:"open"`
 	States []*CustomerState `json:"states"`
 	Timers []timerEntry     `json:"timers"`
 }
 
 func (s *sim) snapshot() snapshot {
-	snap := snapshot{Eff: s.eff, Open: s.open, Timers: s.timers.sorted()}
+	snap := snapshot{Eff: s.eff, Clock: s.clock, Open: s.open, Timers: s.timers.sorted()}
 	for _, k := range slices.Sorted(maps.Keys(s.states)) {
 		snap.States = append(snap.States, s.states[k])
 	}
@@ -336,7 +372,7 @@ func (s *sim) restore(data []byte) error {
 	if err := json.Unmarshal(data, &snap); err != nil {
 		return err
 	}
-	s.eff, s.open = snap.Eff, snap.Open
+	s.eff, s.clock, s.open = snap.Eff, snap.Clock, snap.Open
 	s.states = map[string]*CustomerState{}
 	for _, st := range snap.States {
 		s.states[st.Key] = st
@@ -557,7 +593,7 @@ func (ck *checker) afterApply(key string, ev *events.Event, pre preApply, eff Ef
 	if d := ev.CartAssigned; d != nil && !pre.assignRepeat && eff.State != nil {
 		// The assigned cart's messages count toward the customer's cap.
 		for _, r := range d.Decisions {
-			if fl := ck.cfg.flow(r.Flow); !r.Skipped && !r.Holdout && (fl == nil || fl.Guards.FrequencyCap != nil) {
+			if fl := ck.cfg.flow(r.Flow); !r.Skipped && r.Suppressed == "" && !r.Holdout && (fl == nil || fl.Guards.FrequencyCap != nil) {
 				ck.addMessage(key, r.At)
 			}
 		}

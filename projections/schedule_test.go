@@ -166,9 +166,10 @@ func TestScheduleMissedDuringDowntimeRunsOnce(t *testing.T) {
 		t.Errorf("due %s, want the latest missed run only", got)
 	}
 
-	// The same through the backtest's runtime: a day of events, then the
-	// processor is down for four days; the daily runs missed collapse
-	// into one when the next event comes.
+	// A day of events, then nothing for four days. In event time (a
+	// backlog, the backtest) every daily run happens at its own time, as
+	// a processor running all along would have run them: the cart is in
+	// the frame of four of the five runs.
 	cfg := testConfig(t, scheduleFlows)
 	b := NewBacktest(cfg)
 	t0 := utc("2026-11-10T12:00:00Z")
@@ -180,12 +181,34 @@ func TestScheduleMissedDuringDowntimeRunsOnce(t *testing.T) {
 	apply("c1", events.TypeItemAdded, t0.Add(time.Hour), addItem1("c1", "a", "sku-1"))
 	apply("c2", events.TypeItemAdded, t0.Add(5*24*time.Hour), addItem1("c2", "b", "sku-1"))
 	rep := b.Report()
-	if rep.Flows[0].Runs != 1 || rep.Flows[0].Steps[0].Reached != 1 {
-		t.Fatalf("runs %d, reached %d: want one run (the missed ones collapsed) reaching c1's cart",
+	if rep.Flows[0].Runs != 5 || rep.Flows[0].Steps[0].Reached != 4 {
+		t.Fatalf("event time: runs %d, reached %d: want every daily run, four reaching c1's cart",
 			rep.Flows[0].Runs, rep.Flows[0].Steps[0].Reached)
 	}
 	if rep.Flows[0].Schedule != "@daily" {
 		t.Errorf("schedule %q", rep.Flows[0].Schedule)
+	}
+
+	// On the wall clock, after downtime, the missed runs collapse into
+	// the latest one.
+	s := newSim(cfg)
+	var runs []time.Time
+	s.observe = func(st *step) {
+		if st.Kind == "schedule" {
+			runs = append(runs, st.Now)
+		}
+	}
+	for i, ev := range []*events.Event{mustEvent(t, events.TypeCustomerUpdated, t0, consent("c1", true)),
+		mustEvent(t, events.TypeItemAdded, t0.Add(time.Hour), addItem1("c1", "a", "sku-1"))} {
+		if err := s.event("c1", ev); err != nil {
+			t.Fatalf("event %d: %v", i, err)
+		}
+	}
+	if err := Advance(cfg, s, t0.Add(5*24*time.Hour), Live); err != nil {
+		t.Fatal(err)
+	}
+	if want := utc("2026-11-15T00:00:00Z"); len(runs) != 1 || !runs[0].Equal(want) {
+		t.Fatalf("wall clock after downtime: runs reaching the cart at %v, want one at %s", runs, want)
 	}
 }
 
