@@ -230,7 +230,7 @@ type partitionMeta struct {
 	// Clock is the partition's effective time (projections.Partition).
 	Clock     time.Time
 	OpenCarts int64
-	Timers     int64
+	Timers    int64
 	// Runs holds the last run time of each scheduled flow, by name.
 	Runs map[string]time.Time
 }

@@ -440,15 +440,32 @@ func (f *fold) assign(d *events.CartAssigned) {
 		}
 	}
 	if c != nil && c.IsOpen() {
-		// Events under the customer's id came first for this cart: keep
-		// that newer content, adopt the guest's start and history.
+		// Events under the customer's id came first for this cart id: the
+		// shop kept the guest's cart id across the login. Both sides are
+		// the same cart, so the lines merge (see mergeLines), the guest's
+		// activities count toward the version (decision ids then differ
+		// from both sides' earlier ones), and the guest's start and
+		// history are adopted. The newest activity of either side starts
+		// the flows' period, so the guest's records of an older period do
+		// not hold back the steps of the new one.
 		if !d.CreatedAt.IsZero() && d.CreatedAt.Before(c.CreatedAt) {
 			c.CreatedAt = d.CreatedAt
 		}
+		mergeLines(c, d.Items)
+		c.Version += max(d.Version, 1)
+		c.ModifiedAt = later(c.ModifiedAt, d.ModifiedAt)
+		c.LastActivity = later(c.LastActivity, later(d.LastActivity, d.ModifiedAt))
 		c.Decisions = append(hist, c.Decisions...)
 		trimHistory(c)
 		c.AssignedFrom = d.FromKey
+		c.recompute()
 		f.schedule(c)
+		return
+	}
+	if c != nil && !later(d.LastActivity, d.ModifiedAt).After(c.ClosedAt) {
+		// The customer's cart of this id closed (checked out, discarded)
+		// after the guest's last activity on it: the guest's copy is the
+		// life that ended, not a new one.
 		return
 	}
 	if c == nil {
@@ -885,6 +902,21 @@ func updateItem(c *Cart, sku string, qty, price int64) {
 			}
 			return
 		}
+	}
+}
+
+// mergeLines adds a guest's lines to the customer's side of the same cart:
+// a SKU on both sides gets the sum of the quantities (item_added counts
+// what was added, and each side saw only its own additions) at the
+// customer side's price, which is newer; a SKU only the guest had is
+// added as it was.
+func mergeLines(c *Cart, guest []events.Item) {
+	for _, it := range guest {
+		if i := slices.IndexFunc(c.Items, func(li LineItem) bool { return li.SKU == it.SKU }); i >= 0 {
+			c.Items[i].Quantity = min(c.Items[i].Quantity+it.Quantity, events.MaxQuantity)
+			continue
+		}
+		addItem(c, it)
 	}
 }
 
