@@ -1,6 +1,7 @@
 package processor_test
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -75,5 +76,66 @@ func TestGuestCartFollowsLogin(t *testing.T) {
 	})
 	if got := r.p.Stats().PendingTimers; got != timers-1 {
 		t.Fatalf("pending timers %d after erasure, want %d", got, timers-1)
+	}
+}
+
+// Many shops keep the cart id across a login: the shop sends
+// customer.logged_in naming the guest, then, in the same second,
+// cart.item_added under the customer for the same cart id. Both sides are
+// one cart: the lines merge (quantities of a SKU on both sides add up),
+// and the new activity starts a new period of the flow, so step 1 fires
+// again for the merged cart although the guest's copy had had its step 1.
+func TestLoginKeepingTheCartIDMergesTheLines(t *testing.T) {
+	brokers := newCluster(t)
+	tp := testTopics(t, brokers)
+	customer := keyIn("c-keep", 0, testPartitions)
+	guestID := "g-keep"
+	prod := newProducer(t, brokers)
+	t0 := time.Now().UTC().Truncate(time.Second)
+	clock := newFakeClock(t0)
+	r := startOn(t, brokers, t.TempDir(), mustFlows(t, testFlows), tp, uniqueName(t, "g"), clock.opt())
+	waitCaughtUp(t, r, 0, 20*time.Second)
+
+	guestAdd := mkEvent(t, "e-guest", events.TypeItemAdded, t0, events.ItemAdded{
+		CartRef: events.CartRef{AnonymousID: guestID, CartID: "k-kept", Channel: "b2c", Currency: "EUR"},
+		Item:    events.Item{SKU: "SKU-G", Quantity: 2, UnitPriceMinor: 2500}})
+	produceTo(t, prod, tp.Events, guestAdd)
+	waitCaughtUp(t, r, 1, 20*time.Second)
+	clock.set(t0.Add(90 * time.Second)) // the guest's step 1 (after 1m) fires
+	waitClock(t, r, t0.Add(90*time.Second))
+
+	at := t0.Add(90 * time.Second)
+	produceTo(t, prod, tp.Events,
+		mkEvent(t, "e-login", events.TypeCustomerLoggedIn, at, events.CustomerLoggedIn{CustomerID: customer, AnonymousID: guestID}),
+		itemAdded(t, "e-cust", customer, "k-kept", at, "SKU-C", 1, 1000))
+	var merged *projections.Cart
+	waitFor(t, 10*time.Second, "the merged cart", func() bool {
+		st, _, _, err := r.p.Lookup(customer)
+		if err != nil || st == nil || st.Cart("k-kept") == nil {
+			return false
+		}
+		merged = st.Cart("k-kept")
+		return merged.TotalMinor == 6000
+	})
+	if !merged.IsOpen() || len(merged.Items) != 2 {
+		t.Fatalf("merged cart: %+v", merged)
+	}
+
+	clock.set(at.Add(90 * time.Second)) // the new period's step 1
+	waitClock(t, r, at.Add(90*time.Second))
+	clock.set(at.Add(6 * time.Minute)) // and its step 2
+	waitClock(t, r, at.Add(6*time.Minute))
+	waitDrained(t, r, 10*time.Second)
+	steps := map[string][]int64{}
+	for _, d := range decisionsOf(t, readTopic(t, brokers, tp.Decisions)) {
+		steps[d.Customer.Key+"/"+d.Step] = append(steps[d.Customer.Key+"/"+d.Step], d.Cart.TotalMinor)
+	}
+	want := map[string][]int64{
+		events.AnonPrefix + guestID + "/first": {5000},
+		customer + "/first":                    {6000},
+		customer + "/second":                   {6000},
+	}
+	if fmt.Sprint(steps) != fmt.Sprint(want) {
+		t.Fatalf("decisions (customer/step: totals) %v, want %v", steps, want)
 	}
 }
