@@ -13,7 +13,15 @@ import (
 // and decoding were most of the per-event cost of the processor. The format
 // is private to the store; every value starts with a version byte so it can
 // evolve (readers reject versions they do not know).
-const stateFormatV1 byte = 1
+//
+// V2 appends the customer's input window (CustomerState.Seen) at the end
+// of a V1 record: a count, then per entry the hash as 8 bytes little
+// endian and the time. V1 records (written before) decode with an empty
+// window.
+const (
+	stateFormatV1 byte = 1
+	stateFormatV2 byte = 2
+)
 
 var errCorruptState = errors.New("corrupt state record")
 
@@ -45,7 +53,7 @@ func (e *enc) time(t time.Time) {
 
 // appendState appends the binary form of s to dst.
 func appendState(dst []byte, s *projections.CustomerState) []byte {
-	e := enc{b: append(dst, stateFormatV1)}
+	e := enc{b: append(dst, stateFormatV2)}
 	e.str(s.Key)
 	p := &s.Profile
 	for _, v := range []string{p.CustomerID, p.Email, p.Name, p.Locale, p.TimeZone, p.Segment} {
@@ -108,6 +116,11 @@ func appendState(dst []byte, s *projections.CustomerState) []byte {
 			}
 			e.b = append(e.b, flags)
 		}
+	}
+	e.uint(len(s.Seen))
+	for _, se := range s.Seen {
+		e.b = binary.LittleEndian.AppendUint64(e.b, se.Hash)
+		e.time(se.At)
 	}
 	return e.b
 }
@@ -185,7 +198,8 @@ func (d *dec) time() time.Time {
 // decodeState parses the binary form written by appendState.
 func decodeState(b []byte) (*projections.CustomerState, error) {
 	d := dec{b: b}
-	if d.byte() != stateFormatV1 {
+	version := d.byte()
+	if version != stateFormatV1 && version != stateFormatV2 {
 		return nil, errCorruptState
 	}
 	s := &projections.CustomerState{Key: d.str()}
@@ -247,6 +261,20 @@ func decodeState(b []byte) (*projections.CustomerState, error) {
 			}
 		}
 		s.Carts = append(s.Carts, c)
+	}
+	if version >= stateFormatV2 {
+		if m := d.count(); m > 0 && d.err == nil {
+			s.Seen = make([]projections.SeenEvent, m)
+			for i := range s.Seen {
+				if len(d.b) < 8 {
+					d.err = errCorruptState
+					break
+				}
+				s.Seen[i].Hash = binary.LittleEndian.Uint64(d.b)
+				d.b = d.b[8:]
+				s.Seen[i].At = d.time()
+			}
+		}
 	}
 	if d.err == nil && len(d.b) != 0 {
 		d.err = errCorruptState

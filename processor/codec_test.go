@@ -134,3 +134,46 @@ func FuzzDecodeState(f *testing.F) {
 		}
 	})
 }
+
+// The input window (CustomerState.Seen) survives the codec, and a record
+// written in format V1 (before the window existed: the same bytes without
+// the window's count at the end) still decodes, with an empty window.
+func TestStateCodecInputWindowAndV1(t *testing.T) {
+	at := time.Date(2026, 11, 26, 8, 0, 0, 0, time.UTC)
+	s := &projections.CustomerState{Key: "c-1", Carts: []*projections.Cart{{ID: "k", Currency: "EUR", Status: "open",
+		Items: []projections.LineItem{{SKU: "A", Quantity: 1, UnitPriceMinor: 5, LineTotalMinor: 5}}, TotalMinor: 5, ItemCount: 1}},
+		Seen: []projections.SeenEvent{{Hash: projections.EventHash("shop", "e-1"), At: at}, {Hash: 1<<64 - 1, At: at.Add(time.Second)}}}
+	got, err := decodeState(appendState(nil, s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, b := mustJSON(t, s), mustJSON(t, got); a != b {
+		t.Fatalf("round trip:\n%s\n%s", a, b)
+	}
+
+	s.Seen = nil
+	v2 := appendState(nil, s)
+	if v2[0] != stateFormatV2 || v2[len(v2)-1] != 0 {
+		t.Fatalf("V2 layout changed: version %d, last byte %d", v2[0], v2[len(v2)-1])
+	}
+	v1 := append([]byte{stateFormatV1}, v2[1:len(v2)-1]...)
+	old, err := decodeState(v1)
+	if err != nil {
+		t.Fatalf("a V1 record: %v", err)
+	}
+	if a, b := mustJSON(t, s), mustJSON(t, old); a != b {
+		t.Fatalf("V1 decoded as\n%s\nwant\n%s", b, a)
+	}
+	if _, err := decodeState(append(v1, 0)); err == nil {
+		t.Fatal("a V1 record with trailing bytes accepted")
+	}
+}
+
+func mustJSON(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}

@@ -55,9 +55,11 @@ func TestGuestCartFollowsLogin(t *testing.T) {
 		t.Fatalf("open carts %d, want 1 (the guest's copy is closed)", got)
 	}
 
-	// The same login again (a shop's retry): nothing moves twice.
+	// A login again (a new session of the same guest; a repeat of the same
+	// event id would be dropped as a duplicate): nothing moves twice.
 	before := r.p.Stats().EventsConsumed
-	produceTo(t, prod, tp.Events, login)
+	produceTo(t, prod, tp.Events, mkEvent(t, "e-2b", events.TypeCustomerLoggedIn, base.Add(31*time.Second),
+		events.CustomerLoggedIn{CustomerID: customer, AnonymousID: guestID}))
 	waitFor(t, 10*time.Second, "the repeated login and its hand-over consumed", func() bool {
 		return r.p.Stats().EventsConsumed >= before+2
 	})
@@ -137,5 +139,50 @@ func TestLoginKeepingTheCartIDMergesTheLines(t *testing.T) {
 	}
 	if fmt.Sprint(steps) != fmt.Sprint(want) {
 		t.Fatalf("decisions (customer/step: totals) %v, want %v", steps, want)
+	}
+}
+
+// A shop that re-sends an event on a timeout sends the same CloudEvents
+// source and id again: the repeat is dropped (and counted), live and after
+// a restart from the store; the same id from another source is another
+// event.
+func TestRepeatedEventsAreDropped(t *testing.T) {
+	brokers := newCluster(t)
+	tp := testTopics(t, brokers)
+	customer := keyIn("c-dup", 2, testPartitions)
+	prod := newProducer(t, brokers)
+	dir := t.TempDir()
+	group := uniqueName(t, "g")
+	at := time.Now().Add(-10 * time.Second).UTC().Truncate(time.Second)
+	add := itemAdded(t, "e-add", customer, "k-dup", at, "A", 2, 1000)
+	otherSource, err := events.Encode("e-add", "pos", events.TypeItemAdded, at.Add(time.Second), "",
+		events.ItemAdded{CartRef: events.CartRef{CustomerID: customer, CartID: "k-dup", Currency: "EUR"},
+			Item: events.Item{SKU: "A", Quantity: 1, UnitPriceMinor: 1000}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	produceTo(t, prod, tp.Events, add, add, event{key: customer, value: otherSource}, add)
+	r := startOn(t, brokers, dir, mustFlows(t, testFlows), tp, group)
+	st := waitCaughtUp(t, r, 4, 20*time.Second)
+	if st.EventsDuplicate != 2 {
+		t.Fatalf("%d duplicates counted, want 2", st.EventsDuplicate)
+	}
+	quantity := func() int64 {
+		s, _, _, err := r.p.Lookup(customer)
+		if err != nil || s == nil || s.Cart("k-dup") == nil {
+			t.Fatalf("lookup: %+v, %v", s, err)
+		}
+		return s.Cart("k-dup").ItemCount
+	}
+	if q := quantity(); q != 3 {
+		t.Fatalf("quantity %d, want 3 (2 from the shop, 1 from the POS; the repeats dropped)", q)
+	}
+
+	r.stop(t)
+	produceTo(t, prod, tp.Events, add)
+	r = startOn(t, brokers, dir, mustFlows(t, testFlows), tp, group)
+	st = waitCaughtUp(t, r, 1, 20*time.Second)
+	if q := quantity(); q != 3 || st.EventsDuplicate != 1 {
+		t.Fatalf("after a restart: quantity %d, %d duplicates; want 3 and 1", q, st.EventsDuplicate)
 	}
 }

@@ -49,6 +49,9 @@ type Hooks struct {
 	EventRejected func(reason string)
 	// EventSkipped is called for each record of an unknown type.
 	EventSkipped func(detail string)
+	// EventDuplicate is called for each event dropped as a repeat of one
+	// in its customer's window (same source and id).
+	EventDuplicate func()
 	// TimerFired is called for each timer fired by the wall clock, with how
 	// late it fired.
 	TimerFired func(lateness time.Duration)
@@ -175,11 +178,11 @@ type Processor struct {
 }
 
 type counters struct {
-	eventsConsumed, eventsRejected, eventsSkipped atomic.Int64
-	decisionsMade, outcomesMade, timersFired      atomic.Int64
-	decisionsEmitted, outcomesEmitted             atomic.Int64
-	deadLettered                                  atomic.Int64
-	suppressed, deferred                          atomic.Int64
+	eventsConsumed, eventsRejected, eventsSkipped, eventsDuplicate atomic.Int64
+	decisionsMade, outcomesMade, timersFired                       atomic.Int64
+	decisionsEmitted, outcomesEmitted                              atomic.Int64
+	deadLettered                                                   atomic.Int64
+	suppressed, deferred                                           atomic.Int64
 }
 
 // New opens the store and creates the Kafka clients. It does not contact
@@ -512,6 +515,7 @@ type Stats struct {
 	EventsConsumed   int64 // input records processed (valid or not)
 	EventsRejected   int64 // records sent to the DLQ
 	EventsSkipped    int64 // records of unknown types
+	EventsDuplicate  int64 // repeats (same source and id) dropped
 	DecisionsMade    int64 // decisions committed to the outbox
 	OutcomesMade     int64
 	DecisionsEmitted int64 // decisions acknowledged by the brokers
@@ -537,7 +541,7 @@ type Stats struct {
 func (p *Processor) Stats() Stats {
 	s := Stats{
 		EventsConsumed: p.stats.eventsConsumed.Load(), EventsRejected: p.stats.eventsRejected.Load(),
-		EventsSkipped: p.stats.eventsSkipped.Load(), DecisionsMade: p.stats.decisionsMade.Load(),
+		EventsSkipped: p.stats.eventsSkipped.Load(), EventsDuplicate: p.stats.eventsDuplicate.Load(), DecisionsMade: p.stats.decisionsMade.Load(),
 		OutcomesMade: p.stats.outcomesMade.Load(), DecisionsEmitted: p.stats.decisionsEmitted.Load(),
 		OutcomesEmitted: p.stats.outcomesEmitted.Load(), DeadLettered: p.stats.deadLettered.Load(),
 		TimersFired: p.stats.timersFired.Load(), DecisionsSuppressed: p.stats.suppressed.Load(),

@@ -349,7 +349,15 @@ func (w *worker) processRecord(r *kgo.Record) error {
 	if err != nil {
 		return err
 	}
-	if err := w.apply(key, projections.Apply(st, key, ev, w.pr.flows)); err != nil {
+	eff := projections.Apply(st, key, ev, w.pr.flows)
+	if eff.Duplicate {
+		w.pr.stats.eventsDuplicate.Add(1)
+		if h := w.pr.cfg.Hooks.EventDuplicate; h != nil {
+			h()
+		}
+		w.log.Debug("repeated event dropped", "offset", r.Offset, "source", ev.Source, "id", ev.ID)
+	}
+	if err := w.apply(key, eff); err != nil {
 		return err
 	}
 	if ev.Time.After(w.meta.EventTime) {

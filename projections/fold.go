@@ -70,6 +70,9 @@ type Effects struct {
 	// pending, and their carts' timers move to the end of the window.
 	// Fire only.
 	Deferred []Deferral
+	// Duplicate is set when Apply dropped the event as a repeat of one in
+	// the customer's window (same source and id, see MaxSeenEvents).
+	Duplicate bool
 }
 
 // Emit is an input event the fold produces, keyed by the customer key it
@@ -93,6 +96,14 @@ func Apply(state *CustomerState, key string, ev *events.Event, cfg *Config) Effe
 	t := ev.Time
 	if !f.s.ErasedAt.IsZero() && !t.After(f.s.ErasedAt) {
 		return f.end() // a late event from before the customer's erasure
+	}
+	if ev.ID != "" {
+		h := EventHash(ev.Source, ev.ID)
+		if f.s.seen(h) {
+			f.eff.Duplicate = true
+			return f.end()
+		}
+		f.s.noteSeen(h, t)
 	}
 	switch {
 	case ev.ItemAdded != nil:

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os/exec"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -38,9 +39,12 @@ func testConfig(t testing.TB, yaml string) *Config {
 	return NewConfig(flows)
 }
 
+// eventSeq numbers mustEvent's events: each is a distinct input event.
+var eventSeq atomic.Int64
+
 func mustEvent(t testing.TB, typ string, at time.Time, data any) *events.Event {
 	t.Helper()
-	ev, err := encodeEvent("e-1", typ, at, data)
+	ev, err := encodeEvent(fmt.Sprintf("e-%d", eventSeq.Add(1)), typ, at, data)
 	if err != nil {
 		t.Fatal(err)
 	}

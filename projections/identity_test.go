@@ -117,7 +117,7 @@ func TestLoginMovesGuestCartsOnce(t *testing.T) {
 func TestErasureLeavesATombstone(t *testing.T) {
 	cfg := identityConfig(t)
 	add := func(at time.Time) *events.Event {
-		return &events.Event{ID: "e", Type: events.TypeItemAdded, Time: at, ItemAdded: &events.ItemAdded{
+		return &events.Event{ID: "e-" + at.Format(time.RFC3339), Type: events.TypeItemAdded, Time: at, ItemAdded: &events.ItemAdded{
 			CartRef: events.CartRef{CustomerID: "c-9", CartID: "k", Currency: "EUR"},
 			Item:    events.Item{SKU: "A", Quantity: 1, UnitPriceMinor: 100}}}
 	}

@@ -38,6 +38,10 @@ type CustomerState struct {
 	// MaxSentTimes entries, none much older than the longest cap window.
 	// A state with nothing else in it is deleted, Sent included.
 	Sent []time.Time `json:"sent,omitempty"`
+	// Seen is the window of the customer's recent input events (see
+	// MaxSeenEvents), in arrival order, against which repeats are dropped.
+	// Like Sent, it alone does not keep a state alive.
+	Seen []SeenEvent `json:"seen,omitempty"`
 }
 
 // Erased reports whether the state is a tombstone with nothing in it.

@@ -231,6 +231,7 @@ type metrics struct {
 	rejected   *prometheus.CounterVec
 	suppressed *prometheus.CounterVec
 	skipped    prometheus.Counter
+	duplicate  prometheus.Counter
 	lateness   prometheus.Histogram
 	batch      prometheus.Histogram
 	http       *prometheus.HistogramVec
@@ -246,6 +247,8 @@ func newMetrics() *metrics {
 		Help: "Steps that came due but a guard stopped, by reason (no_consent, frequency_cap, cart_cap, combined)."}, []string{"reason"})
 	m.skipped = prometheus.NewCounter(prometheus.CounterOpts{Name: "cartlift_events_skipped_total",
 		Help: "Input records of unknown event types, skipped."})
+	m.duplicate = prometheus.NewCounter(prometheus.CounterOpts{Name: "cartlift_events_duplicate_total",
+		Help: "Input events dropped as repeats (same source and id as one of the customer's recent events)."})
 	m.lateness = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "cartlift_timer_lateness_seconds",
 		Help:    "How late timers fired by the wall clock fired after their due time.",
 		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}})
@@ -257,7 +260,7 @@ func newMetrics() *metrics {
 		[]string{"route", "method", "code"})
 	m.forwarded = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cartlift_http_forwarded_total",
 		Help: "API requests forwarded to the instance that owns the customer's partition, by route pattern."}, []string{"route"})
-	m.reg.MustRegister(m.rejected, m.suppressed, m.skipped, m.lateness, m.batch, m.http, m.forwarded,
+	m.reg.MustRegister(m.rejected, m.suppressed, m.skipped, m.duplicate, m.lateness, m.batch, m.http, m.forwarded,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -266,6 +269,7 @@ func (m *metrics) hooks() processor.Hooks {
 	return processor.Hooks{
 		EventRejected:      func(reason string) { m.rejected.WithLabelValues(reason).Inc() },
 		EventSkipped:       func(string) { m.skipped.Inc() },
+		EventDuplicate:     func() { m.duplicate.Inc() },
 		DecisionSuppressed: func(reason string) { m.suppressed.WithLabelValues(reason).Inc() },
 		TimerFired:         func(d time.Duration) { m.lateness.Observe(d.Seconds()) },
 		BatchCommitted:     func(_ int32, _ int, took time.Duration) { m.batch.Observe(took.Seconds()) },
