@@ -52,6 +52,10 @@ type Hooks struct {
 	// EventDuplicate is called for each event dropped as a repeat of one
 	// in its customer's window (same source and id).
 	EventDuplicate func()
+	// OutputReduced is called when the brokers refused an output record
+	// for good and the relay replaced it by a reduced dead letter;
+	// OutputDropped when they refused that too and it was dropped.
+	OutputReduced, OutputDropped func()
 	// TimerFired is called for each timer fired by the wall clock, with how
 	// late it fired.
 	TimerFired func(lateness time.Duration)
@@ -164,6 +168,11 @@ type Processor struct {
 	db       *pebble.DB
 	consumer *kgo.Client
 	producer *kgo.Client
+	// out is the relay's producer, created by Run once it knows the
+	// brokers' message size limit (messageLimit): its batches never
+	// exceed what every output topic accepts.
+	out          *kgo.Client
+	messageLimit int
 
 	// mu guards workers. The group callbacks mutate it (serially with the
 	// poll loop, see BlockRebalanceOnPoll); Stats and Ready read it.
@@ -181,7 +190,7 @@ type counters struct {
 	eventsConsumed, eventsRejected, eventsSkipped, eventsDuplicate atomic.Int64
 	decisionsMade, outcomesMade, timersFired                       atomic.Int64
 	decisionsEmitted, outcomesEmitted                              atomic.Int64
-	deadLettered                                                   atomic.Int64
+	deadLettered, outputReduced, outputDropped                     atomic.Int64
 	suppressed, deferred                                           atomic.Int64
 }
 
@@ -199,11 +208,7 @@ func New(cfg Config) (*Processor, error) {
 		workers: make(map[int32]*worker), errc: make(chan error, 1)}
 
 	common := append([]kgo.Opt{kgo.SeedBrokers(cfg.Brokers...)}, cfg.KafkaOpts...)
-	p.producer, err = kgo.NewClient(append(common,
-		kgo.ProducerLinger(2*time.Millisecond),
-		kgo.MaxBufferedRecords(2*relayBatch),
-		kgo.RecordRetries(10),
-	)...)
+	p.producer, err = kgo.NewClient(common...)
 	if err != nil {
 		db.Close()
 		return nil, err
@@ -255,6 +260,23 @@ func (p *Processor) Run(ctx context.Context) error {
 		p.cfg.Topics.Events, p.cfg.Topics.Decisions, p.cfg.Topics.Outcomes, p.cfg.Topics.DLQ); err != nil {
 		return err
 	}
+	outputs := []string{p.cfg.Topics.Events, p.cfg.Topics.Decisions, p.cfg.Topics.Outcomes, p.cfg.Topics.DLQ}
+	limit, err := readMessageLimit(ctx, p.producer, outputs...)
+	if err != nil {
+		limit = defaultMessageLimit
+		p.log.Warn("cannot read the brokers' message size limits; assuming Kafka's default", "bytes", limit, "err", err)
+	}
+	p.messageLimit = limit
+	p.out, err = kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(p.cfg.Brokers...)}, append(p.cfg.KafkaOpts,
+		kgo.ProducerLinger(2*time.Millisecond),
+		kgo.MaxBufferedRecords(2*relayBatch),
+		kgo.RecordRetries(10),
+		kgo.ProducerBatchMaxBytes(int32(min(limit, 1<<30))),
+	)...)...)
+	if err != nil {
+		return err
+	}
+	p.log.Info("output record limit", "bytes", limit)
 	if err := p.learnPartitions(ctx); err != nil {
 		return fmt.Errorf("input topic %s: %w", p.cfg.Topics.Events, err)
 	}
@@ -309,6 +331,9 @@ loop:
 
 // Close flushes the producer and closes the store. Call it after Run.
 func (p *Processor) Close() error {
+	if p.out != nil {
+		p.out.Close()
+	}
 	p.producer.Close()
 	return p.db.Close()
 }
@@ -521,6 +546,8 @@ type Stats struct {
 	DecisionsEmitted int64 // decisions acknowledged by the brokers
 	OutcomesEmitted  int64
 	DeadLettered     int64 // DLQ records acknowledged by the brokers
+	OutputReduced    int64 // output records refused for good, sent as reduced dead letters
+	OutputDropped    int64 // reduced dead letters refused too, dropped
 	TimersFired      int64
 	// DecisionsSuppressed counts steps a guard stopped (consent, caps,
 	// combined); DecisionsDeferred steps held for quiet hours.
@@ -544,6 +571,7 @@ func (p *Processor) Stats() Stats {
 		EventsSkipped: p.stats.eventsSkipped.Load(), EventsDuplicate: p.stats.eventsDuplicate.Load(), DecisionsMade: p.stats.decisionsMade.Load(),
 		OutcomesMade: p.stats.outcomesMade.Load(), DecisionsEmitted: p.stats.decisionsEmitted.Load(),
 		OutcomesEmitted: p.stats.outcomesEmitted.Load(), DeadLettered: p.stats.deadLettered.Load(),
+		OutputReduced: p.stats.outputReduced.Load(), OutputDropped: p.stats.outputDropped.Load(),
 		TimersFired: p.stats.timersFired.Load(), DecisionsSuppressed: p.stats.suppressed.Load(),
 		DecisionsDeferred: p.stats.deferred.Load(),
 	}

@@ -3,6 +3,7 @@ package processor
 import (
 	"context"
 	"math/rand/v2"
+	"slices"
 	"time"
 
 	"github.com/cockroachdb/pebble"
@@ -96,8 +97,14 @@ func (r *relay) run() {
 }
 
 // drainOnce produces up to relayBatch entries from the head of the outbox
-// and deletes them once all were acknowledged. It returns how many it
-// produced.
+// and handles each produce result on its own: an acknowledged entry is
+// deleted; an entry the brokers refuse for good (too large, invalid) is
+// replaced by its reduced dead letter (see reduced), which the next round
+// produces, or, if it is one already, dropped with a metric and a log
+// line; an entry that failed transiently stays for the next round. So one
+// bad record is produced at most twice (as it is, then reduced) and never
+// holds back the entries around it. It returns how many entries it
+// produced and the first transient error.
 func (r *relay) drainOnce() (int, error) {
 	lower, upper := partRange(r.part, kindOutbox)
 	it, err := r.pr.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
@@ -105,22 +112,21 @@ func (r *relay) drainOnce() (int, error) {
 		return 0, err
 	}
 	var recs []*kgo.Record
-	var first, last []byte
+	var entries []outboxEntry
+	var keys [][]byte
 	for ok := it.First(); ok && len(recs) < relayBatch; ok = it.Next() {
 		e, err := decodeOutboxEntry(append([]byte(nil), it.Value()...))
 		if err != nil {
 			it.Close()
 			return 0, err
 		}
-		if first == nil {
-			first = append([]byte(nil), it.Key()...)
-		}
-		last = append(last[:0], it.Key()...)
+		keys = append(keys, append([]byte(nil), it.Key()...))
 		rec := &kgo.Record{Topic: e.Topic, Key: e.Key, Value: e.Value}
 		for _, h := range e.Headers {
 			rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: h[0], Value: []byte(h[1])})
 		}
 		recs = append(recs, rec)
+		entries = append(entries, e)
 	}
 	if err := it.Close(); err != nil {
 		return 0, err
@@ -128,15 +134,54 @@ func (r *relay) drainOnce() (int, error) {
 	if len(recs) == 0 {
 		return 0, nil
 	}
-	if err := r.pr.producer.ProduceSync(r.ctx, recs...).FirstErr(); err != nil {
+	index := make(map[*kgo.Record]int, len(recs))
+	for i, rec := range recs {
+		index[rec] = i
+	}
+	results := r.pr.out.ProduceSync(r.ctx, recs...)
+	b := r.pr.db.NewBatch()
+	defer b.Close()
+	var transient error
+	var acked []*kgo.Record
+	for _, res := range results {
+		i := index[res.Record]
+		switch {
+		case res.Err == nil:
+			acked = append(acked, res.Record)
+			if err := b.Delete(keys[i], nil); err != nil {
+				return 0, err
+			}
+		case permanentProduceError(res.Err) && !isReduced(&entries[i]):
+			red := reduced(&entries[i], r.pr.cfg.Topics.DLQ, r.pr.messageLimit, res.Err)
+			r.pr.stats.outputReduced.Add(1)
+			if h := r.pr.cfg.Hooks.OutputReduced; h != nil {
+				h()
+			}
+			r.pr.log.Warn("outbox relay: the brokers refused a record; sending a reduced dead letter instead",
+				"partition", r.part, "topic", entries[i].Topic, "bytes", len(entries[i].Value), "err", res.Err)
+			if err := b.Set(keys[i], red.appendTo(nil), nil); err != nil {
+				return 0, err
+			}
+		case permanentProduceError(res.Err):
+			r.pr.stats.outputDropped.Add(1)
+			if h := r.pr.cfg.Hooks.OutputDropped; h != nil {
+				h()
+			}
+			r.pr.log.Error("outbox relay: the brokers refused a reduced dead letter too; dropped",
+				"partition", r.part, "topic", entries[i].Topic, "bytes", len(entries[i].Value), "err", res.Err)
+			if err := b.Delete(keys[i], nil); err != nil {
+				return 0, err
+			}
+		default:
+			if transient == nil {
+				transient = res.Err
+			}
+		}
+	}
+	if err := b.Commit(pebble.NoSync); err != nil {
 		return 0, err
 	}
-	// The end bound is exclusive: last with a 0 byte appended is the
-	// smallest key after last.
-	if err := r.pr.db.DeleteRange(first, append(last, 0), pebble.NoSync); err != nil {
-		return 0, err
-	}
-	for _, rec := range recs {
+	for _, rec := range acked {
 		switch rec.Topic {
 		case r.pr.cfg.Topics.Decisions:
 			r.pr.stats.decisionsEmitted.Add(1)
@@ -146,5 +191,10 @@ func (r *relay) drainOnce() (int, error) {
 			r.pr.stats.deadLettered.Add(1)
 		}
 	}
-	return len(recs), nil
+	return len(recs), transient
+}
+
+// isReduced reports whether e is a reduced dead letter already.
+func isReduced(e *outboxEntry) bool {
+	return slices.ContainsFunc(e.Headers, func(h [2]string) bool { return h[0] == HeaderProduceError })
 }

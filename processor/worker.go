@@ -383,9 +383,7 @@ func truncate(s string, n int) string {
 
 func (w *worker) deadLetter(r *kgo.Record, ve *events.ValidationError) error {
 	e := outboxEntry{Topic: w.pr.cfg.Topics.DLQ, Key: r.Key, Value: r.Value}
-	for _, h := range r.Headers {
-		e.Headers = append(e.Headers, [2]string{h.Key, string(h.Value)})
-	}
+	capDeadLetter(&e, r.Headers)
 	e.Headers = append(e.Headers,
 		[2]string{events.HeaderErrorReason, ve.Reason},
 		[2]string{events.HeaderError, ve.Error()},

@@ -232,6 +232,8 @@ type metrics struct {
 	suppressed *prometheus.CounterVec
 	skipped    prometheus.Counter
 	duplicate  prometheus.Counter
+	reduced    prometheus.Counter
+	dropped    prometheus.Counter
 	lateness   prometheus.Histogram
 	batch      prometheus.Histogram
 	http       *prometheus.HistogramVec
@@ -249,6 +251,10 @@ func newMetrics() *metrics {
 		Help: "Input records of unknown event types, skipped."})
 	m.duplicate = prometheus.NewCounter(prometheus.CounterOpts{Name: "cartlift_events_duplicate_total",
 		Help: "Input events dropped as repeats (same source and id as one of the customer's recent events)."})
+	m.reduced = prometheus.NewCounter(prometheus.CounterOpts{Name: "cartlift_output_reduced_total",
+		Help: "Output records the brokers refused for good (too large), sent to the DLQ in a reduced form instead."})
+	m.dropped = prometheus.NewCounter(prometheus.CounterOpts{Name: "cartlift_output_dropped_total",
+		Help: "Reduced dead letters the brokers refused too, dropped (each is logged)."})
 	m.lateness = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "cartlift_timer_lateness_seconds",
 		Help:    "How late timers fired by the wall clock fired after their due time.",
 		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}})
@@ -260,7 +266,7 @@ func newMetrics() *metrics {
 		[]string{"route", "method", "code"})
 	m.forwarded = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cartlift_http_forwarded_total",
 		Help: "API requests forwarded to the instance that owns the customer's partition, by route pattern."}, []string{"route"})
-	m.reg.MustRegister(m.rejected, m.suppressed, m.skipped, m.duplicate, m.lateness, m.batch, m.http, m.forwarded,
+	m.reg.MustRegister(m.rejected, m.suppressed, m.skipped, m.duplicate, m.reduced, m.dropped, m.lateness, m.batch, m.http, m.forwarded,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -270,6 +276,8 @@ func (m *metrics) hooks() processor.Hooks {
 		EventRejected:      func(reason string) { m.rejected.WithLabelValues(reason).Inc() },
 		EventSkipped:       func(string) { m.skipped.Inc() },
 		EventDuplicate:     func() { m.duplicate.Inc() },
+		OutputReduced:      func() { m.reduced.Inc() },
+		OutputDropped:      func() { m.dropped.Inc() },
 		DecisionSuppressed: func(reason string) { m.suppressed.WithLabelValues(reason).Inc() },
 		TimerFired:         func(d time.Duration) { m.lateness.Observe(d.Seconds()) },
 		BatchCommitted:     func(_ int32, _ int, took time.Duration) { m.batch.Observe(took.Seconds()) },
