@@ -122,6 +122,8 @@ func NewConsumer(cfg ConsumerConfig, email *Handler) (*Consumer, error) {
 		kgo.SeedBrokers(cfg.Brokers...),
 		kgo.ConsumerGroup(cfg.Group),
 		kgo.ConsumeTopics(cfg.TopicDecisions),
+		// The processor produces in transactions: only committed ones count.
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.AutoCommitMarks(),
 		kgo.AllowAutoTopicCreation(),

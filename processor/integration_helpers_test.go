@@ -54,6 +54,7 @@ func testTopics(t testing.TB, brokers []string) processor.Topics {
 		Decisions: uniqueName(t, "decisions"),
 		Outcomes:  uniqueName(t, "outcomes"),
 		DLQ:       uniqueName(t, "dlq"),
+		State:     uniqueName(t, "state"),
 	}
 	createTopics(t, brokers, testPartitions, tp.Events, tp.Decisions, tp.Outcomes, tp.DLQ)
 	return tp
@@ -225,6 +226,7 @@ func readTopic(t testing.TB, brokers []string, topic string) []record {
 	}
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...),
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: offsets}),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords(),
 		kgo.FetchMaxBytes(64<<20), kgo.FetchMaxPartitionBytes(16<<20))
 	if err != nil {
 		t.Fatal(err)
@@ -247,6 +249,12 @@ func readTopic(t testing.TB, brokers []string, topic string) []record {
 		fs.EachRecord(func(r *kgo.Record) {
 			end, ok := left[r.Partition]
 			if !ok || r.Offset >= end {
+				return
+			}
+			if r.Attrs.IsControl() {
+				if r.Offset+1 >= end {
+					delete(left, r.Partition)
+				}
 				return
 			}
 			rec := record{Key: string(r.Key), Value: r.Value, Headers: map[string]string{}}

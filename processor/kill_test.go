@@ -461,10 +461,11 @@ func TestHardKillExactlyOnce(t *testing.T) {
 	// Each run has its own copy of the input: the processor writes to its
 	// input topic too (logins handed to the guest's partition, carts
 	// assigned on login), so two runs must not share one.
-	type run struct{ group, events, decisions, outcomes, dlq, data string }
+	type run struct{ group, events, decisions, outcomes, dlq, state, data string }
 	mk := func(name string) run {
 		r := run{group: uniqueName(t, name), events: uniqueName(t, "cart-events-"+name), decisions: uniqueName(t, "decisions-"+name),
-			outcomes: uniqueName(t, "outcomes-"+name), dlq: uniqueName(t, "dlq-"+name), data: filepath.Join(dir, name)}
+			outcomes: uniqueName(t, "outcomes-"+name), dlq: uniqueName(t, "dlq-"+name), state: uniqueName(t, "state-"+name),
+			data: filepath.Join(dir, name)}
 		createTopics(t, brokers, killPartitions, r.events, r.decisions, r.outcomes, r.dlq)
 		return r
 	}
@@ -480,6 +481,7 @@ func TestHardKillExactlyOnce(t *testing.T) {
 			"CARTLIFT_TOPIC_DECISIONS": r.decisions,
 			"CARTLIFT_TOPIC_OUTCOMES":  r.outcomes,
 			"CARTLIFT_TOPIC_DLQ":       r.dlq,
+			"CARTLIFT_TOPIC_STATE":     r.state,
 			"CARTLIFT_LOG_LEVEL":       "info",
 		}
 	}

@@ -39,6 +39,9 @@ type Topics struct {
 	Decisions string // default events.TopicDecisions
 	Outcomes  string // default events.TopicOutcomes
 	DLQ       string // default events.TopicDLQ
+	// State is the changelog: compacted, one partition per input
+	// partition; default "cartlift-state".
+	State string
 }
 
 // Hooks are optional callbacks through which the processor reports what
@@ -109,6 +112,13 @@ type Config struct {
 	AdvertiseAddr string
 	// KafkaOpts are extra franz-go options for both clients (TLS, SASL).
 	KafkaOpts []kgo.Opt
+	// ReplayInput allows a partition whose changelog is empty, and whose
+	// input no longer starts at offset 0 (retention deleted records), to
+	// build its state from what the input still holds: the migration of a
+	// deployment that predates the changelog. Without it such a partition
+	// fails to start, since its state would silently miss the deleted
+	// history.
+	ReplayInput bool
 }
 
 func (c *Config) fill() error {
@@ -131,7 +141,8 @@ func (c *Config) fill() error {
 	def(&c.Topics.Decisions, events.TopicDecisions)
 	def(&c.Topics.Outcomes, events.TopicOutcomes)
 	def(&c.Topics.DLQ, events.TopicDLQ)
-	names := []string{c.Topics.Events, c.Topics.Decisions, c.Topics.Outcomes, c.Topics.DLQ}
+	def(&c.Topics.State, DefaultTopicState)
+	names := []string{c.Topics.Events, c.Topics.Decisions, c.Topics.Outcomes, c.Topics.DLQ, c.Topics.State}
 	if len(slices.Compact(slices.Sorted(slices.Values(names)))) != len(names) {
 		return fmt.Errorf("processor: topic names must differ, got %v", names)
 	}
@@ -168,11 +179,17 @@ type Processor struct {
 	db       *pebble.DB
 	consumer *kgo.Client
 	producer *kgo.Client
-	// out is the relay's producer, created by Run once it knows the
-	// brokers' message size limit (messageLimit): its batches never
-	// exceed what every output topic accepts.
-	out          *kgo.Client
+	// messageLimit is the brokers' and output topics' message size limit,
+	// read by Run: the relays' batches never exceed it.
 	messageLimit int
+	// runCtx is Run's context, for the work of assigning partitions;
+	// setUp is closed once Run has set it and messageLimit (the group may
+	// assign partitions before, as the consumer joins it in New).
+	runCtx    context.Context
+	setUp     chan struct{}
+	setUpOnce sync.Once
+	// restoring counts partitions being restored from the changelog.
+	restoring atomic.Int32
 
 	// mu guards workers. The group callbacks mutate it (serially with the
 	// poll loop, see BlockRebalanceOnPoll); Stats and Ready read it.
@@ -205,7 +222,7 @@ func New(cfg Config) (*Processor, error) {
 		return nil, fmt.Errorf("open store in %s: %w", cfg.DataDir, err)
 	}
 	p := &Processor{cfg: cfg, flows: cfg.Flows, log: cfg.Logger, db: db,
-		workers: make(map[int32]*worker), errc: make(chan error, 1)}
+		workers: make(map[int32]*worker), errc: make(chan error, 1), setUp: make(chan struct{})}
 
 	common := append([]kgo.Opt{kgo.SeedBrokers(cfg.Brokers...)}, cfg.KafkaOpts...)
 	p.producer, err = kgo.NewClient(common...)
@@ -253,6 +270,9 @@ func (p *Processor) fail(err error) {
 	p.errOnce.Do(func() { p.errc <- err })
 }
 
+// DefaultTopicState is the changelog topic's default name.
+const DefaultTopicState = "cartlift-state"
+
 // Run consumes until ctx is cancelled or a worker fails. On return every
 // worker has committed its last batch and stopped.
 func (p *Processor) Run(ctx context.Context) error {
@@ -260,26 +280,26 @@ func (p *Processor) Run(ctx context.Context) error {
 		p.cfg.Topics.Events, p.cfg.Topics.Decisions, p.cfg.Topics.Outcomes, p.cfg.Topics.DLQ); err != nil {
 		return err
 	}
-	outputs := []string{p.cfg.Topics.Events, p.cfg.Topics.Decisions, p.cfg.Topics.Outcomes, p.cfg.Topics.DLQ}
+	p.runCtx = ctx
+	// Should the set-up fail, assigned must not wait for it for good; it
+	// then sees no messageLimit and takes nothing.
+	defer p.setUpOnce.Do(func() { close(p.setUp) })
+	if err := p.learnPartitions(ctx); err != nil {
+		return fmt.Errorf("input topic %s: %w", p.cfg.Topics.Events, err)
+	}
+	if err := EnsureTopicsWith(ctx, p.producer, p.partitions.Load(), map[string]string{"cleanup.policy": "compact"},
+		p.cfg.Topics.State); err != nil {
+		return err
+	}
+	outputs := []string{p.cfg.Topics.Events, p.cfg.Topics.Decisions, p.cfg.Topics.Outcomes, p.cfg.Topics.DLQ, p.cfg.Topics.State}
 	limit, err := readMessageLimit(ctx, p.producer, outputs...)
 	if err != nil {
 		limit = defaultMessageLimit
 		p.log.Warn("cannot read the brokers' message size limits; assuming Kafka's default", "bytes", limit, "err", err)
 	}
 	p.messageLimit = limit
-	p.out, err = kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(p.cfg.Brokers...)}, append(p.cfg.KafkaOpts,
-		kgo.ProducerLinger(2*time.Millisecond),
-		kgo.MaxBufferedRecords(2*relayBatch),
-		kgo.RecordRetries(10),
-		kgo.ProducerBatchMaxBytes(int32(min(limit, 1<<30))),
-	)...)...)
-	if err != nil {
-		return err
-	}
 	p.log.Info("output record limit", "bytes", limit)
-	if err := p.learnPartitions(ctx); err != nil {
-		return fmt.Errorf("input topic %s: %w", p.cfg.Topics.Events, err)
-	}
+	p.setUpOnce.Do(func() { close(p.setUp) })
 	lagCtx, stopLag := context.WithCancel(ctx)
 	var lagDone sync.WaitGroup
 	lagDone.Go(func() { p.pollEndOffsets(lagCtx) })
@@ -331,9 +351,6 @@ loop:
 
 // Close flushes the producer and closes the store. Call it after Run.
 func (p *Processor) Close() error {
-	if p.out != nil {
-		p.out.Close()
-	}
 	p.producer.Close()
 	return p.db.Close()
 }
@@ -351,6 +368,10 @@ func (p *Processor) snapshotWorkers() map[int32]*worker {
 }
 
 func (p *Processor) assigned(_ context.Context, _ *kgo.Client, assigned map[string][]int32) {
+	<-p.setUp
+	if p.messageLimit == 0 {
+		return
+	}
 	for _, part := range assigned[p.cfg.Topics.Events] {
 		w, err := newWorker(p, part)
 		if err != nil {
@@ -467,6 +488,17 @@ func (p *Processor) commitResumedOffsets(ctx context.Context, ws map[int32]*work
 
 // ListEndOffsets returns the last stable offsets of the given partitions.
 func ListEndOffsets(ctx context.Context, cl *kgo.Client, topic string, parts []int32) (map[int32]int64, error) {
+	return listOffsets(ctx, cl, topic, parts, -1)
+}
+
+// ListStartOffsets returns the partitions' earliest offsets (log start).
+func ListStartOffsets(ctx context.Context, cl *kgo.Client, topic string, parts []int32) (map[int32]int64, error) {
+	return listOffsets(ctx, cl, topic, parts, -2)
+}
+
+// listOffsets lists offsets at a timestamp: -1 the last stable offset, -2
+// the earliest.
+func listOffsets(ctx context.Context, cl *kgo.Client, topic string, parts []int32, timestamp int64) (map[int32]int64, error) {
 	req := kmsg.NewPtrListOffsetsRequest()
 	req.IsolationLevel = 1 // read committed: the last stable offset
 	rt := kmsg.NewListOffsetsRequestTopic()
@@ -474,7 +506,7 @@ func ListEndOffsets(ctx context.Context, cl *kgo.Client, topic string, parts []i
 	for _, part := range parts {
 		rp := kmsg.NewListOffsetsRequestTopicPartition()
 		rp.Partition = part
-		rp.Timestamp = -1 // latest
+		rp.Timestamp = timestamp
 		rt.Partitions = append(rt.Partitions, rp)
 	}
 	req.Topics = append(req.Topics, rt)
@@ -502,6 +534,12 @@ func ListEndOffsets(ctx context.Context, cl *kgo.Client, topic string, parts []i
 // EnsureTopics creates the topics that do not exist yet, with the given
 // number of partitions and the brokers' default replication.
 func EnsureTopics(ctx context.Context, cl *kgo.Client, partitions int32, topics ...string) error {
+	return EnsureTopicsWith(ctx, cl, partitions, nil, topics...)
+}
+
+// EnsureTopicsWith is EnsureTopics with topic configs for the topics it
+// creates (an existing topic keeps its own).
+func EnsureTopicsWith(ctx context.Context, cl *kgo.Client, partitions int32, configs map[string]string, topics ...string) error {
 	req := kmsg.NewPtrCreateTopicsRequest()
 	req.TimeoutMillis = 10_000
 	for _, t := range topics {
@@ -509,6 +547,11 @@ func EnsureTopics(ctx context.Context, cl *kgo.Client, partitions int32, topics 
 		rt.Topic = t
 		rt.NumPartitions = partitions
 		rt.ReplicationFactor = -1
+		for k, v := range configs {
+			c := kmsg.NewCreateTopicsRequestTopicConfig()
+			c.Name, c.Value = k, kmsg.StringPtr(v)
+			rt.Configs = append(rt.Configs, c)
+		}
 		req.Topics = append(req.Topics, rt)
 	}
 	var resp *kmsg.CreateTopicsResponse

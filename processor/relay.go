@@ -2,11 +2,14 @@ package processor
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"time"
 
 	"github.com/cockroachdb/pebble"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -20,7 +23,9 @@ const relayBatch = 2_000
 // copies. The relay owns the head of the outbox; the worker appends at the
 // tail.
 type relay struct {
-	pr     *Processor
+	pr *Processor
+	// cl is the partition's transactional producer (newTxnClient).
+	cl     *kgo.Client
 	part   int32
 	wake   chan struct{}
 	quit   chan struct{}
@@ -29,9 +34,9 @@ type relay struct {
 	cancel context.CancelFunc
 }
 
-func newRelay(pr *Processor, part int32) *relay {
+func newRelay(pr *Processor, part int32, cl *kgo.Client) *relay {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &relay{pr: pr, part: part, wake: make(chan struct{}, 1), quit: make(chan struct{}),
+	return &relay{pr: pr, part: part, cl: cl, wake: make(chan struct{}, 1), quit: make(chan struct{}),
 		done: make(chan struct{}), ctx: ctx, cancel: cancel}
 }
 
@@ -50,6 +55,7 @@ func (r *relay) stop() {
 	<-r.done
 	t.Stop()
 	r.cancel()
+	r.cl.Close()
 }
 
 func (r *relay) run() {
@@ -59,6 +65,14 @@ func (r *relay) run() {
 	defer tick.Stop()
 	for {
 		n, err := r.drainOnce()
+		if errors.Is(err, errRetryNow) {
+			continue
+		}
+		if errors.Is(err, errFenced) {
+			r.pr.log.Error("outbox relay: fenced; another instance owns the partition", "partition", r.part, "err", err)
+			r.pr.fail(fmt.Errorf("partition %d: %w", r.part, err))
+			return
+		}
 		if err != nil {
 			if r.ctx.Err() != nil {
 				return
@@ -74,7 +88,7 @@ func (r *relay) run() {
 			continue
 		}
 		backoff = 100 * time.Millisecond
-		if n == relayBatch {
+		if n >= relayBatch {
 			continue
 		}
 		select {
@@ -82,6 +96,9 @@ func (r *relay) run() {
 			// Final drain: whatever the worker committed last.
 			for {
 				n, err := r.drainOnce()
+				if errors.Is(err, errRetryNow) {
+					continue
+				}
 				if err != nil || n < relayBatch {
 					return
 				}
@@ -96,15 +113,17 @@ func (r *relay) run() {
 	}
 }
 
-// drainOnce produces up to relayBatch entries from the head of the outbox
-// and handles each produce result on its own: an acknowledged entry is
-// deleted; an entry the brokers refuse for good (too large, invalid) is
-// replaced by its reduced dead letter (see reduced), which the next round
-// produces, or, if it is one already, dropped with a metric and a log
-// line; an entry that failed transiently stays for the next round. So one
-// bad record is produced at most twice (as it is, then reduced) and never
-// holds back the entries around it. It returns how many entries it
-// produced and the first transient error.
+// drainOnce produces the outbox's head in one Kafka transaction: whole
+// worker batches (each ends with its changelog metadata record), at least
+// one and about relayBatch entries. When the transaction commits, the
+// entries are deleted. When a record fails, the transaction aborts, so
+// nothing of it reaches read_committed consumers, and each failed entry is
+// handled on its own: one the brokers refuse for good (too large,
+// invalid) is replaced by its reduced dead letter (see reduced) or, if it
+// is one already, dropped with a metric and a log line; a transient
+// failure leaves the entries for the next round. So one bad record holds
+// back its neighbours for at most two rounds. It returns how many entries
+// it committed and the first transient error.
 func (r *relay) drainOnce() (int, error) {
 	lower, upper := partRange(r.part, kindOutbox)
 	it, err := r.pr.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
@@ -114,7 +133,11 @@ func (r *relay) drainOnce() (int, error) {
 	var recs []*kgo.Record
 	var entries []outboxEntry
 	var keys [][]byte
-	for ok := it.First(); ok && len(recs) < relayBatch; ok = it.Next() {
+	boundary := 0 // entries up to here are whole batches
+	for ok := it.First(); ok; ok = it.Next() {
+		if len(recs) >= relayBatch && (boundary == len(recs) || boundary == 0) {
+			break
+		}
 		e, err := decodeOutboxEntry(append([]byte(nil), it.Value()...))
 		if err != nil {
 			it.Close()
@@ -122,35 +145,65 @@ func (r *relay) drainOnce() (int, error) {
 		}
 		keys = append(keys, append([]byte(nil), it.Key()...))
 		rec := &kgo.Record{Topic: e.Topic, Key: e.Key, Value: e.Value}
+		if e.Topic == r.pr.cfg.Topics.State {
+			rec.Partition = r.part
+		}
 		for _, h := range e.Headers {
 			rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: h[0], Value: []byte(h[1])})
 		}
 		recs = append(recs, rec)
 		entries = append(entries, e)
+		if e.Topic == r.pr.cfg.Topics.State && string(e.Key) == changelogMetaKey {
+			boundary = len(recs)
+		}
 	}
 	if err := it.Close(); err != nil {
 		return 0, err
 	}
+	if boundary > 0 {
+		// Entries after the last boundary cannot be: the worker commits
+		// a batch with its metadata record. Keep the cut anyway.
+		recs, entries, keys = recs[:boundary], entries[:boundary], keys[:boundary]
+	}
 	if len(recs) == 0 {
 		return 0, nil
+	}
+	if err := r.cl.BeginTransaction(); err != nil {
+		return 0, r.txnErr(err)
 	}
 	index := make(map[*kgo.Record]int, len(recs))
 	for i, rec := range recs {
 		index[rec] = i
 	}
-	results := r.pr.out.ProduceSync(r.ctx, recs...)
+	results := r.cl.ProduceSync(r.ctx, recs...)
+	var failed []kgo.ProduceResult
+	for _, res := range results {
+		if res.Err != nil {
+			failed = append(failed, res)
+		}
+	}
+	if len(failed) == 0 {
+		if err := r.cl.EndTransaction(r.ctx, kgo.TryCommit); err != nil {
+			_ = r.cl.EndTransaction(r.ctx, kgo.TryAbort)
+			return 0, r.txnErr(err)
+		}
+		// The end bound is exclusive: the last key with a 0 byte appended
+		// is the smallest key after it.
+		if err := r.pr.db.DeleteRange(keys[0], append(keys[len(keys)-1], 0), pebble.NoSync); err != nil {
+			return 0, err
+		}
+		r.count(recs)
+		return len(recs), nil
+	}
+	if err := r.cl.EndTransaction(r.ctx, kgo.TryAbort); err != nil {
+		return 0, r.txnErr(err)
+	}
 	b := r.pr.db.NewBatch()
 	defer b.Close()
 	var transient error
-	var acked []*kgo.Record
-	for _, res := range results {
+	for _, res := range failed {
 		i := index[res.Record]
 		switch {
-		case res.Err == nil:
-			acked = append(acked, res.Record)
-			if err := b.Delete(keys[i], nil); err != nil {
-				return 0, err
-			}
 		case permanentProduceError(res.Err) && !isReduced(&entries[i]):
 			red := reduced(&entries[i], r.pr.cfg.Topics.DLQ, r.pr.messageLimit, res.Err)
 			r.pr.stats.outputReduced.Add(1)
@@ -172,16 +225,35 @@ func (r *relay) drainOnce() (int, error) {
 			if err := b.Delete(keys[i], nil); err != nil {
 				return 0, err
 			}
-		default:
-			if transient == nil {
-				transient = res.Err
-			}
+		case transient == nil:
+			transient = r.txnErr(res.Err)
 		}
 	}
 	if err := b.Commit(pebble.NoSync); err != nil {
 		return 0, err
 	}
-	for _, rec := range acked {
+	if transient == nil {
+		transient = errRetryNow
+	}
+	return 0, transient
+}
+
+// errRetryNow: a round changed failed entries and should be retried at once.
+var errRetryNow = errors.New("retry the round with the failed entries replaced")
+
+// txnErr marks the errors that mean another instance took the partition's
+// transactional id over (it fenced this one).
+func (r *relay) txnErr(err error) error {
+	if errors.Is(err, kerr.ProducerFenced) || errors.Is(err, kerr.InvalidProducerEpoch) ||
+		errors.Is(err, kerr.TransactionalIDAuthorizationFailed) {
+		return fmt.Errorf("%w: %w", errFenced, err)
+	}
+	return err
+}
+
+// count updates the stats for committed records.
+func (r *relay) count(recs []*kgo.Record) {
+	for _, rec := range recs {
 		switch rec.Topic {
 		case r.pr.cfg.Topics.Decisions:
 			r.pr.stats.decisionsEmitted.Add(1)
@@ -191,7 +263,6 @@ func (r *relay) drainOnce() (int, error) {
 			r.pr.stats.deadLettered.Add(1)
 		}
 	}
-	return len(recs), transient
 }
 
 // isReduced reports whether e is a reduced dead letter already.

@@ -49,6 +49,7 @@ const (
 	metaClock      byte = 'k' // the partition's effective time (unix nanos; projections.Advance)
 	metaOpenCarts  byte = 'c' // open carts in the partition
 	metaTimers     byte = 'n' // pending timers in the partition
+	metaLineage    byte = 'l' // the state's lineage (changelog.go)
 	// metaSchedule + flow name: the last run time (unix nanos) of a
 	// scheduled flow in the partition.
 	metaSchedule byte = 'r'
@@ -233,6 +234,9 @@ type partitionMeta struct {
 	Timers    int64
 	// Runs holds the last run time of each scheduled flow, by name.
 	Runs map[string]time.Time
+	// Lineage is the state's lineage (see changelogMeta); 0 for a store
+	// that predates the changelog.
+	Lineage uint64
 }
 
 func getInt(r pebble.Reader, key []byte) (int64, bool, error) {
@@ -276,6 +280,7 @@ func loadMeta(r pebble.Reader, p int32, flows *projections.Config) (partitionMet
 	}
 	m.OpenCarts = read(metaOpenCarts)
 	m.Timers = read(metaTimers)
+	m.Lineage = uint64(read(metaLineage))
 	if flows != nil {
 		for _, i := range flows.ScheduledFlows() {
 			name := flows.Flows[i].Name
@@ -307,7 +312,7 @@ func storeMeta(b *pebble.Batch, p int32, m partitionMeta) error {
 		k byte
 		v int64
 	}{{metaNextOffset, m.NextOffset}, {metaOutboxSeq, int64(m.OutboxSeq)}, {metaEventTime, et}, {metaClock, clock},
-		{metaOpenCarts, m.OpenCarts}, {metaTimers, m.Timers}} {
+		{metaOpenCarts, m.OpenCarts}, {metaTimers, m.Timers}, {metaLineage, int64(m.Lineage)}} {
 		if err := putInt(b, metaKey(p, kv.k), kv.v); err != nil {
 			return err
 		}

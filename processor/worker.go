@@ -1,6 +1,7 @@
 package processor
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -74,6 +75,12 @@ type worker struct {
 	// a long backlog linear instead of quadratic. Zero means the start.
 	scanFrom time.Time
 	changed  bool // the batch holds changes to commit
+	// logNeeded is set when the batch changes more than the clock (an
+	// offset, an output, a scheduled run), so that its changelog metadata
+	// record is written even if no state changed. A clock that moves alone
+	// is not logged: a restore from an older clock fires nothing twice,
+	// since every timer that fired changed a state.
+	logNeeded bool
 
 	keyBuf   []byte
 	stateBuf []byte
@@ -83,10 +90,95 @@ type worker struct {
 	groupSynced atomic.Bool
 }
 
+// newWorker takes a partition over. It first fences the partition's
+// previous owner (initialising the partition's transactional producer
+// bumps its epoch, and aborts what the old one left open), then decides
+// where the state comes from:
+//   - the local store, when it has the changelog's lineage and is not
+//     behind it (the same instance coming back; its outbox produces what
+//     the changelog does not hold yet);
+//   - the local store, when the changelog holds nothing (a store that
+//     predates the changelog): the worker snapshots it into the changelog;
+//   - otherwise the changelog (restore), when it holds the partition;
+//   - otherwise nothing: a new partition, processed from offset 0 if the
+//     input still starts there, or from the earliest offset with
+//     Config.ReplayInput; without it the start fails rather than build a
+//     state that silently misses deleted history.
 func newWorker(pr *Processor, part int32) (*worker, error) {
+	ctx := pr.runCtx
+	cl, err := pr.newTxnClient(part)
+	if err != nil {
+		return nil, err
+	}
+	if _, _, err := cl.ProducerID(ctx); err != nil {
+		cl.Close()
+		return nil, fmt.Errorf("partition %d: initialising the transactional producer: %w", part, err)
+	}
+	w, err := takeOver(ctx, pr, part)
+	if err != nil {
+		cl.Close()
+		return nil, fmt.Errorf("partition %d: %w", part, err)
+	}
+	w.relay = newRelay(pr, part, cl)
+	return w, nil
+}
+
+func takeOver(ctx context.Context, pr *Processor, part int32) (*worker, error) {
+	log := pr.log.With("partition", part)
 	meta, err := loadMeta(pr.db, part, pr.flows)
 	if err != nil {
-		return nil, fmt.Errorf("partition %d: %w", part, err)
+		return nil, err
+	}
+	tail, logged, err := pr.changelogTail(ctx, part)
+	if err != nil {
+		return nil, err
+	}
+	snapshot := false
+	switch {
+	case meta.NextOffset >= 0 && logged && tail.Lineage == meta.Lineage && meta.NextOffset >= tail.NextOffset:
+		log.Info("resuming partition from local state", "offset", meta.NextOffset, "open_carts", meta.OpenCarts, "timers", meta.Timers)
+	case meta.NextOffset >= 0 && !logged:
+		log.Info("local state but an empty changelog: resuming it and writing it to the changelog", "offset", meta.NextOffset)
+		if meta.Lineage == 0 {
+			meta.Lineage = newLineage()
+		}
+		snapshot = true
+	case logged:
+		if meta.NextOffset >= 0 {
+			log.Info("local state is not the changelog's (another owner moved on): restoring from the changelog",
+				"local_offset", meta.NextOffset, "changelog_offset", tail.NextOffset)
+		}
+		start := time.Now()
+		pr.restoring.Add(1)
+		meta, _, err = pr.restore(ctx, part, func(read, end int64) {
+			log.Info("restoring partition from the changelog", "progress", fmt.Sprintf("%d%%", read*100/max(end, 1)))
+		})
+		pr.restoring.Add(-1)
+		if err != nil {
+			return nil, fmt.Errorf("restoring from the changelog: %w", err)
+		}
+		log.Info("restored partition from the changelog", "offset", meta.NextOffset, "open_carts", meta.OpenCarts,
+			"timers", meta.Timers, "took", time.Since(start).Round(time.Millisecond))
+	default:
+		if meta.NextOffset >= 0 {
+			return nil, errors.New("inconsistent store") // unreachable: covered above
+		}
+		starts, err := ListStartOffsets(ctx, pr.producer, pr.cfg.Topics.Events, []int32{part})
+		if err != nil {
+			return nil, err
+		}
+		if starts[part] > 0 && !pr.cfg.ReplayInput {
+			return nil, fmt.Errorf("no state in the changelog %s and the input starts at offset %d, not 0 (retention deleted records): "+
+				"set CARTLIFT_REPLAY_INPUT=true to build the state from what the input still holds", pr.cfg.Topics.State, starts[part])
+		}
+		if starts[part] > 0 {
+			log.Warn("no changelog: building the state by replaying the input from its earliest offset (CARTLIFT_REPLAY_INPUT); "+
+				"history before it is lost", "earliest", starts[part])
+		} else {
+			log.Info("new partition: processing the input from offset 0")
+		}
+		meta = partitionMeta{NextOffset: 0, Runs: map[string]time.Time{}, Lineage: newLineage()}
+		snapshot = true // the changelog gets its first metadata record
 	}
 	w := &worker{
 		pr: pr, part: part, meta: meta,
@@ -97,18 +189,30 @@ func newWorker(pr *Processor, part int32) (*worker, error) {
 		cache: make(map[string]*projections.CustomerState),
 		dirty: make(map[string]*projections.CustomerState),
 	}
-	if meta.NextOffset < 0 {
-		w.meta.NextOffset = 0
-		w.log.Info("no local state for partition: rebuilding it from the earliest offset")
-	} else {
-		w.log.Info("resuming partition from local state", "offset", meta.NextOffset, "open_carts", meta.OpenCarts, "timers", meta.Timers)
-	}
 	w.next.Store(w.meta.NextOffset)
 	w.end.Store(-1)
 	w.openCarts.Store(meta.OpenCarts)
 	w.timers.Store(meta.Timers)
 	w.clock.Store(unixNanos(meta.Clock))
-	w.relay = newRelay(pr, part)
+	// The decided metadata (and, for a store new to the changelog, every
+	// state) commits now, so that adjustOffsets reads it.
+	w.b = pr.db.NewIndexedBatch()
+	defer func() { w.b.Close(); w.b = nil }()
+	if snapshot {
+		n, err := w.snapshotToChangelog()
+		if err != nil {
+			return nil, err
+		}
+		if n > 0 {
+			log.Info("wrote the local state to the changelog", "customers", n)
+		}
+	}
+	if err := storeMeta(w.b, part, w.meta); err != nil {
+		return nil, err
+	}
+	if err := w.b.Commit(pebble.NoSync); err != nil {
+		return nil, err
+	}
 	return w, nil
 }
 
@@ -224,6 +328,7 @@ func (w *worker) SetLastRun(flow int, t time.Time) {
 	}
 	w.meta.Runs[w.pr.flows.Flows[flow].Name] = t
 	w.changed = true
+	w.logNeeded = true
 }
 
 // Run runs a scheduled flow at run: it sweeps only the range of the
@@ -293,6 +398,7 @@ func (w *worker) process(f fetched) error {
 		consumed++
 	}
 	w.changed = w.changed || consumed > 0
+	w.logNeeded = w.logNeeded || w.changed && w.meta.NextOffset != w.next.Load()
 	if err := w.commit(); err != nil {
 		return err
 	}
@@ -522,6 +628,7 @@ func (w *worker) purgeOutbox(key string) error {
 }
 
 func (w *worker) enqueue(e *outboxEntry) error {
+	w.logNeeded = w.logNeeded || e.Topic != w.pr.cfg.Topics.State
 	w.keyBuf = e.appendTo(w.keyBuf[:0])
 	err := w.b.Set(outboxKey(w.part, w.meta.OutboxSeq), w.keyBuf, nil)
 	w.meta.OutboxSeq++
@@ -648,6 +755,12 @@ func (w *worker) commit() error {
 		if err := w.b.Set(k, w.stateBuf, nil); err != nil {
 			return err
 		}
+	}
+	if w.logNeeded || len(w.dirty) > 0 {
+		if err := w.appendChangelog(); err != nil {
+			return err
+		}
+		w.logNeeded = false
 	}
 	if err := storeMeta(w.b, w.part, w.meta); err != nil {
 		return err

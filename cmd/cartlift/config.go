@@ -62,6 +62,11 @@ type runConfig struct {
 	TopicDecisions string `env:"CARTLIFT_TOPIC_DECISIONS, default=cart-decisions"`
 	TopicOutcomes  string `env:"CARTLIFT_TOPIC_OUTCOMES, default=cart-outcomes"`
 	TopicDLQ       string `env:"CARTLIFT_TOPIC_DLQ, default=cart-events.dlq"`
+	// TopicState is the changelog (compacted) the partitions' state lives in.
+	TopicState string `env:"CARTLIFT_TOPIC_STATE, default=cartlift-state"`
+	// ReplayInput lets a partition with an empty changelog, whose input no
+	// longer starts at offset 0, build its state from what the input holds.
+	ReplayInput bool `env:"CARTLIFT_REPLAY_INPUT, default=false"`
 
 	// SyncWrites fsyncs every state batch (survives machine crashes, not
 	// only process crashes).
@@ -178,7 +183,7 @@ func (c *runConfig) validate() error {
 		return configError("CARTLIFT_GROUP", "must not be empty")
 	}
 	topics := map[string]string{"CARTLIFT_TOPIC_EVENTS": c.TopicEvents, "CARTLIFT_TOPIC_DECISIONS": c.TopicDecisions,
-		"CARTLIFT_TOPIC_OUTCOMES": c.TopicOutcomes, "CARTLIFT_TOPIC_DLQ": c.TopicDLQ}
+		"CARTLIFT_TOPIC_OUTCOMES": c.TopicOutcomes, "CARTLIFT_TOPIC_DLQ": c.TopicDLQ, "CARTLIFT_TOPIC_STATE": c.TopicState}
 	seen := map[string]string{}
 	for env, t := range topics {
 		if t == "" {

@@ -415,7 +415,7 @@ func newDecisionTail(brokers []string, decisions, outcomes string) *decisionTail
 }
 
 func (t *decisionTail) run(ctx context.Context) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(t.brokers...), kgo.ConsumeTopics(t.decisions, t.outcome),
+	cl, err := kgo.NewClient(kgo.SeedBrokers(t.brokers...), kgo.ConsumeTopics(t.decisions, t.outcome), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
 		return

@@ -1,0 +1,374 @@
+package processor
+
+// The changelog: a compacted topic (Topics.State, default cartlift-state)
+// with one partition per input partition, which holds everything a worker
+// needs to take a partition over exactly where its last owner committed:
+// every customer's state (the codec's binary form; a tombstone for a
+// deleted one), keyed by the customer key, and the partition's metadata
+// under changelogMetaKey. The timer index, the modification index and the
+// gauges are derived from the states on restore.
+//
+// The relay produces each committed batch's outputs, changelog records
+// and metadata record in one Kafka transaction, with one transactional id
+// per partition: a batch is either wholly visible to read_committed
+// consumers (outputs, states and the offset it resumes from) or not at
+// all, and a new owner fences the old one before it reads the changelog.
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/cockroachdb/pebble"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// changelogMetaKey is the key of a partition's metadata record in the
+// changelog. No customer key is empty or starts with a zero byte.
+const changelogMetaKey = "\x00meta"
+
+const changelogMetaV1 byte = 1
+
+// changelogMeta is a partition's metadata as the changelog holds it.
+type changelogMeta struct {
+	NextOffset int64
+	EventTime  time.Time
+	Clock      time.Time
+	// Lineage names the history of this partition's state: it is drawn
+	// when a worker starts a partition from nothing and travels through
+	// restores. A local store is current only if it has the changelog's
+	// lineage (and is not behind it).
+	Lineage uint64
+	Runs    map[string]time.Time
+}
+
+func (m *changelogMeta) appendTo(b []byte) []byte {
+	e := enc{b: append(b, changelogMetaV1)}
+	e.int(m.NextOffset)
+	e.time(m.EventTime)
+	e.time(m.Clock)
+	e.b = binary.LittleEndian.AppendUint64(e.b, m.Lineage)
+	e.uint(len(m.Runs))
+	for name, t := range m.Runs {
+		e.str(name)
+		e.time(t)
+	}
+	return e.b
+}
+
+func decodeChangelogMeta(b []byte) (changelogMeta, error) {
+	d := dec{b: b}
+	if d.byte() != changelogMetaV1 {
+		return changelogMeta{}, errCorruptState
+	}
+	var m changelogMeta
+	m.NextOffset = d.int()
+	m.EventTime = d.time()
+	m.Clock = d.time()
+	if len(d.b) < 8 {
+		return changelogMeta{}, errCorruptState
+	}
+	m.Lineage = binary.LittleEndian.Uint64(d.b)
+	d.b = d.b[8:]
+	if n := d.count(); n > 0 {
+		m.Runs = make(map[string]time.Time, n)
+		for range n {
+			name := d.str()
+			m.Runs[name] = d.time()
+		}
+	}
+	if d.err == nil && len(d.b) != 0 {
+		d.err = errCorruptState
+	}
+	return m, d.err
+}
+
+func newLineage() uint64 { return rand.Uint64() | 1 }
+
+// changelogPartitioner sends changelog records to the record's own
+// partition (the input partition's number) and hashes the key for every
+// other topic, as Kafka's default partitioner does.
+type changelogPartitioner struct {
+	state string
+	keyed kgo.Partitioner
+}
+
+func (c changelogPartitioner) ForTopic(topic string) kgo.TopicPartitioner {
+	if topic == c.state {
+		return kgo.ManualPartitioner().ForTopic(topic)
+	}
+	return c.keyed.ForTopic(topic)
+}
+
+// newTxnClient is the transactional producer of one partition's relay.
+// Its transactional id names the group and the partition, so that the
+// next owner of the partition fences this one.
+func (p *Processor) newTxnClient(part int32) (*kgo.Client, error) {
+	return kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(p.cfg.Brokers...)}, append(p.cfg.KafkaOpts,
+		kgo.TransactionalID(fmt.Sprintf("%s-%d", p.cfg.Group, part)),
+		kgo.TransactionTimeout(p.cfg.SessionTimeout*4),
+		kgo.ProducerLinger(0),
+		kgo.MaxBufferedRecords(2*relayBatch),
+		kgo.RecordRetries(10),
+		kgo.ProducerBatchMaxBytes(int32(min(p.messageLimit, 1<<30))),
+		kgo.ProducerBatchCompression(kgo.Lz4Compression(), kgo.NoCompression()),
+		kgo.RecordPartitioner(changelogPartitioner{state: p.cfg.Topics.State, keyed: kgo.StickyKeyPartitioner(nil)}),
+	)...)...)
+}
+
+// changelogReader reads one changelog partition, read_committed, from
+// offset from up to its end at the time of the call.
+func (p *Processor) readChangelog(ctx context.Context, part int32, from int64, each func(*kgo.Record) error) error {
+	ends, err := ListEndOffsets(ctx, p.producer, p.cfg.Topics.State, []int32{part})
+	if err != nil {
+		return err
+	}
+	end := ends[part]
+	if end <= from {
+		return nil
+	}
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(p.cfg.Brokers...)}, append(p.cfg.KafkaOpts,
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{p.cfg.Topics.State: {part: kgo.NewOffset().At(from)}}),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.KeepControlRecords(),
+		kgo.FetchMaxBytes(64<<20), kgo.FetchMaxPartitionBytes(32<<20),
+	)...)...)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	for {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		var ferr error
+		fs.EachError(func(_ string, _ int32, err error) {
+			if ferr == nil {
+				ferr = err
+			}
+		})
+		if ferr != nil {
+			return fmt.Errorf("reading changelog %s/%d: %w", p.cfg.Topics.State, part, ferr)
+		}
+		done := false
+		var eachErr error
+		fs.EachRecord(func(r *kgo.Record) {
+			if done || eachErr != nil {
+				return
+			}
+			if !r.Attrs.IsControl() {
+				eachErr = each(r)
+			}
+			done = r.Offset+1 >= end
+		})
+		if eachErr != nil {
+			return eachErr
+		}
+		if done {
+			return nil
+		}
+	}
+}
+
+// changelogTail returns the partition's newest metadata in the changelog,
+// and false when the changelog holds none. A committed transaction ends
+// with its metadata record and a commit marker, so the tail is in the last
+// few offsets; compaction never removes the newest record of a key.
+func (p *Processor) changelogTail(ctx context.Context, part int32) (changelogMeta, bool, error) {
+	ends, err := ListEndOffsets(ctx, p.producer, p.cfg.Topics.State, []int32{part})
+	if err != nil {
+		return changelogMeta{}, false, err
+	}
+	var m changelogMeta
+	found := false
+	for back := int64(4); ; back *= 16 {
+		from := max(0, ends[part]-back)
+		err := p.readChangelog(ctx, part, from, func(r *kgo.Record) error {
+			if string(r.Key) != changelogMetaKey {
+				return nil
+			}
+			mm, err := decodeChangelogMeta(r.Value)
+			if err != nil {
+				return fmt.Errorf("changelog %s/%d offset %d: %w", p.cfg.Topics.State, part, r.Offset, err)
+			}
+			m, found = mm, true
+			return nil
+		})
+		if err != nil || found || from == 0 {
+			return m, found, err
+		}
+	}
+}
+
+// restoreProgress is called with the offsets read and the end, about every
+// 10% of a restore.
+type restoreProgress func(read, end int64)
+
+// restore replaces the partition's local state by the changelog's: it
+// deletes every local key of the partition, writes the states (the last
+// record of each key wins), then derives the timer and modification
+// indexes and the gauges from them. It returns the metadata to resume
+// from, and false when the changelog holds nothing for the partition.
+func (p *Processor) restore(ctx context.Context, part int32, progress restoreProgress) (partitionMeta, bool, error) {
+	if err := p.db.DeleteRange(partPrefix(part, 0), partPrefix(part+1, 0), pebble.NoSync); err != nil {
+		return partitionMeta{}, false, err
+	}
+	ends, err := ListEndOffsets(ctx, p.producer, p.cfg.Topics.State, []int32{part})
+	if err != nil {
+		return partitionMeta{}, false, err
+	}
+	end := ends[part]
+	b := p.db.NewBatch()
+	defer func() { b.Close() }()
+	var cm changelogMeta
+	found := false
+	step, next := max(end/10, 1), max(end/10, 1)
+	err = p.readChangelog(ctx, part, 0, func(r *kgo.Record) error {
+		switch {
+		case string(r.Key) == changelogMetaKey:
+			m, err := decodeChangelogMeta(r.Value)
+			if err != nil {
+				return fmt.Errorf("changelog %s/%d offset %d: %w", p.cfg.Topics.State, part, r.Offset, err)
+			}
+			cm, found = m, true
+		case r.Value == nil:
+			if err := b.Delete(stateKey(part, string(r.Key)), nil); err != nil {
+				return err
+			}
+		default:
+			if err := b.Set(stateKey(part, string(r.Key)), r.Value, nil); err != nil {
+				return err
+			}
+		}
+		if b.Len() > 16<<20 {
+			if err := b.Commit(pebble.NoSync); err != nil {
+				return err
+			}
+			b.Close()
+			b = p.db.NewBatch()
+		}
+		if r.Offset+1 >= next {
+			progress(r.Offset+1, end)
+			next += step
+		}
+		return nil
+	})
+	if err != nil {
+		return partitionMeta{}, false, err
+	}
+	if err := b.Commit(pebble.NoSync); err != nil {
+		return partitionMeta{}, false, err
+	}
+	if !found {
+		return partitionMeta{}, false, nil
+	}
+	m, err := p.deriveIndexes(part)
+	if err != nil {
+		return partitionMeta{}, false, err
+	}
+	// A restore starts a new lineage: a store that still holds the old one
+	// (an earlier owner's, or a fenced zombie's with output it never
+	// committed) is then not mistaken for this one.
+	m.NextOffset, m.EventTime, m.Clock, m.Lineage = cm.NextOffset, cm.EventTime, cm.Clock, newLineage()
+	m.Runs = cm.Runs
+	if m.Runs == nil {
+		m.Runs = map[string]time.Time{}
+	}
+	return m, true, nil
+}
+
+// deriveIndexes writes the timer and modification index entries of every
+// state of the partition and returns the gauges.
+func (p *Processor) deriveIndexes(part int32) (partitionMeta, error) {
+	m := partitionMeta{}
+	lower, upper := partRange(part, kindState)
+	it, err := p.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return m, err
+	}
+	defer it.Close()
+	b := p.db.NewBatch()
+	defer func() { b.Close() }()
+	for ok := it.First(); ok; ok = it.Next() {
+		st, err := decodeState(it.Value())
+		if err != nil {
+			return m, fmt.Errorf("state %q: %w", it.Key()[5:], err)
+		}
+		for _, c := range st.Carts {
+			if !c.WakeAt.IsZero() {
+				if err := b.Set(timerKey(part, c.WakeAt, st.Key, c.ID), nil, nil); err != nil {
+					return m, err
+				}
+				m.Timers++
+			}
+			if c.IsOpen() {
+				m.OpenCarts++
+				if !c.ModifiedAt.IsZero() {
+					if err := b.Set(modKey(part, c.ModifiedAt, st.Key, c.ID), nil, nil); err != nil {
+						return m, err
+					}
+				}
+			}
+		}
+		if b.Len() > 16<<20 {
+			if err := b.Commit(pebble.NoSync); err != nil {
+				return m, err
+			}
+			b.Close()
+			b = p.db.NewBatch()
+		}
+	}
+	return m, b.Commit(pebble.NoSync)
+}
+
+// appendChangelog enqueues the batch's changelog records: each changed
+// customer's last state (a tombstone for a deleted one), then the
+// partition's metadata, which ends the batch's transaction.
+func (w *worker) appendChangelog() error {
+	for key, st := range w.dirty {
+		e := outboxEntry{Topic: w.pr.cfg.Topics.State, Key: []byte(key)}
+		if st != nil {
+			e.Value = appendState(nil, st)
+		}
+		if err := w.enqueue(&e); err != nil {
+			return err
+		}
+	}
+	return w.enqueueChangelogMeta()
+}
+
+func (w *worker) enqueueChangelogMeta() error {
+	cm := changelogMeta{NextOffset: w.meta.NextOffset, EventTime: w.meta.EventTime, Clock: w.meta.Clock,
+		Lineage: w.meta.Lineage, Runs: w.meta.Runs}
+	return w.enqueue(&outboxEntry{Topic: w.pr.cfg.Topics.State, Key: []byte(changelogMetaKey), Value: cm.appendTo(nil)})
+}
+
+// snapshotToChangelog enqueues every local state of the partition and its
+// metadata: the migration of a store that predates the changelog.
+func (w *worker) snapshotToChangelog() (int, error) {
+	lower, upper := partRange(w.part, kindState)
+	it, err := w.pr.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for ok := it.First(); ok; ok = it.Next() {
+		e := outboxEntry{Topic: w.pr.cfg.Topics.State, Key: append([]byte(nil), it.Key()[5:]...),
+			Value: append([]byte(nil), it.Value()...)}
+		if err := w.enqueue(&e); err != nil {
+			it.Close()
+			return n, err
+		}
+		n++
+	}
+	if err := it.Close(); err != nil {
+		return n, err
+	}
+	return n, w.enqueueChangelogMeta()
+}
+
+var errFenced = errors.New("fenced: another instance owns the partition now")
