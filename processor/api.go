@@ -445,9 +445,10 @@ func writeError(w http.ResponseWriter, code int, msg string) {
 	writeJSON(w, code, errorBody{Error: msg})
 }
 
-// refuse answers a request that will not be served (401, 403, 413) with a
-// JSON error as the connection's last answer, without reading the request
-// body (refusal.Refuse). The handler must return right after.
+// refuse answers a request that will not be served (401, 403, 413, an
+// unknown route) with a JSON error as the connection's last answer,
+// without reading the request body (refusal.Refuse). The handler must
+// return right after.
 func refuse(w http.ResponseWriter, code int, msg string) {
 	b, _ := gojson.Marshal(errorBody{Error: msg})
 	w.Header().Set("Cache-Control", "no-store")

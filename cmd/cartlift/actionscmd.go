@@ -56,9 +56,9 @@ type actionsConfig struct {
 	LinkTTL     time.Duration `env:"CARTLIFT_LINK_TTL, default=720h"`
 	CartURL     string        `env:"CARTLIFT_CART_URL"`
 	HTTPAddr    string        `env:"CARTLIFT_ACTIONS_HTTP_ADDR, default=127.0.0.1:8081"`
+	TopicEvents string        `env:"CARTLIFT_TOPIC_EVENTS, default=cart-events"`
 	// HTTP bounds the link server: timeouts, header size, connections.
-	HTTP        httpConfig
-	TopicEvents string `env:"CARTLIFT_TOPIC_EVENTS, default=cart-events"`
+	HTTP httpConfig
 
 	// Webhooks: decisions with action "webhook" go to WebhookURLs; issued
 	// discount codes to DiscountWebhookURL. Both need WebhookSecret.
