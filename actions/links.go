@@ -1,6 +1,7 @@
 package actions
 
 import (
+	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -10,10 +11,12 @@ import (
 	"html/template"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/cartlift/cartlift/events"
+	"github.com/cartlift/cartlift/internal/refusal"
 )
 
 // Link kinds of signed tokens.
@@ -77,19 +80,36 @@ func (s LinkSigner) Token(kind, decisionID, customerKey, cartID string, expires 
 	return p + "." + base64.RawURLEncoding.EncodeToString(s.mac(kind, p))
 }
 
+// linkEncoding is the tokens' base64: URL alphabet, no padding, and
+// strict, so that the unused low bits of the last character must be zero.
+var linkEncoding = base64.RawURLEncoding.Strict()
+
+// decodeCanonical decodes s, and fails unless s is the one encoding of
+// what it decodes to. Strict decoding alone still skips CR and LF, and
+// without it the unused bits of the last character are free: either way
+// one token would have several spellings that all pass the MAC.
+func decodeCanonical(s string) ([]byte, bool) {
+	b, err := linkEncoding.DecodeString(s)
+	if err != nil || linkEncoding.EncodeToString(b) != s {
+		return nil, false
+	}
+	return b, true
+}
+
 // Parse checks a token of kind at now: ErrLinkTampered for a bad format or
-// MAC (or a token of another kind), ErrLinkExpired once it has expired.
+// MAC (or a token of another kind), or for any spelling of a valid token
+// other than the one Token returns; ErrLinkExpired once it has expired.
 func (s LinkSigner) Parse(token, kind string, now time.Time) (Link, error) {
 	p, sig, ok := strings.Cut(token, ".")
 	if !ok || p == "" || len(s.Secret) == 0 {
 		return Link{}, ErrLinkTampered
 	}
-	got, err := base64.RawURLEncoding.DecodeString(sig)
-	if err != nil || !hmac.Equal(got, s.mac(kind, p)) {
+	got, ok := decodeCanonical(sig)
+	if !ok || !hmac.Equal(got, s.mac(kind, p)) {
 		return Link{}, ErrLinkTampered
 	}
-	raw, err := base64.RawURLEncoding.DecodeString(p)
-	if err != nil {
+	raw, ok := decodeCanonical(p)
+	if !ok {
 		return Link{}, ErrLinkTampered
 	}
 	var lp linkPayload
@@ -116,7 +136,8 @@ func (s LinkSigner) Parse(token, kind string, now time.Time) (Link, error) {
 //     ("anon:...") get the outcome only.
 //
 // A tampered token answers 400, an expired one 410, each with an HTML page
-// and never a redirect.
+// and never a redirect. Those answers, and 404 and 405, end the connection
+// without reading the request body (refusal.Refuse).
 type LinkHandler struct {
 	Signer          LinkSigner
 	CartURLTemplate string
@@ -142,18 +163,33 @@ var linkPage = template.Must(template.New("page").Parse(`<!doctype html>
 </body></html>
 `))
 
+func renderPage(title, msg, form string) []byte {
+	var b bytes.Buffer
+	_ = linkPage.Execute(&b, struct{ Title, Message, Form string }{title, msg, form})
+	return b.Bytes()
+}
+
 func writePage(w http.ResponseWriter, status int, title, msg, form string) {
+	b := renderPage(title, msg, form)
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
-	_ = linkPage.Execute(w, struct{ Title, Message, Form string }{title, msg, form})
+	_, _ = w.Write(b)
+}
+
+// refusePage answers with an error page as the connection's last answer,
+// without reading the request body. The handler must return right after.
+func refusePage(w http.ResponseWriter, status int, title, msg string) {
+	w.Header().Set("Cache-Control", "no-store")
+	refusal.Refuse(w, status, "text/html; charset=utf-8", renderPage(title, msg, ""))
 }
 
 // ServeHTTP implements http.Handler.
 func (h *LinkHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	kind, token, ok := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
 	if !ok || (kind != LinkResume && kind != LinkUnsubscribe) || token == "" || strings.Contains(token, "/") {
-		writePage(w, http.StatusNotFound, "Not found", "This page does not exist.", "")
+		refusePage(w, http.StatusNotFound, "Not found", "This page does not exist.")
 		return
 	}
 	switch {
@@ -161,17 +197,17 @@ func (h *LinkHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case kind == LinkUnsubscribe && (r.Method == http.MethodGet || r.Method == http.MethodHead || r.Method == http.MethodPost):
 	default:
 		w.Header().Set("Allow", "GET, HEAD, POST")
-		writePage(w, http.StatusMethodNotAllowed, "Method not allowed", "This method is not allowed here.", "")
+		refusePage(w, http.StatusMethodNotAllowed, "Method not allowed", "This method is not allowed here.")
 		return
 	}
 	now := h.now()
 	l, err := h.Signer.Parse(token, kind, now)
 	switch {
 	case errors.Is(err, ErrLinkExpired):
-		writePage(w, http.StatusGone, "Link expired", "This link has expired. Links in our emails are valid for a limited time.", "")
+		refusePage(w, http.StatusGone, "Link expired", "This link has expired. Links in our emails are valid for a limited time.")
 		return
 	case err != nil:
-		writePage(w, http.StatusBadRequest, "Invalid link", "This link is invalid or has been altered. Please use the link from the email as it is.", "")
+		refusePage(w, http.StatusBadRequest, "Invalid link", "This link is invalid or has been altered. Please use the link from the email as it is.")
 		return
 	}
 	if kind == LinkResume {

@@ -1,11 +1,14 @@
 package actions_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -135,6 +138,47 @@ func TestTamperedAndExpiredLinks(t *testing.T) {
 	}
 	if len(lr.outcomes) != 0 {
 		t.Fatalf("outcomes %+v", lr.outcomes)
+	}
+}
+
+// TestResumeLinkOtherSpellingsRefused: a token has one spelling. Changing
+// the bits of the MAC's last character that base64 does not use, or adding
+// a line break (which base64 decoders skip), decodes to the same MAC, and
+// used to redirect; each such spelling answers 400 and records nothing,
+// while the token as issued still redirects.
+func TestResumeLinkOtherSpellingsRefused(t *testing.T) {
+	srv, lr := linkServer(t)
+	tok := actions.LinkSigner{Secret: linkSecret}.Token("r", "dec-1", "cust-7", "cart-42", linkNow.Add(time.Hour))
+	p, sig, _ := strings.Cut(tok, ".")
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	last := strings.IndexByte(alphabet, sig[len(sig)-1])
+	// 16 MAC bytes are 22 characters; the last one carries 2 bits, and its
+	// low 4 bits are unused.
+	variants := []string{
+		p + "." + sig[:len(sig)-1] + string(alphabet[last^1]),
+		p + "." + sig[:len(sig)-1] + string(alphabet[last^8]),
+		p + "." + sig[:10] + "%0A" + sig[10:],
+	}
+	want, _ := base64.RawURLEncoding.DecodeString(sig)
+	for _, v := range variants {
+		_, vsig, _ := strings.Cut(v, ".")
+		vsig, _ = url.PathUnescape(vsig)
+		if got, err := base64.RawURLEncoding.DecodeString(vsig); err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("%q is not another spelling of the MAC (%v)", v, err)
+		}
+		resp, body := get(t, srv.URL+"/r/"+v)
+		if resp.StatusCode != http.StatusBadRequest || resp.Header.Get("Location") != "" || !strings.Contains(body, "Invalid link") {
+			t.Fatalf("%q: status %d, Location %q", v, resp.StatusCode, resp.Header.Get("Location"))
+		}
+		if !resp.Close {
+			t.Fatalf("%q: the refusal keeps the connection open", v)
+		}
+	}
+	if len(lr.outcomes) != 0 {
+		t.Fatalf("a respelled token recorded %+v", lr.outcomes)
+	}
+	if resp, _ := get(t, srv.URL+"/r/"+tok); resp.StatusCode != http.StatusFound {
+		t.Fatalf("the token as issued: %d", resp.StatusCode)
 	}
 }
 

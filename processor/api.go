@@ -29,6 +29,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/cartlift/cartlift/events"
+	"github.com/cartlift/cartlift/internal/refusal"
 	"github.com/cartlift/cartlift/projections"
 )
 
@@ -277,13 +278,17 @@ func (a *API) Open() bool { return len(a.tokens) == 0 }
 // 404 and 405. Call it before serving.
 func (a *API) Handle(pattern string, h http.Handler) { a.mux.Handle(pattern, h) }
 
+// route registers an authenticated route. The token and the declared body
+// size are checked before anything reads the body, and a refusal (401, 403,
+// 413) ends the connection without reading it (refuse), so a client that
+// sends its body slowly cannot hold the server.
 func (a *API) route(pattern string, need Scope, h http.HandlerFunc) {
 	a.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		if !a.authorize(w, r, need) {
 			return
 		}
 		if r.ContentLength > a.cfg.MaxBody {
-			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("the request body is %d bytes, the limit is %d", r.ContentLength, a.cfg.MaxBody))
+			refuse(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("the request body is %d bytes, the limit is %d", r.ContentLength, a.cfg.MaxBody))
 			return
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, a.cfg.MaxBody)
@@ -303,7 +308,7 @@ func (a *API) authorize(w http.ResponseWriter, r *http.Request, need Scope) bool
 	tok = strings.TrimSpace(tok)
 	if !strings.EqualFold(scheme, "Bearer") || tok == "" {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="cartlift"`)
-		writeError(w, http.StatusUnauthorized, "a bearer token is required (Authorization: Bearer <token>)")
+		refuse(w, http.StatusUnauthorized, "a bearer token is required (Authorization: Bearer <token>)")
 		return false
 	}
 	sum := sha256.Sum256([]byte(tok))
@@ -315,10 +320,10 @@ func (a *API) authorize(w http.ResponseWriter, r *http.Request, need Scope) bool
 	switch {
 	case got == int(ScopeNone):
 		w.Header().Set("WWW-Authenticate", `Bearer realm="cartlift", error="invalid_token"`)
-		writeError(w, http.StatusUnauthorized, "the bearer token is not valid")
+		refuse(w, http.StatusUnauthorized, "the bearer token is not valid")
 		return false
 	case got < int(need):
-		writeError(w, http.StatusForbidden, fmt.Sprintf("the token's scope is %s; this route needs %s", Scope(got), need))
+		refuse(w, http.StatusForbidden, fmt.Sprintf("the token's scope is %s; this route needs %s", Scope(got), need))
 		return false
 	}
 	return true
@@ -350,6 +355,8 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // unmatched answers a request no route matches: 404, or 405 with Allow
 // when the path exists with other methods (as net/http's mux decides).
+// Like the other refusals, the answer ends the connection and the body is
+// never read.
 func (a *API) unmatched(w http.ResponseWriter, r *http.Request) {
 	h, _ := a.mux.Handler(r)
 	cw := &captureWriter{header: http.Header{}}
@@ -359,13 +366,13 @@ func (a *API) unmatched(w http.ResponseWriter, r *http.Request) {
 		if allow := cw.header.Get("Allow"); allow != "" {
 			w.Header().Set("Allow", allow)
 		}
-		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s is not allowed here", r.Method))
+		refuse(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s is not allowed here", r.Method))
 	case http.StatusMovedPermanently, http.StatusTemporaryRedirect, http.StatusPermanentRedirect:
 		// The mux cleans paths ("//", "/./"): keep its redirect.
 		w.Header().Set("Location", cw.header.Get("Location"))
-		writeError(w, cw.code, "the path is not in canonical form")
+		refuse(w, cw.code, "the path is not in canonical form")
 	default:
-		writeError(w, http.StatusNotFound, "no such route")
+		refuse(w, http.StatusNotFound, "no such route")
 	}
 }
 
@@ -436,6 +443,16 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 
 func writeError(w http.ResponseWriter, code int, msg string) {
 	writeJSON(w, code, errorBody{Error: msg})
+}
+
+// refuse answers a request that will not be served (401, 403, 413, an
+// unknown route) with a JSON error as the connection's last answer,
+// without reading the request body (refusal.Refuse). The handler must
+// return right after.
+func refuse(w http.ResponseWriter, code int, msg string) {
+	b, _ := gojson.Marshal(errorBody{Error: msg})
+	w.Header().Set("Cache-Control", "no-store")
+	refusal.Refuse(w, code, "application/json", append(b, '\n'))
 }
 
 func writeErrorFresh(w http.ResponseWriter, code int, msg string, fresh Freshness) {
@@ -822,7 +839,7 @@ func (a *API) invalidateOwners() {
 func bodyError(w http.ResponseWriter, err error) {
 	var mb *http.MaxBytesError
 	if errors.As(err, &mb) {
-		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("the request body exceeds the limit of %d bytes", mb.Limit))
+		refuse(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("the request body exceeds the limit of %d bytes", mb.Limit))
 		return
 	}
 	writeError(w, http.StatusBadRequest, "reading the request body failed")
@@ -927,6 +944,10 @@ func (a *API) ingest(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	raws, code, msg := splitEvents(body, a.cfg.MaxEvents)
+	if code == http.StatusRequestEntityTooLarge {
+		refuse(w, code, msg)
+		return
+	}
 	if code != 0 {
 		writeError(w, code, msg)
 		return

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/cartlift/cartlift/actions"
 	"github.com/cartlift/cartlift/events"
+	"github.com/cartlift/cartlift/internal/refusal"
 )
 
 // actionsConfig is the configuration of `cartlift actions`, from the
@@ -57,6 +57,8 @@ type actionsConfig struct {
 	CartURL     string        `env:"CARTLIFT_CART_URL"`
 	HTTPAddr    string        `env:"CARTLIFT_ACTIONS_HTTP_ADDR, default=127.0.0.1:8081"`
 	TopicEvents string        `env:"CARTLIFT_TOPIC_EVENTS, default=cart-events"`
+	// HTTP bounds the link server: timeouts, header size, connections.
+	HTTP httpConfig
 
 	// Webhooks: decisions with action "webhook" go to WebhookURLs; issued
 	// discount codes to DiscountWebhookURL. Both need WebhookSecret.
@@ -79,6 +81,9 @@ func loadActionsConfig(ctx context.Context, l envconfig.Lookuper) (actionsConfig
 	}
 	if len(cfg.Brokers) == 0 {
 		cfg.Brokers = []string{cfg.BrokerAddr}
+	}
+	if err := cfg.HTTP.validate(); err != nil {
+		return cfg, err
 	}
 	return cfg, cfg.validateLinks()
 }
@@ -178,6 +183,11 @@ func newLinkServer(cfg actionsConfig, opts ...kgo.Opt) (*linkServer, error) {
 	mux.Handle("/r/", lh)
 	mux.Handle("/u/", lh)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+	// Anything else: 404, ending the connection without reading a body
+	// (this server faces the public).
+	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
+		refusal.Refuse(w, http.StatusNotFound, "text/plain; charset=utf-8", []byte("not found\n"))
+	})
 	return &linkServer{handler: mux, producer: cl}, nil
 }
 
@@ -256,12 +266,7 @@ func startActionsRole(ctx context.Context, cfg actionsConfig, log *slog.Logger) 
 		if err != nil {
 			return fail(fmt.Errorf("config: CARTLIFT_ACTIONS_HTTP_ADDR: %w", err))
 		}
-		r.srv = &http.Server{Handler: r.links.handler, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 2 * time.Minute}
-		go func() {
-			if err := r.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				log.Error("actions link server", "err", err)
-			}
-		}()
+		r.srv = startHTTPServer(cfg.HTTP, ln, r.links.handler, "actions links", log)
 		log.Info("actions link server listening", "addr", ln.Addr().String(), "base", cfg.LinkBaseURL)
 	}
 	ctx, r.cancel = context.WithCancel(ctx)

@@ -77,6 +77,8 @@ type analyticsConfig struct {
 	// HTTPAddr serves /metrics and /healthz for `cartlift analytics` on its
 	// own ("off": none); within `cartlift run` the run's /metrics has them.
 	HTTPAddr string `env:"CARTLIFT_ANALYTICS_HTTP_ADDR, default=127.0.0.1:8082"`
+	// HTTP bounds that server: timeouts, header size, connections.
+	HTTP httpConfig
 }
 
 func loadAnalyticsConfig(ctx context.Context, l envconfig.Lookuper) (analyticsConfig, error) {
@@ -88,6 +90,9 @@ func loadAnalyticsConfig(ctx context.Context, l envconfig.Lookuper) (analyticsCo
 		cfg.Brokers = []string{cfg.BrokerAddr}
 	}
 	if err := cfg.ClickHouse.validate(); err != nil {
+		return cfg, err
+	}
+	if err := cfg.HTTP.validate(); err != nil {
 		return cfg, err
 	}
 	if cfg.BatchRows <= 0 || cfg.BatchRows > 1_000_000 {
@@ -288,8 +293,7 @@ func runAnalytics(ctx context.Context, args []string, stdout io.Writer) error {
 			}
 			_, _ = io.WriteString(w, "ok\n")
 		})
-		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-		go func() { _ = srv.Serve(ln) }()
+		srv := startHTTPServer(cfg.HTTP, ln, mux, "analytics metrics", log)
 		defer srv.Close()
 		fmt.Fprintf(stdout, "analytics: metrics on http://%s/metrics\n", ln.Addr())
 	}

@@ -45,6 +45,8 @@ type runConfig struct {
 	HTTPAdvertise string `env:"CARTLIFT_HTTP_ADVERTISE"`
 	// HTTPMaxBody bounds every API request body, in bytes (413 beyond).
 	HTTPMaxBody int64 `env:"CARTLIFT_HTTP_MAX_BODY, default=1048576"`
+	// HTTP bounds the server: timeouts, header size, connections.
+	HTTP httpConfig
 	// APITokens are the API's bearer tokens with their scopes,
 	// "token1:read,token2:write" (write implies read). Empty: no
 	// authentication (development mode, logged as a warning).
@@ -172,6 +174,9 @@ func (c *runConfig) validate() error {
 		if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
 			return configError("CARTLIFT_HTTP_ADVERTISE", "%q: other instances cannot reach an unspecified address", c.HTTPAdvertise)
 		}
+	}
+	if err := c.HTTP.validate(); err != nil {
+		return err
 	}
 	if c.HTTPMaxBody < 1<<10 || c.HTTPMaxBody > 256<<20 {
 		return configError("CARTLIFT_HTTP_MAX_BODY", "must be between 1024 and 268435456 bytes, got %d", c.HTTPMaxBody)

@@ -27,6 +27,7 @@ import (
 	"github.com/cartlift/cartlift/analytics"
 	"github.com/cartlift/cartlift/cmd/cartlift/shopper"
 	"github.com/cartlift/cartlift/events"
+	"github.com/cartlift/cartlift/internal/refusal"
 )
 
 // runDemo is `cartlift demo` (what `make demo` runs): the embedded broker,
@@ -91,12 +92,12 @@ func runDemo(ctx context.Context, args []string, stdout io.Writer) error {
 		mp = nil
 	} else {
 		defer mp.stop()
-		hooks, err := startDemoWebhooks()
+		hooks, err := startDemoWebhooks(cfg.HTTP, log)
 		if err != nil {
 			return err
 		}
 		defer hooks.close()
-		role, err := startDemoActions(procCtx, cfg.Broker.DataDir, n.brokers, mp.smtpPort, hooks.url, log)
+		role, err := startDemoActions(procCtx, cfg.Broker.DataDir, n.brokers, mp.smtpPort, hooks.url, cfg.HTTP, log)
 		if err != nil {
 			return err
 		}
@@ -338,7 +339,7 @@ func (m *demoMailpit) stop() {
 // the demo, as `cartlift actions` would with them in its environment:
 // the store under dataDir/actions, emails to the demo's Mailpit without
 // TLS, links to the demo's shop, no rate limit.
-func startDemoActions(ctx context.Context, dataDir string, brokers []string, smtpPort int, webhookURL string, log *slog.Logger) (*actionsRole, error) {
+func startDemoActions(ctx context.Context, dataDir string, brokers []string, smtpPort int, webhookURL string, hcfg httpConfig, log *slog.Logger) (*actionsRole, error) {
 	cfg, err := loadActionsConfig(ctx, envconfig.MapLookuper(map[string]string{
 		"KAFKA_BROKERS":            strings.Join(brokers, ","),
 		"CARTLIFT_DATA_DIR":        dataDir,
@@ -355,6 +356,7 @@ func startDemoActions(ctx context.Context, dataDir string, brokers []string, smt
 	if err != nil {
 		return nil, err
 	}
+	cfg.HTTP = hcfg
 	return startActionsRole(ctx, cfg, log)
 }
 
@@ -370,22 +372,23 @@ type demoWebhooks struct {
 	seen atomic.Int64
 }
 
-func startDemoWebhooks() (*demoWebhooks, error) {
+func startDemoWebhooks(cfg httpConfig, log *slog.Logger) (*demoWebhooks, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
 	h := &demoWebhooks{url: "http://" + ln.Addr().String() + "/hooks/cartlift"}
-	h.srv = &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	h.srv = startHTTPServer(cfg, ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// The signature covers the body, so the body is read before the
+		// answer; past 1 MiB it is not one of ours.
 		body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
 		if err != nil || actions.VerifySignature(demoWebhookSecret, r.Header.Get(actions.HeaderSignature), body, time.Now(), 5*time.Minute) != nil {
-			http.Error(w, "bad signature", http.StatusUnauthorized)
+			refusal.Refuse(w, http.StatusUnauthorized, "text/plain; charset=utf-8", []byte("bad signature\n"))
 			return
 		}
 		h.seen.Add(1)
 		w.WriteHeader(http.StatusNoContent)
-	})}
-	go func() { _ = h.srv.Serve(ln) }()
+	}), "demo webhooks", log)
 	return h, nil
 }
 

@@ -108,7 +108,7 @@ func startNode(ctx context.Context, cfg runConfig, log *slog.Logger) (*node, err
 		if err != nil {
 			return fail(err)
 		}
-		n.serveHTTP(h)
+		n.serveHTTP(cfg.HTTP, h)
 	}
 	go func() { n.runErr <- n.proc.Run(ctx) }()
 	log.Info("processor started", "brokers", strings.Join(n.brokers, ","), "flows", cfg.FlowsFile,
@@ -152,14 +152,10 @@ func (n *node) closeBroker() {
 	}
 }
 
-// serveHTTP serves h on the node's listener until wait shuts it down.
-func (n *node) serveHTTP(h http.Handler) {
-	n.http = &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 2 * time.Minute}
-	go func() {
-		if err := n.http.Serve(n.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			n.log.Error("http server", "err", err)
-		}
-	}()
+// serveHTTP serves h on the node's listener, bounded by cfg, until wait
+// shuts it down.
+func (n *node) serveHTTP(cfg httpConfig, h http.Handler) {
+	n.http = startHTTPServer(cfg, n.httpLn, h, "api", n.log)
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
