@@ -371,4 +371,6 @@ func (w *worker) snapshotToChangelog() (int, error) {
 	return n, w.enqueueChangelogMeta()
 }
 
-var errFenced = errors.New("fenced: another instance owns the partition now")
+// ErrFenced is the error Run returns when another instance took a
+// partition over (it fenced this one's transactional producer).
+var ErrFenced = errors.New("fenced: another instance owns the partition now")

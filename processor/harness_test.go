@@ -3,6 +3,7 @@ package processor_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -72,6 +73,9 @@ type running struct {
 	// stopOnce stops the processor and closes it, once; the test's cleanup
 	// calls it too.
 	stopOnce func()
+	// expectErr is an error Run is expected to end with (the test checks
+	// it through Err).
+	expectErr error
 }
 
 func startProcessor(t testing.TB, brokers []string, dir string, flows *projections.Config, mod ...func(*processor.Config)) *running {
@@ -95,7 +99,7 @@ func startProcessor(t testing.TB, brokers []string, dir string, flows *projectio
 	stop := func() {
 		once.Do(func() {
 			cancel()
-			if err := <-r.done; err != nil {
+			if err := <-r.done; err != nil && (r.expectErr == nil || !errors.Is(err, r.expectErr)) {
 				t.Errorf("processor: %v", err)
 			}
 			p.Close()

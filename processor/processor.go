@@ -185,9 +185,11 @@ type Processor struct {
 	// runCtx is Run's context, for the work of assigning partitions;
 	// setUp is closed once Run has set it and messageLimit (the group may
 	// assign partitions before, as the consumer joins it in New).
-	runCtx    context.Context
-	setUp     chan struct{}
-	setUpOnce sync.Once
+	runCtx     context.Context
+	pollMu     sync.Mutex
+	cancelPoll context.CancelFunc
+	setUp      chan struct{}
+	setUpOnce  sync.Once
 	// restoring counts partitions being restored from the changelog.
 	restoring atomic.Int32
 
@@ -267,7 +269,18 @@ func New(cfg Config) (*Processor, error) {
 
 // fail stops Run with err; the first error wins.
 func (p *Processor) fail(err error) {
-	p.errOnce.Do(func() { p.errc <- err })
+	p.errOnce.Do(func() {
+		p.errc <- err
+		p.stopPoll()
+	})
+}
+
+func (p *Processor) stopPoll() {
+	p.pollMu.Lock()
+	defer p.pollMu.Unlock()
+	if p.cancelPoll != nil {
+		p.cancelPoll()
+	}
 }
 
 // DefaultTopicState is the changelog topic's default name.
@@ -281,6 +294,12 @@ func (p *Processor) Run(ctx context.Context) error {
 		return err
 	}
 	p.runCtx = ctx
+	// A failure (fail) ends the poll at once, not with the next fetch.
+	pollCtx, stopPoll := context.WithCancel(ctx)
+	defer stopPoll()
+	p.pollMu.Lock()
+	p.cancelPoll = stopPoll
+	p.pollMu.Unlock()
 	// Should the set-up fail, assigned must not wait for it for good; it
 	// then sees no messageLimit and takes nothing.
 	defer p.setUpOnce.Do(func() { close(p.setUp) })
@@ -311,7 +330,7 @@ func (p *Processor) Run(ctx context.Context) error {
 	var runErr error
 loop:
 	for {
-		fetches := p.consumer.PollRecords(ctx, 20_000)
+		fetches := p.consumer.PollRecords(pollCtx, 20_000)
 		select {
 		case runErr = <-p.errc:
 			break loop

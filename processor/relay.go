@@ -68,7 +68,7 @@ func (r *relay) run() {
 		if errors.Is(err, errRetryNow) {
 			continue
 		}
-		if errors.Is(err, errFenced) {
+		if errors.Is(err, ErrFenced) {
 			r.pr.log.Error("outbox relay: fenced; another instance owns the partition", "partition", r.part, "err", err)
 			r.pr.fail(fmt.Errorf("partition %d: %w", r.part, err))
 			return
@@ -246,7 +246,7 @@ var errRetryNow = errors.New("retry the round with the failed entries replaced")
 func (r *relay) txnErr(err error) error {
 	if errors.Is(err, kerr.ProducerFenced) || errors.Is(err, kerr.InvalidProducerEpoch) ||
 		errors.Is(err, kerr.TransactionalIDAuthorizationFailed) {
-		return fmt.Errorf("%w: %w", errFenced, err)
+		return fmt.Errorf("%w: %w", ErrFenced, err)
 	}
 	return err
 }

@@ -177,7 +177,7 @@ func takeOver(ctx context.Context, pr *Processor, part int32) (*worker, error) {
 		} else {
 			log.Info("new partition: processing the input from offset 0")
 		}
-		meta = partitionMeta{NextOffset: 0, Runs: map[string]time.Time{}, Lineage: newLineage()}
+		meta = partitionMeta{NextOffset: starts[part], Runs: map[string]time.Time{}, Lineage: newLineage()}
 		snapshot = true // the changelog gets its first metadata record
 	}
 	w := &worker{

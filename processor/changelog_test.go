@@ -1,0 +1,188 @@
+package processor_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/cartlift/cartlift/events"
+	"github.com/cartlift/cartlift/processor"
+)
+
+// deleteInput deletes every record of the input topic up to its end, as
+// retention would.
+func deleteInput(t testing.TB, brokers []string, topic string) {
+	t.Helper()
+	adm := kadm.NewClient(adminClient(t, brokers))
+	os := kadm.Offsets{}
+	for p, end := range endOffsets(t, brokers, topic) {
+		os.Add(kadm.Offset{Topic: topic, Partition: p, At: end})
+	}
+	rs, err := adm.DeleteRecords(context.Background(), os)
+	if err == nil {
+		err = rs.Error()
+	}
+	if err != nil {
+		t.Fatalf("deleting the input's records: %v", err)
+	}
+}
+
+// A partition's state survives its machine and the input's retention: an
+// instance processes profiles (with consent) and carts, stops, and the
+// input's records are deleted; a new instance with an empty data
+// directory restores every customer from the changelog, serves them, fires
+// their timers when due (exactly once over both instances), and credits a
+// later checkout to the reminder.
+func TestStateSurvivesTheMachineAndTheInputRetention(t *testing.T) {
+	brokers := newCluster(t)
+	tp := testTopics(t, brokers)
+	group := uniqueName(t, "g")
+	prod := newProducer(t, brokers)
+	t0 := time.Now().UTC().Truncate(time.Second)
+	clock := newFakeClock(t0)
+	const n = 200
+	var evs []event
+	email, yes := "x@example.com", true
+	for i := range n {
+		c := fmt.Sprintf("c-%03d", i)
+		evs = append(evs, mkEvent(t, "p-"+c, events.TypeCustomerUpdated, t0.Add(-time.Second),
+			events.CustomerUpdated{CustomerID: c, Email: &email, MarketingConsent: &yes}))
+		evs = append(evs, itemAdded(t, "a-"+c, c, "k-"+c, t0, "A", int64(1+i%3), 1000))
+	}
+	produceTo(t, prod, tp.Events, evs...)
+	a := startOn(t, brokers, t.TempDir(), mustFlows(t, testFlows), tp, group, clock.opt())
+	waitCaughtUp(t, a, int64(len(evs)), 30*time.Second)
+	waitDrained(t, a, 10*time.Second)
+	before := a.p.Stats()
+	a.stop(t)
+	deleteInput(t, brokers, tp.Events)
+
+	b := startOn(t, brokers, t.TempDir(), mustFlows(t, testFlows), tp, group, clock.opt())
+	s := waitCaughtUp(t, b, 0, 30*time.Second)
+	if s.OpenCarts != before.OpenCarts || s.PendingTimers != before.PendingTimers || s.OpenCarts != n {
+		t.Fatalf("restored %d open carts and %d timers, had %d and %d", s.OpenCarts, s.PendingTimers, before.OpenCarts, before.PendingTimers)
+	}
+	for i := range n {
+		c := fmt.Sprintf("c-%03d", i)
+		st, _, owned, err := b.p.Lookup(c)
+		if err != nil || !owned || st == nil {
+			t.Fatalf("%s after the restore: %+v, owned %v, %v", c, st, owned, err)
+		}
+		if !st.Profile.MarketingConsent || st.Profile.Email != email || st.Cart("k-"+c) == nil || st.Cart("k-"+c).ItemCount != int64(1+i%3) {
+			t.Fatalf("%s restored as %+v", c, st)
+		}
+	}
+
+	clock.set(t0.Add(90 * time.Second)) // step 1 of every cart
+	waitClock(t, b, t0.Add(90*time.Second))
+	waitDrained(t, b, 10*time.Second)
+	produceTo(t, prod, tp.Events, checkout(t, "buy-c-007", "c-007", "k-c-007", t0.Add(100*time.Second), 2000))
+	waitCaughtUp(t, b, 1, 20*time.Second)
+	waitDrained(t, b, 10*time.Second)
+
+	decisions := readTopic(t, brokers, tp.Decisions)
+	if len(decisions) != n || len(duplicateIDs(decisions)) != 0 {
+		t.Fatalf("%d decisions (%d duplicated ids) for %d carts", len(decisions), len(duplicateIDs(decisions)), n)
+	}
+	recovered := 0
+	for _, o := range outcomesOf(t, readTopic(t, brokers, tp.Outcomes)) {
+		if o.Kind == events.OutcomeRecovered && o.CustomerKey == "c-007" {
+			recovered++
+		}
+	}
+	if recovered != 1 {
+		t.Fatalf("%d recovered outcomes for c-007's checkout, want 1", recovered)
+	}
+}
+
+// Without a changelog, an input that no longer starts at offset 0 is not
+// silently turned into a state that misses the deleted history: the
+// partition fails to start, naming CARTLIFT_REPLAY_INPUT, unless replay is
+// allowed.
+func TestNoChangelogAndDeletedInputNeedsReplayOptIn(t *testing.T) {
+	brokers := newCluster(t)
+	tp := testTopics(t, brokers)
+	prod := newProducer(t, brokers)
+	at := time.Now().Add(-time.Minute).UTC()
+	var evs []event
+	for p := range int32(testPartitions) {
+		c := keyIn("c-old", p, testPartitions)
+		evs = append(evs, itemAdded(t, "a-"+c, c, "k", at, "A", 1, 100))
+	}
+	produceTo(t, prod, tp.Events, evs...)
+	deleteInput(t, brokers, tp.Events)
+
+	p, err := processor.New(processor.Config{Brokers: brokers, DataDir: t.TempDir(), Flows: mustFlows(t, testFlows),
+		Topics: tp, Group: uniqueName(t, "g"), Partitions: testPartitions})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err = p.Run(ctx)
+	p.Close()
+	if err == nil || !strings.Contains(err.Error(), "CARTLIFT_REPLAY_INPUT") {
+		t.Fatalf("run without a changelog over deleted input: %v", err)
+	}
+
+	r := startOn(t, brokers, t.TempDir(), mustFlows(t, testFlows), tp, uniqueName(t, "g"), func(c *processor.Config) {
+		c.ReplayInput = true
+	})
+	waitCaughtUp(t, r, 0, 30*time.Second)
+}
+
+// A zombie owner (an instance that lost its partition without noticing)
+// is fenced: once the partition's next owner has initialised its
+// transactional producer, nothing the old one produces reaches a
+// read_committed consumer, and the old one stops.
+func TestZombieOwnerIsFenced(t *testing.T) {
+	brokers := newCluster(t)
+	tp := testTopics(t, brokers)
+	group := uniqueName(t, "g")
+	prod := newProducer(t, brokers)
+	t0 := time.Now().UTC().Truncate(time.Second)
+	clock := newFakeClock(t0)
+	zombie := startOn(t, brokers, t.TempDir(), mustFlows(t, testFlows), tp, group, clock.opt())
+	zombie.expectErr = processor.ErrFenced // the test checks it
+	c := keyIn("c-z", 0, testPartitions)
+	produceTo(t, prod, tp.Events, itemAdded(t, "a-1", c, "k-1", t0, "A", 1, 100))
+	waitCaughtUp(t, zombie, 1, 20*time.Second)
+
+	// The next owner of partition 0 initialises its transactional producer.
+	next, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.TransactionalID(group+"-0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer next.Close()
+	if _, _, err := next.ProducerID(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+
+	// The zombie still processes: its step 1 comes due, another cart too.
+	clock.set(t0.Add(90 * time.Second))
+	produceTo(t, prod, tp.Events, itemAdded(t, "a-2", c, "k-2", t0.Add(90*time.Second), "B", 1, 100))
+	select {
+	case err := <-zombie.done:
+		zombie.done <- err // for the cleanup's stop
+		if !errors.Is(err, processor.ErrFenced) {
+			t.Fatalf("the zombie stopped with %v, want it fenced", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the zombie is still running")
+	}
+	zombie.stop(t)
+	if d := readTopic(t, brokers, tp.Decisions); len(d) != 0 {
+		t.Fatalf("a read_committed consumer sees %d decisions of the fenced owner", len(d))
+	}
+	for _, r := range readTopic(t, brokers, tp.State) {
+		if r.Key == c && strings.Contains(string(r.Value), "k-2") {
+			t.Fatal("the fenced owner's state after the fence reached the changelog")
+		}
+	}
+}
