@@ -66,10 +66,17 @@ type actionsConfig struct {
 	WebhookTimeout     time.Duration `env:"CARTLIFT_WEBHOOK_TIMEOUT, default=10s"`
 
 	// Rate is the email channel's limit in emails per second; 0: none.
-	Rate        float64       `env:"CARTLIFT_ACTIONS_RATE, default=10"`
-	MaxAttempts int           `env:"CARTLIFT_ACTIONS_MAX_ATTEMPTS, default=5"`
-	BackoffBase time.Duration `env:"CARTLIFT_ACTIONS_BACKOFF, default=200ms"`
-	BackoffMax  time.Duration `env:"CARTLIFT_ACTIONS_BACKOFF_MAX, default=10s"`
+	Rate float64 `env:"CARTLIFT_ACTIONS_RATE, default=10"`
+	// A transient failure holds the decision: retried after BackoffBase,
+	// doubling up to BackoffMax, until its valid_until (MaxHold for a
+	// decision without one).
+	BackoffBase time.Duration `env:"CARTLIFT_ACTIONS_BACKOFF, default=1s"`
+	BackoffMax  time.Duration `env:"CARTLIFT_ACTIONS_BACKOFF_MAX, default=60s"`
+	MaxHold     time.Duration `env:"CARTLIFT_ACTIONS_MAX_HOLD, default=24h"`
+	// MaxAttempts is deprecated and ignored (transient failures are held
+	// until valid_until, not retried a number of times); a string, so that
+	// no old value stops the start. A warning says so when it is set.
+	MaxAttempts string `env:"CARTLIFT_ACTIONS_MAX_ATTEMPTS"`
 }
 
 func loadActionsConfig(ctx context.Context, l envconfig.Lookuper) (actionsConfig, error) {
@@ -80,7 +87,25 @@ func loadActionsConfig(ctx context.Context, l envconfig.Lookuper) (actionsConfig
 	if len(cfg.Brokers) == 0 {
 		cfg.Brokers = []string{cfg.BrokerAddr}
 	}
+	if err := cfg.validateRetries(); err != nil {
+		return cfg, err
+	}
 	return cfg, cfg.validateLinks()
+}
+
+// validateRetries checks the rate and the hold of transient failures.
+func (c *actionsConfig) validateRetries() error {
+	switch {
+	case c.Rate < 0:
+		return configError("CARTLIFT_ACTIONS_RATE", "must not be negative, got %v", c.Rate)
+	case c.BackoffBase <= 0:
+		return configError("CARTLIFT_ACTIONS_BACKOFF", "must be positive, got %s", c.BackoffBase)
+	case c.BackoffMax < c.BackoffBase:
+		return configError("CARTLIFT_ACTIONS_BACKOFF_MAX", "must be at least CARTLIFT_ACTIONS_BACKOFF (%s), got %s", c.BackoffBase, c.BackoffMax)
+	case c.MaxHold <= 0:
+		return configError("CARTLIFT_ACTIONS_MAX_HOLD", "must be positive, got %s", c.MaxHold)
+	}
+	return nil
 }
 
 // actionsConfigured reports whether the actions role is configured in the
@@ -196,6 +221,10 @@ type actionsRole struct {
 // startActionsRole starts the actions role of cfg (`cartlift actions`, and
 // `cartlift run` when the actions are configured). stop ends it.
 func startActionsRole(ctx context.Context, cfg actionsConfig, log *slog.Logger) (*actionsRole, error) {
+	if cfg.MaxAttempts != "" {
+		log.Warn("CARTLIFT_ACTIONS_MAX_ATTEMPTS is deprecated and ignored: a transient failure is retried until the decision's valid_until "+
+			"(CARTLIFT_ACTIONS_BACKOFF, CARTLIFT_ACTIONS_BACKOFF_MAX, CARTLIFT_ACTIONS_MAX_HOLD)", "value", cfg.MaxAttempts)
+	}
 	email := actions.EmailConfig{
 		Host: cfg.SMTPHost, Port: cfg.SMTPPort, Username: cfg.SMTPUsername, Password: cfg.SMTPPassword,
 		From: cfg.SMTPFrom, TLSPolicy: cfg.SMTPTLS, Timeout: cfg.SMTPTimeout,
@@ -241,7 +270,7 @@ func startActionsRole(ctx context.Context, cfg actionsConfig, log *slog.Logger) 
 	c, err := actions.NewConsumer(actions.ConsumerConfig{
 		Brokers: cfg.Brokers, Group: cfg.Group,
 		TopicDecisions: cfg.TopicDecisions, TopicOutcomes: cfg.TopicOutcomes, TopicDLQ: cfg.TopicDLQ,
-		MaxAttempts: cfg.MaxAttempts, BackoffBase: cfg.BackoffBase, BackoffMax: cfg.BackoffMax,
+		BackoffBase: cfg.BackoffBase, BackoffMax: cfg.BackoffMax, MaxHold: cfg.MaxHold,
 		EmailsPerSecond: cfg.Rate, Webhook: wh, Logger: log,
 	}, h)
 	if err != nil {
