@@ -30,6 +30,10 @@ const KindSkippedAction = "skipped_action"
 type ConsumerConfig struct {
 	Brokers []string
 	Group   string // default "cartlift-actions"
+	// InstanceID, when set, makes the consumer a static member of the
+	// group: restarted (even after a crash), it takes its partitions back
+	// at once instead of after the session timeout. One per Store.
+	InstanceID string
 
 	TopicDecisions string // default events.TopicDecisions
 	TopicOutcomes  string // default events.TopicOutcomes
@@ -156,6 +160,9 @@ func NewConsumer(cfg ConsumerConfig, email *Handler) (*Consumer, error) {
 			c.revoke(m[cfg.TopicDecisions])
 		}),
 	}, cfg.ClientOpts...)
+	if cfg.InstanceID != "" {
+		opts = append(opts, kgo.InstanceID(cfg.InstanceID))
+	}
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return nil, err
