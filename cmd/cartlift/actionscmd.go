@@ -261,7 +261,9 @@ func openActions(cfg actionsConfig) (*actionsParts, error) {
 	dir := filepath.Join(cfg.DataDir, "actions")
 	store, err := actions.OpenStore(dir)
 	if err != nil {
-		if errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EWOULDBLOCK) {
+		// Pebble locks the directory: fcntl's EAGAIN or EACCES when another
+		// process holds it, its own message when this one does.
+		if errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EACCES) || strings.Contains(err.Error(), "lock held by current process") {
 			return nil, fmt.Errorf("%w: the store %s is in use by another process (one process opens it at a time: stop the actions role using it first)", err, dir)
 		}
 		return nil, err
