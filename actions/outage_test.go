@@ -12,6 +12,7 @@ import (
 
 	"github.com/cartlift/cartlift/actions"
 	"github.com/cartlift/cartlift/events"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // testOutage is how long the outage tests keep the SMTP server down:
@@ -297,5 +298,68 @@ func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool)
 			t.Fatalf("timed out after %v waiting for %s", timeout, what)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestConsumerAbandonsHeldRecordOfRevokedPartition: a consumer holding a
+// record during an outage gives it up when the group takes its partition
+// away, so that the new owner alone sends it. With the eager round-robin
+// balancer, members ordered by instance id, the member joining second
+// ("a-…") takes the only partition from the first ("z-…"). Each has a
+// store of its own, so a record both sent would be two emails.
+func TestConsumerAbandonsHeldRecordOfRevokedPartition(t *testing.T) {
+	mp, err := actions.StartMailpit(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(mp.Stop)
+	mp.Stop() // down from the start
+	brokers := startCluster(t)
+	cfg := func(instance string) actions.ConsumerConfig {
+		return actions.ConsumerConfig{Group: "revoke-test", InstanceID: instance, BackoffBase: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond,
+			ClientOpts: []kgo.Opt{kgo.Balancers(kgo.RoundRobinBalancer())}}
+	}
+	hz, storeZ := newHandler(t, t.TempDir(), mp.SMTPPort)
+	ha, _ := newHandler(t, t.TempDir(), mp.SMTPPort)
+	first := startConsumer(t, brokers, hz, cfg("z-first"))
+
+	var ds []events.Decision
+	for i := range 3 {
+		d := decision(t)
+		d.ID += "-" + strconv.Itoa(i)
+		ds = append(ds, d)
+		produceValues(t, brokers, encodeDecision(t, d))
+	}
+	waitFor(t, "the first member to hold the first decision", 20*time.Second, func() bool {
+		st := first.Stats()
+		return st.Held && st.HeldDecision == ds[0].ID
+	})
+	second := startConsumer(t, brokers, ha, cfg("a-second"))
+	waitFor(t, "the second member to hold it and the first to give it up", 30*time.Second, func() bool {
+		st := second.Stats()
+		return st.Held && st.HeldDecision == ds[0].ID && !first.Stats().Held
+	})
+	if err := mp.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the three emails", 20*time.Second, func() bool {
+		ids, err := mp.MessageIDs()
+		return err == nil && len(ids) == 3
+	})
+	time.Sleep(500 * time.Millisecond) // room for a duplicate to show
+	ids, err := mp.MessageIDs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range ds {
+		if n := ids[actions.MessageID(d.ID)]; n != 1 {
+			t.Errorf("%s: %d emails, want 1", d.ID, n)
+		}
+		if _, ok, _ := storeZ.Get(d.ID); ok {
+			t.Errorf("%s: recorded by the member that lost the partition", d.ID)
+		}
+	}
+	if st := first.Stats(); st.Results[actions.KindEmailSent] != 0 {
+		t.Errorf("the first member sent %d emails after losing its partition", st.Results[actions.KindEmailSent])
 	}
 }
