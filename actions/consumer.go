@@ -5,8 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
-	"strconv"
+	"slices"
 	"sync"
 	"time"
 
@@ -18,37 +17,40 @@ import (
 const (
 	DefaultGroup       = "cartlift-actions"
 	TopicActionsDLQ    = "cart-actions.dlq"
-	DefaultMaxAttempts = 5
-	DefaultBackoffBase = 200 * time.Millisecond
-	DefaultBackoffMax  = 10 * time.Second
+	DefaultBackoffBase = time.Second
+	DefaultBackoffMax  = time.Minute
+	DefaultMaxHold     = 24 * time.Hour
 )
 
 // KindSkippedAction is recorded for a decision whose action no channel of
 // the consumer handles yet.
 const KindSkippedAction = "skipped_action"
 
-// DLQ reasons.
-const (
-	ReasonUndecodable      = "undecodable"
-	ReasonPermanentFailure = "permanent_failure"
-	ReasonRetriesExhausted = "retries_exhausted"
-)
-
 // ConsumerConfig configures a Consumer. Zero fields take the defaults.
 type ConsumerConfig struct {
 	Brokers []string
 	Group   string // default "cartlift-actions"
+	// InstanceID, when set, makes the consumer a static member of the
+	// group: restarted (even after a crash), it takes its partitions back
+	// at once instead of after the session timeout. One per Store.
+	InstanceID string
 
 	TopicDecisions string // default events.TopicDecisions
 	TopicOutcomes  string // default events.TopicOutcomes
 	TopicDLQ       string // default "cart-actions.dlq"
 
-	// Retries of a transient failure: at most MaxAttempts attempts in all,
-	// waiting BackoffBase·2^(n-1), capped at BackoffMax, with jitter
-	// (between half and all of it) between attempts.
-	MaxAttempts int
+	// A transient failure (SMTP 4xx, a network error or timeout, a webhook
+	// 5xx, 408 or 429) holds the record: it is tried again, waiting
+	// BackoffBase·2^(n-1) capped at BackoffMax, with jitter (between half
+	// and all of it), after the n-th failure, until it succeeds, is refused
+	// for good, or the decision's valid_until passes; then the decision is
+	// recorded expired and dropped. Meanwhile no later record is handled
+	// and no offset past it is committed. A decision without valid_until
+	// is held at most MaxHold, then dead-lettered (retries_exhausted).
+	// Defaults 1s, 60s, 24h.
 	BackoffBase time.Duration
 	BackoffMax  time.Duration
+	MaxHold     time.Duration
 
 	// EmailsPerSecond limits the email channel; 0 means no limit.
 	EmailsPerSecond float64
@@ -74,14 +76,15 @@ func (c ConsumerConfig) withDefaults() ConsumerConfig {
 	def(&c.TopicDecisions, events.TopicDecisions)
 	def(&c.TopicOutcomes, events.TopicOutcomes)
 	def(&c.TopicDLQ, TopicActionsDLQ)
-	if c.MaxAttempts <= 0 {
-		c.MaxAttempts = DefaultMaxAttempts
-	}
 	if c.BackoffBase <= 0 {
 		c.BackoffBase = DefaultBackoffBase
 	}
 	if c.BackoffMax <= 0 {
 		c.BackoffMax = DefaultBackoffMax
+	}
+	c.BackoffMax = max(c.BackoffMax, c.BackoffBase)
+	if c.MaxHold <= 0 {
+		c.MaxHold = DefaultMaxHold
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -93,18 +96,38 @@ func (c ConsumerConfig) withDefaults() ConsumerConfig {
 }
 
 // Consumer reads decisions from cart-decisions in the consumer group
-// cartlift-actions and hands the email decisions to the email Handler.
-// Results go to cart-outcomes as cart.outcome events; undecodable records
-// and decisions that failed for good go to cart-actions.dlq. The offset of
-// a record is committed only after it was fully handled (at-least-once; the
-// Handler's store makes a redelivery send nothing).
+// cartlift-actions and hands them to their channel (the email Handler, the
+// WebhookHandler). Results go to cart-outcomes as cart.outcome events;
+// undecodable records and decisions refused for good go to
+// cart-actions.dlq. The offset of a record is committed only after it was
+// fully handled (at-least-once; the Store makes a redelivery send
+// nothing), and a transient failure holds the record (see ConsumerConfig).
+//
+// Records are handled one at a time, in the order polled: a held record
+// holds every partition of the member. When the group takes a partition
+// away while one of its records is held, the hold is abandoned (the new
+// owner retries it) and the rest of that partition's polled records are
+// dropped unhandled.
 type Consumer struct {
-	cfg     ConsumerConfig
-	email   *Handler
-	cl      *kgo.Client
-	limiter *tokenBucket
-	log     *slog.Logger
+	dispatcher
+	cl *kgo.Client
+
+	mu       sync.Mutex
+	current  *inFlight       // the record being handled, if any
+	revoked  map[int32]int64 // partition → generation of its last revocation
+	revokeGn int64
 }
+
+// inFlight is the record the consumer is handling.
+type inFlight struct {
+	partition int32
+	cancel    context.CancelCauseFunc
+	done      chan struct{} // closed once it is handled (or abandoned) and marked
+}
+
+// errRevoked is the cause of the cancellation of a record's context when
+// its partition was revoked.
+var errRevoked = errors.New("actions: partition revoked")
 
 // NewConsumer builds a consumer; Run starts it.
 func NewConsumer(cfg ConsumerConfig, email *Handler) (*Consumer, error) {
@@ -118,6 +141,7 @@ func NewConsumer(cfg ConsumerConfig, email *Handler) (*Consumer, error) {
 	if cfg.EmailsPerSecond < 0 {
 		return nil, fmt.Errorf("actions: negative rate %v", cfg.EmailsPerSecond)
 	}
+	c := &Consumer{revoked: map[int32]int64{}}
 	opts := append([]kgo.Opt{
 		kgo.SeedBrokers(cfg.Brokers...),
 		kgo.ConsumerGroup(cfg.Group),
@@ -127,17 +151,34 @@ func NewConsumer(cfg ConsumerConfig, email *Handler) (*Consumer, error) {
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.AutoCommitMarks(),
 		kgo.AllowAutoTopicCreation(),
+		kgo.OnPartitionsRevoked(func(ctx context.Context, cl *kgo.Client, m map[string][]int32) {
+			c.revoke(m[cfg.TopicDecisions])
+			// What kgo does by default on a revocation: commit what is marked.
+			if err := cl.CommitMarkedOffsets(ctx); err != nil {
+				c.log.Warn("actions: committing offsets on revocation", "err", err)
+			}
+		}),
+		kgo.OnPartitionsLost(func(_ context.Context, _ *kgo.Client, m map[string][]int32) {
+			c.revoke(m[cfg.TopicDecisions])
+		}),
 	}, cfg.ClientOpts...)
+	if cfg.InstanceID != "" {
+		opts = append(opts, kgo.InstanceID(cfg.InstanceID))
+	}
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return nil, err
 	}
-	c := &Consumer{cfg: cfg, email: email, cl: cl, log: cfg.Logger}
+	c.cl = cl
+	c.dispatcher = dispatcher{cfg: cfg, email: email, log: cfg.Logger, stats: newStats(), produce: produceSync(cl)}
 	if cfg.EmailsPerSecond > 0 {
 		c.limiter = newTokenBucket(cfg.EmailsPerSecond)
 	}
 	return c, nil
 }
+
+// Stats returns the consumer's counters; safe to call from any goroutine.
+func (c *Consumer) Stats() Stats { return c.stats.snapshot() }
 
 // Run consumes until ctx is cancelled (returning nil) or a record cannot be
 // handled (a produce to the outcomes or DLQ topic failed), then commits the
@@ -152,6 +193,10 @@ func (c *Consumer) Run(ctx context.Context) error {
 		}
 	}()
 	for {
+		// Records of a partition revoked from here on are not handled.
+		c.mu.Lock()
+		gen := c.revokeGn
+		c.mu.Unlock()
 		fs := c.cl.PollFetches(ctx)
 		if ctx.Err() != nil {
 			return nil
@@ -167,11 +212,11 @@ func (c *Consumer) Run(ctx context.Context) error {
 			if failed != nil {
 				return
 			}
-			if err := c.handleRecord(ctx, r); err != nil {
-				failed = err
-				return
+			err := c.handleOwned(ctx, r, gen)
+			if errors.Is(err, errRevoked) {
+				return // no longer ours; the next owner reads it
 			}
-			c.cl.MarkCommitRecords(r)
+			failed = err
 		})
 		if failed != nil {
 			if ctx.Err() != nil {
@@ -179,6 +224,64 @@ func (c *Consumer) Run(ctx context.Context) error {
 			}
 			return failed
 		}
+	}
+}
+
+// handleOwned handles r and marks it for commit, unless its partition was
+// revoked after the poll of generation gen (errRevoked, before or during
+// the handling). It is what a revocation waits for.
+func (c *Consumer) handleOwned(ctx context.Context, r *kgo.Record, gen int64) error {
+	rctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	f := &inFlight{partition: r.Partition, cancel: cancel, done: make(chan struct{})}
+	c.mu.Lock()
+	if c.revoked[r.Partition] > gen {
+		c.mu.Unlock()
+		return errRevoked
+	}
+	c.current = f
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.current = nil
+		c.mu.Unlock()
+		close(f.done)
+	}()
+	err := c.handleRecord(rctx, r)
+	if err == nil {
+		c.cl.MarkCommitRecords(r)
+		return nil
+	}
+	if errors.Is(context.Cause(rctx), errRevoked) && ctx.Err() == nil {
+		c.log.Info("actions: partition revoked while its record was held; left to the next owner",
+			"partition", r.Partition, "offset", r.Offset)
+		return errRevoked
+	}
+	return err
+}
+
+// revoke is called by the group when it takes partitions away: the record
+// being handled, when it is of one of them, is cancelled and waited for
+// (at most 10 s), and the rest of their polled records will be dropped.
+func (c *Consumer) revoke(partitions []int32) {
+	if len(partitions) == 0 {
+		return
+	}
+	c.mu.Lock()
+	c.revokeGn++
+	for _, p := range partitions {
+		c.revoked[p] = c.revokeGn
+	}
+	f := c.current
+	c.mu.Unlock()
+	if f == nil || !slices.Contains(partitions, f.partition) {
+		return
+	}
+	f.cancel(errRevoked)
+	select {
+	case <-f.done:
+	case <-time.After(10 * time.Second):
+		c.log.Warn("actions: the record being handled did not stop within 10 s of its partition's revocation", "partition", f.partition)
 	}
 }
 
@@ -190,210 +293,22 @@ func (c *Consumer) handleRecord(ctx context.Context, r *kgo.Record) error {
 		c.log.Warn("actions: undecodable record to the DLQ", "partition", r.Partition, "offset", r.Offset, "err", err)
 		return c.deadLetter(ctx, r, ReasonUndecodable, err)
 	}
-	if d.Action == "webhook" && c.cfg.Webhook != nil {
-		return c.handleWebhookRecord(ctx, r, d)
-	}
-	if d.Action != "email" {
-		c.log.Info("actions: skipped decision", "decision_id", d.ID, "action", d.Action, "kind", KindSkippedAction)
-		if _, ok, err := c.email.Store.Get(d.ID); err == nil && !ok {
-			if err := c.email.Store.Put(d.ID, Record{Kind: KindSkippedAction, At: c.cfg.Now().UTC()}); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	res, attempts := c.handleEmail(ctx, d)
-	if ctx.Err() != nil && res.Retryable() {
-		return ctx.Err() // not handled: redelivered after a restart
-	}
-	log := c.log.With("decision_id", d.ID, "flow", d.Flow, "step", d.Step, "kind", res.Kind, "attempts", attempts)
-	switch res.Kind {
-	case KindEmailSent:
-		log.Info("actions: email sent")
-		if err := c.outcome(ctx, d, KindEmailSent); err != nil {
-			return err
-		}
-		if res.Discount != nil {
-			return c.announceDiscount(ctx, d, *res.Discount)
-		}
-		return nil
-	case KindEmailFailed:
-		reason := ReasonPermanentFailure
-		if res.Retryable() {
-			reason = ReasonRetriesExhausted
-		}
-		log.Warn("actions: email failed, decision to the DLQ", "reason", reason, "err", res.Err)
-		if err := c.outcome(ctx, d, KindEmailFailed); err != nil {
-			return err
-		}
-		return c.deadLetter(ctx, r, reason, res.Err)
-	default: // duplicate, holdout, expired, no consent, no address
-		log.Info("actions: no email", "previous", res.Previous)
-		return nil
-	}
-}
-
-// handleWebhookRecord handles a "webhook" decision: webhook.delivered and
-// webhook.failed outcomes, a failure to the DLQ.
-func (c *Consumer) handleWebhookRecord(ctx context.Context, r *kgo.Record, d events.Decision) error {
-	res, attempts := c.retry(ctx, d, c.cfg.Webhook.Handle, nil, KindWebhookFailed)
-	if ctx.Err() != nil && res.Retryable() {
-		return ctx.Err()
-	}
-	log := c.log.With("decision_id", d.ID, "flow", d.Flow, "step", d.Step, "kind", res.Kind, "attempts", attempts)
-	switch res.Kind {
-	case KindWebhookDelivered:
-		log.Info("actions: webhook delivered")
-		return c.outcome(ctx, d, KindWebhookDelivered)
-	case KindWebhookFailed:
-		reason := ReasonPermanentFailure
-		if res.Retryable() {
-			reason = ReasonRetriesExhausted
-		}
-		log.Warn("actions: webhook failed, decision to the DLQ", "reason", reason, "err", res.Err)
-		if err := c.outcome(ctx, d, KindWebhookFailed); err != nil {
-			return err
-		}
-		return c.deadLetter(ctx, r, reason, res.Err)
-	default:
-		log.Info("actions: no webhook", "previous", res.Previous)
-		return nil
-	}
-}
-
-// announceDiscount produces the discount.issued outcome (the code in its
-// headers) and, when configured, POSTs the code to the shop (retried like
-// any transient failure; a failure for good is logged, the email is out).
-func (c *Consumer) announceDiscount(ctx context.Context, d events.Decision, disc IssuedDiscount) error {
-	o := DiscountOutcome(d, disc, c.cfg.Now())
-	if err := c.produceOutcome(ctx, d, o,
-		kgo.RecordHeader{Key: HeaderDiscountCode, Value: []byte(disc.Code)},
-		kgo.RecordHeader{Key: HeaderDiscountExpires, Value: []byte(disc.ExpiresAt.Format(time.RFC3339))}); err != nil {
+	h, err := c.dispatch(ctx, d)
+	if err != nil {
 		return err
 	}
-	if c.cfg.Webhook == nil || c.cfg.Webhook.Config.DiscountURL == "" {
-		return nil
-	}
-	res, attempts := c.retry(ctx, d, func(ctx context.Context, d events.Decision) Result {
-		if err := c.cfg.Webhook.AnnounceDiscount(ctx, disc); err != nil {
-			return Result{DecisionID: d.ID, Kind: KindWebhookFailed, Err: err}
-		}
-		return Result{DecisionID: d.ID, Kind: KindWebhookDelivered}
-	}, nil, KindWebhookFailed)
-	if res.Err != nil {
-		if ctx.Err() != nil && res.Retryable() {
-			return ctx.Err()
-		}
-		c.log.Warn("actions: discount webhook failed", "decision_id", d.ID, "attempts", attempts, "err", res.Err)
+	if h.DeadLetter != "" {
+		return c.deadLetter(ctx, r, h.DeadLetter, h.Err)
 	}
 	return nil
 }
 
-// handleEmail handles an email decision, retrying transient failures.
-func (c *Consumer) handleEmail(ctx context.Context, d events.Decision) (Result, int) {
-	return c.retry(ctx, d, c.email.Handle, c.limiter, KindEmailFailed)
-}
-
-// retry calls handle until its result is not retryable, MaxAttempts
-// attempts or ctx is done, waiting the backoff between attempts and for a
-// token of limiter (if any) before each.
-func (c *Consumer) retry(ctx context.Context, d events.Decision, handle func(context.Context, events.Decision) Result, limiter *tokenBucket, failKind string) (Result, int) {
-	var res Result
-	for attempt := 1; ; attempt++ {
-		if limiter != nil {
-			if err := limiter.Wait(ctx); err != nil {
-				return Result{DecisionID: d.ID, Kind: failKind, Err: &DeliveryError{Err: err}}, attempt - 1
-			}
-		}
-		res = handle(ctx, d)
-		if !res.Retryable() || attempt >= c.cfg.MaxAttempts || ctx.Err() != nil {
-			return res, attempt
-		}
-		wait := c.backoff(attempt)
-		c.log.Info("actions: transient failure, retrying", "decision_id", d.ID, "attempt", attempt, "wait", wait, "err", res.Err)
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return res, attempt
-		case <-t.C:
-		}
-	}
-}
-
-// backoff is the wait after the n-th attempt: base·2^(n-1) capped at max,
-// with equal jitter (between half and all of it).
-func (c *Consumer) backoff(n int) time.Duration {
-	d := c.cfg.BackoffMax
-	if n-1 < 32 {
-		if e := c.cfg.BackoffBase << (n - 1); e > 0 && e < d {
-			d = e
-		}
-	}
-	half := d / 2
-	return half + rand.N(d-half+1)
-}
-
-// OutcomeID is the deterministic id of the outcome of an action.
-func OutcomeID(decisionID, kind string) string { return "o-" + decisionID + "-" + kind }
-
-// newOutcome is the outcome of kind of a decision, at now.
-func newOutcome(d events.Decision, kind string, now time.Time) events.Outcome {
-	return events.Outcome{
-		ID:          OutcomeID(d.ID, kind),
-		Kind:        kind,
-		CustomerKey: d.Customer.Key,
-		CartID:      d.Cart.CartID,
-		CartType:    d.Cart.CartType,
-		Site:        d.Cart.Site,
-		Channel:     d.Cart.Channel,
-		Currency:    d.Cart.Currency,
-		DecisionID:  d.ID,
-		Flow:        d.Flow,
-		Step:        d.Step,
-		Holdout:     d.Holdout,
-		At:          now.UTC(),
-	}
-}
-
-func (c *Consumer) outcome(ctx context.Context, d events.Decision, kind string) error {
-	return c.produceOutcome(ctx, d, newOutcome(d, kind, c.cfg.Now()))
-}
-
-func (c *Consumer) produceOutcome(ctx context.Context, d events.Decision, o events.Outcome, headers ...kgo.RecordHeader) error {
-	v, err := events.Encode(o.ID, events.Source, events.TypeOutcome, o.At, o.CartID, o)
-	if err != nil {
+func (c *Consumer) deadLetter(ctx context.Context, r *kgo.Record, reason string, cause error) error {
+	if err := c.produce(ctx, NewDeadLetter(c.cfg.TopicDLQ, r, reason, cause)); err != nil {
 		return err
 	}
-	rec := &kgo.Record{Topic: c.cfg.TopicOutcomes, Key: []byte(d.Customer.Key), Value: v,
-		Headers: []kgo.RecordHeader{{Key: "ce_id", Value: []byte(o.ID)}, {Key: "ce_type", Value: []byte(events.TypeOutcome)}}}
-	rec.Headers = append(rec.Headers, headers...)
-	return c.produce(ctx, rec)
-}
-
-func (c *Consumer) deadLetter(ctx context.Context, r *kgo.Record, reason string, cause error) error {
-	msg := ""
-	if cause != nil {
-		msg = cause.Error()
-	}
-	rec := &kgo.Record{Topic: c.cfg.TopicDLQ, Key: r.Key, Value: r.Value}
-	rec.Headers = append(rec.Headers, r.Headers...)
-	rec.Headers = append(rec.Headers,
-		kgo.RecordHeader{Key: events.HeaderErrorReason, Value: []byte(reason)},
-		kgo.RecordHeader{Key: events.HeaderError, Value: []byte(msg)},
-		kgo.RecordHeader{Key: events.HeaderSourceTopic, Value: []byte(r.Topic)},
-		kgo.RecordHeader{Key: events.HeaderSourcePartition, Value: []byte(strconv.Itoa(int(r.Partition)))},
-		kgo.RecordHeader{Key: events.HeaderSourceOffset, Value: []byte(strconv.FormatInt(r.Offset, 10))},
-	)
-	return c.produce(ctx, rec)
-}
-
-// produce produces one record synchronously. A shutdown (ctx cancelled)
-// does not abort it: the record being handled is finished first.
-func (c *Consumer) produce(ctx context.Context, rec *kgo.Record) error {
-	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-	defer cancel()
-	return c.cl.ProduceSync(pctx, rec).FirstErr()
+	c.stats.deadLettered(reason)
+	return nil
 }
 
 // tokenBucket is a small rate limiter: rate tokens per second, a burst of

@@ -26,7 +26,16 @@ func startCluster(t *testing.T) []string {
 }
 
 // startConsumer runs a consumer until the test ends.
-func startConsumer(t *testing.T, brokers []string, h *actions.Handler, cfg actions.ConsumerConfig) {
+func startConsumer(t *testing.T, brokers []string, h *actions.Handler, cfg actions.ConsumerConfig) *actions.Consumer {
+	t.Helper()
+	c, stop := runConsumer(t, brokers, h, cfg)
+	t.Cleanup(stop)
+	return c
+}
+
+// runConsumer runs a consumer until stop is called; stop waits for Run
+// to return.
+func runConsumer(t *testing.T, brokers []string, h *actions.Handler, cfg actions.ConsumerConfig) (*actions.Consumer, func()) {
 	t.Helper()
 	cfg.Brokers = brokers
 	c, err := actions.NewConsumer(cfg, h)
@@ -42,7 +51,7 @@ func startConsumer(t *testing.T, brokers []string, h *actions.Handler, cfg actio
 			t.Errorf("consumer: %v", err)
 		}
 	}()
-	t.Cleanup(func() { cancel(); wg.Wait() })
+	return c, sync.OnceFunc(func() { cancel(); wg.Wait() })
 }
 
 func produceValues(t *testing.T, brokers []string, values ...[]byte) {
@@ -188,38 +197,6 @@ func TestConsumerEmailsOutcomesAndDLQ(t *testing.T) {
 	}
 }
 
-func TestConsumerTransientFailureToDLQ(t *testing.T) {
-	port, err := freePort() // nothing listens there
-	if err != nil {
-		t.Fatal(err)
-	}
-	brokers := startCluster(t)
-	h, store := newHandler(t, t.TempDir(), port)
-	startConsumer(t, brokers, h, actions.ConsumerConfig{MaxAttempts: 3, BackoffBase: 10 * time.Millisecond, BackoffMax: 50 * time.Millisecond})
-
-	d := decision(t)
-	produceValues(t, brokers, encodeDecision(t, d))
-	dlq := readTopic(t, brokers, actions.TopicActionsDLQ, 1)
-	if len(dlq) != 1 {
-		t.Fatalf("%d DLQ records, want 1", len(dlq))
-	}
-	if got := header(dlq[0], events.HeaderErrorReason); got != actions.ReasonRetriesExhausted {
-		t.Errorf("reason %q, want %q", got, actions.ReasonRetriesExhausted)
-	}
-	dd, err := actions.DecodeDecision(dlq[0].Value)
-	if err != nil || dd.ID != d.ID {
-		t.Errorf("DLQ value: %v %v", dd.ID, err)
-	}
-	outs := readTopic(t, brokers, events.TopicOutcomes, 1)
-	if len(outs) != 1 || outcomeOf(t, outs[0]).Kind != actions.KindEmailFailed {
-		t.Errorf("outcomes %d, want one email.failed", len(outs))
-	}
-	// A transient failure is not recorded: a later redelivery may still send.
-	if _, ok, err := store.Get(d.ID); ok || err != nil {
-		t.Errorf("store has the transiently failed decision (%v, %v)", ok, err)
-	}
-}
-
 // TestConsumerPermanentRejectionToDLQ: an SMTP server that rejects the
 // recipient for good (5xx) sends the decision to the DLQ at once, without
 // retries, with an email.failed outcome; the rejection is recorded, so a
@@ -227,7 +204,9 @@ func TestConsumerTransientFailureToDLQ(t *testing.T) {
 func TestConsumerPermanentRejectionToDLQ(t *testing.T) {
 	brokers := startCluster(t)
 	h, store := newHandler(t, t.TempDir(), mailpit.smtpPort)
-	startConsumer(t, brokers, h, actions.ConsumerConfig{MaxAttempts: 5, BackoffBase: 10 * time.Millisecond, BackoffMax: 50 * time.Millisecond})
+	// A backoff that would show: one retry would take a minute.
+	c := startConsumer(t, brokers, h, actions.ConsumerConfig{BackoffBase: time.Minute, BackoffMax: time.Minute})
+	began := time.Now()
 
 	d := decision(t)
 	d.ID = "d-permanent-rejection"
@@ -249,5 +228,12 @@ func TestConsumerPermanentRejectionToDLQ(t *testing.T) {
 	}
 	if _, ok, err := store.Get(d.ID); !ok || err != nil {
 		t.Errorf("the permanent rejection is not recorded (%v, %v)", ok, err)
+	}
+	if took := time.Since(began); took > 30*time.Second {
+		t.Errorf("to the DLQ after %v: not at once", took)
+	}
+	if st := c.Stats(); st.TransientFailures[actions.ChannelEmail] != 0 || st.DeadLettered[actions.ReasonPermanentFailure] != 1 ||
+		st.Results[actions.KindEmailFailed] != 1 {
+		t.Errorf("stats %+v, want one permanent failure and no transient one", st)
 	}
 }

@@ -74,6 +74,35 @@ func (s *Store) Put(decisionID string, r Record) error {
 	return s.db.Set(storeKey(decisionID), v, pebble.Sync)
 }
 
+// recordOnce writes the record of a decision durably unless there is one;
+// false when there was.
+func (s *Store) recordOnce(decisionID string, r Record) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok, err := s.Get(decisionID); err != nil || ok {
+		return false, err
+	}
+	return true, s.Put(decisionID, r)
+}
+
+// ClearFailure deletes the record of a decision when it records a failure
+// (email.failed or webhook.failed), so that the decision can be handled
+// again (Redrive); it returns the record it found, if any. Other records
+// (a sent email, an expiry, ...) stay: handling the decision again is then
+// a duplicate. Deliveries already made (a webhook endpoint that answered
+// 2xx, an issued discount code) are kept and reused.
+func (s *Store) ClearFailure(decisionID string) (prev Record, found bool, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	prev, found, err = s.Get(decisionID)
+	if err != nil || !found || !isFailureKind(prev.Kind) {
+		return prev, found, err
+	}
+	return prev, found, s.db.Delete(storeKey(decisionID), pebble.Sync)
+}
+
+func isFailureKind(kind string) bool { return kind == KindEmailFailed || kind == KindWebhookFailed }
+
 // Close closes the database.
 func (s *Store) Close() error { return s.db.Close() }
 

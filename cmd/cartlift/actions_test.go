@@ -180,3 +180,31 @@ func TestLinkConfigErrors(t *testing.T) {
 		t.Error("actionsConfigured: want it on exactly with SMTP_HOST")
 	}
 }
+
+func TestActionsRetryConfig(t *testing.T) {
+	// An old CARTLIFT_ACTIONS_MAX_ATTEMPTS, even an odd one, does not stop the start.
+	cfg, err := loadActionsConfig(context.Background(), envconfig.MapLookuper(map[string]string{"CARTLIFT_ACTIONS_MAX_ATTEMPTS": "five"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.BackoffBase != time.Second || cfg.BackoffMax != time.Minute || cfg.MaxHold != 24*time.Hour || cfg.MaxAttempts != "five" {
+		t.Errorf("defaults: backoff %s..%s, max hold %s, max attempts %q", cfg.BackoffBase, cfg.BackoffMax, cfg.MaxHold, cfg.MaxAttempts)
+	}
+	if !strings.HasPrefix(cfg.InstanceID, "cartlift-actions-") {
+		t.Errorf("derived instance id %q", cfg.InstanceID)
+	}
+	for name, tc := range map[string]struct {
+		env  map[string]string
+		want string
+	}{
+		"zero backoff":        {map[string]string{"CARTLIFT_ACTIONS_BACKOFF": "0s"}, "CARTLIFT_ACTIONS_BACKOFF"},
+		"max below base":      {map[string]string{"CARTLIFT_ACTIONS_BACKOFF": "2s", "CARTLIFT_ACTIONS_BACKOFF_MAX": "1s"}, "CARTLIFT_ACTIONS_BACKOFF_MAX"},
+		"unparsable max hold": {map[string]string{"CARTLIFT_ACTIONS_MAX_HOLD": "a day"}, "CARTLIFT_ACTIONS_MAX_HOLD"},
+		"zero max hold":       {map[string]string{"CARTLIFT_ACTIONS_MAX_HOLD": "0s"}, "CARTLIFT_ACTIONS_MAX_HOLD"},
+		"negative rate":       {map[string]string{"CARTLIFT_ACTIONS_RATE": "-1"}, "CARTLIFT_ACTIONS_RATE"},
+	} {
+		if _, err := loadActionsConfig(context.Background(), envconfig.MapLookuper(tc.env)); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err %v, want one naming %s", name, err, tc.want)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -10,8 +11,11 @@ import (
 	"net/url"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/sethvargo/go-envconfig"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -29,7 +33,11 @@ type actionsConfig struct {
 	BrokerAddr string   `env:"CARTLIFT_BROKER_ADDR, default=127.0.0.1:9092"`
 	DataDir    string   `env:"CARTLIFT_DATA_DIR, default=./data"`
 
-	Group          string `env:"CARTLIFT_ACTIONS_GROUP, default=cartlift-actions"`
+	Group string `env:"CARTLIFT_ACTIONS_GROUP, default=cartlift-actions"`
+	// InstanceID for static group membership; default derived from the
+	// host name and the data directory (whose store it goes with), so a
+	// restarted role takes its partitions back at once.
+	InstanceID     string `env:"CARTLIFT_ACTIONS_INSTANCE_ID"`
 	TopicDecisions string `env:"CARTLIFT_TOPIC_DECISIONS, default=cart-decisions"`
 	TopicOutcomes  string `env:"CARTLIFT_TOPIC_OUTCOMES, default=cart-outcomes"`
 	TopicDLQ       string `env:"CARTLIFT_TOPIC_ACTIONS_DLQ, default=cart-actions.dlq"`
@@ -68,10 +76,17 @@ type actionsConfig struct {
 	WebhookTimeout     time.Duration `env:"CARTLIFT_WEBHOOK_TIMEOUT, default=10s"`
 
 	// Rate is the email channel's limit in emails per second; 0: none.
-	Rate        float64       `env:"CARTLIFT_ACTIONS_RATE, default=10"`
-	MaxAttempts int           `env:"CARTLIFT_ACTIONS_MAX_ATTEMPTS, default=5"`
-	BackoffBase time.Duration `env:"CARTLIFT_ACTIONS_BACKOFF, default=200ms"`
-	BackoffMax  time.Duration `env:"CARTLIFT_ACTIONS_BACKOFF_MAX, default=10s"`
+	Rate float64 `env:"CARTLIFT_ACTIONS_RATE, default=10"`
+	// A transient failure holds the decision: retried after BackoffBase,
+	// doubling up to BackoffMax, until its valid_until (MaxHold for a
+	// decision without one).
+	BackoffBase time.Duration `env:"CARTLIFT_ACTIONS_BACKOFF, default=1s"`
+	BackoffMax  time.Duration `env:"CARTLIFT_ACTIONS_BACKOFF_MAX, default=60s"`
+	MaxHold     time.Duration `env:"CARTLIFT_ACTIONS_MAX_HOLD, default=24h"`
+	// MaxAttempts is deprecated and ignored (transient failures are held
+	// until valid_until, not retried a number of times); a string, so that
+	// no old value stops the start. A warning says so when it is set.
+	MaxAttempts string `env:"CARTLIFT_ACTIONS_MAX_ATTEMPTS"`
 }
 
 func loadActionsConfig(ctx context.Context, l envconfig.Lookuper) (actionsConfig, error) {
@@ -82,10 +97,31 @@ func loadActionsConfig(ctx context.Context, l envconfig.Lookuper) (actionsConfig
 	if len(cfg.Brokers) == 0 {
 		cfg.Brokers = []string{cfg.BrokerAddr}
 	}
+	if cfg.InstanceID == "" {
+		cfg.InstanceID = derivedInstanceID("cartlift-actions-", cfg.DataDir)
+	}
 	if err := cfg.HTTP.validate(); err != nil {
 		return cfg, err
 	}
+	if err := cfg.validateRetries(); err != nil {
+		return cfg, err
+	}
 	return cfg, cfg.validateLinks()
+}
+
+// validateRetries checks the rate and the hold of transient failures.
+func (c *actionsConfig) validateRetries() error {
+	switch {
+	case c.Rate < 0:
+		return configError("CARTLIFT_ACTIONS_RATE", "must not be negative, got %v", c.Rate)
+	case c.BackoffBase <= 0:
+		return configError("CARTLIFT_ACTIONS_BACKOFF", "must be positive, got %s", c.BackoffBase)
+	case c.BackoffMax < c.BackoffBase:
+		return configError("CARTLIFT_ACTIONS_BACKOFF_MAX", "must be at least CARTLIFT_ACTIONS_BACKOFF (%s), got %s", c.BackoffBase, c.BackoffMax)
+	case c.MaxHold <= 0:
+		return configError("CARTLIFT_ACTIONS_MAX_HOLD", "must be positive, got %s", c.MaxHold)
+	}
+	return nil
 }
 
 // actionsConfigured reports whether the actions role is configured in the
@@ -143,6 +179,7 @@ func (c *actionsConfig) validateLinks() error {
 // cart-events, each keyed by the customer key.
 type linkServer struct {
 	handler  http.Handler
+	mux      *http.ServeMux // handler, for more routes (/metrics)
 	producer *kgo.Client
 }
 
@@ -188,7 +225,7 @@ func newLinkServer(cfg actionsConfig, opts ...kgo.Opt) (*linkServer, error) {
 	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
 		refusal.Refuse(w, http.StatusNotFound, "text/plain; charset=utf-8", []byte("not found\n"))
 	})
-	return &linkServer{handler: mux, producer: cl}, nil
+	return &linkServer{handler: mux, mux: mux, producer: cl}, nil
 }
 
 func (s *linkServer) close() { s.producer.Close() }
@@ -196,16 +233,26 @@ func (s *linkServer) close() { s.producer.Close() }
 // actionsRole is the running actions role: the consumer of cart-decisions
 // and, with signed links configured, the link server.
 type actionsRole struct {
-	done   chan error
-	cancel context.CancelFunc
-	srv    *http.Server
-	links  *linkServer
-	store  *actions.Store
+	done     chan error
+	cancel   context.CancelFunc
+	srv      *http.Server
+	links    *linkServer
+	store    *actions.Store
+	consumer *actions.Consumer
 }
 
-// startActionsRole starts the actions role of cfg (`cartlift actions`, and
-// `cartlift run` when the actions are configured). stop ends it.
-func startActionsRole(ctx context.Context, cfg actionsConfig, log *slog.Logger) (*actionsRole, error) {
+// actionsParts are the channels of the actions role over its store (the
+// role and `cartlift actions redrive` share them).
+type actionsParts struct {
+	store       *actions.Store
+	email       *actions.Handler
+	webhook     *actions.WebhookHandler // nil without webhooks
+	emailConfig actions.EmailConfig
+}
+
+// openActions validates the email settings, opens the store under
+// CARTLIFT_DATA_DIR/actions and builds the handlers. Close the store.
+func openActions(cfg actionsConfig) (*actionsParts, error) {
 	email := actions.EmailConfig{
 		Host: cfg.SMTPHost, Port: cfg.SMTPPort, Username: cfg.SMTPUsername, Password: cfg.SMTPPassword,
 		From: cfg.SMTPFrom, TLSPolicy: cfg.SMTPTLS, Timeout: cfg.SMTPTimeout,
@@ -222,11 +269,46 @@ func startActionsRole(ctx context.Context, cfg actionsConfig, log *slog.Logger) 
 	if err != nil {
 		return nil, err
 	}
-	r := &actionsRole{done: make(chan error, 1)}
-	r.store, err = actions.OpenStore(filepath.Join(cfg.DataDir, "actions"))
+	dir := filepath.Join(cfg.DataDir, "actions")
+	store, err := actions.OpenStore(dir)
+	if err != nil {
+		// Pebble locks the directory: fcntl's EAGAIN or EACCES when another
+		// process holds it, its own message when this one does.
+		if errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EACCES) || strings.Contains(err.Error(), "lock held by current process") {
+			return nil, fmt.Errorf("%w: the store %s is in use by another process (one process opens it at a time: stop the actions role using it first)", err, dir)
+		}
+		return nil, err
+	}
+	p := &actionsParts{store: store, emailConfig: email}
+	if p.email, err = actions.NewHandler(email, sender, store, nil); err != nil {
+		store.Close()
+		return nil, err
+	}
+	if len(cfg.WebhookURLs) > 0 || cfg.DiscountWebhookURL != "" {
+		p.webhook, err = actions.NewWebhookHandler(actions.WebhookConfig{
+			Endpoints: cfg.WebhookURLs, DiscountURL: cfg.DiscountWebhookURL,
+			Secret: cfg.WebhookSecret, Timeout: cfg.WebhookTimeout,
+		}, store)
+		if err != nil {
+			store.Close()
+			return nil, &exitError{2, err}
+		}
+	}
+	return p, nil
+}
+
+// startActionsRole starts the actions role of cfg (`cartlift actions`, and
+// `cartlift run` when the actions are configured). stop ends it.
+func startActionsRole(ctx context.Context, cfg actionsConfig, log *slog.Logger) (*actionsRole, error) {
+	if cfg.MaxAttempts != "" {
+		log.Warn("CARTLIFT_ACTIONS_MAX_ATTEMPTS is deprecated and ignored: a transient failure is retried until the decision's valid_until "+
+			"(CARTLIFT_ACTIONS_BACKOFF, CARTLIFT_ACTIONS_BACKOFF_MAX, CARTLIFT_ACTIONS_MAX_HOLD)", "value", cfg.MaxAttempts)
+	}
+	parts, err := openActions(cfg)
 	if err != nil {
 		return nil, err
 	}
+	r := &actionsRole{done: make(chan error, 1), store: parts.store}
 	fail := func(err error) (*actionsRole, error) {
 		if r.links != nil {
 			r.links.close()
@@ -234,29 +316,17 @@ func startActionsRole(ctx context.Context, cfg actionsConfig, log *slog.Logger) 
 		r.store.Close()
 		return nil, err
 	}
-	h, err := actions.NewHandler(email, sender, r.store, nil)
-	if err != nil {
-		return fail(err)
-	}
-	var wh *actions.WebhookHandler
-	if len(cfg.WebhookURLs) > 0 || cfg.DiscountWebhookURL != "" {
-		wh, err = actions.NewWebhookHandler(actions.WebhookConfig{
-			Endpoints: cfg.WebhookURLs, DiscountURL: cfg.DiscountWebhookURL,
-			Secret: cfg.WebhookSecret, Timeout: cfg.WebhookTimeout,
-		}, r.store)
-		if err != nil {
-			return fail(&exitError{2, err})
-		}
-	}
+	h, wh, email := parts.email, parts.webhook, parts.emailConfig
 	c, err := actions.NewConsumer(actions.ConsumerConfig{
-		Brokers: cfg.Brokers, Group: cfg.Group,
+		Brokers: cfg.Brokers, Group: cfg.Group, InstanceID: cfg.InstanceID,
 		TopicDecisions: cfg.TopicDecisions, TopicOutcomes: cfg.TopicOutcomes, TopicDLQ: cfg.TopicDLQ,
-		MaxAttempts: cfg.MaxAttempts, BackoffBase: cfg.BackoffBase, BackoffMax: cfg.BackoffMax,
+		BackoffBase: cfg.BackoffBase, BackoffMax: cfg.BackoffMax, MaxHold: cfg.MaxHold,
 		EmailsPerSecond: cfg.Rate, Webhook: wh, Logger: log,
 	}, h)
 	if err != nil {
 		return fail(err)
 	}
+	r.consumer = c
 	r.links, err = newLinkServer(cfg)
 	if err != nil {
 		return fail(err)
@@ -271,7 +341,7 @@ func startActionsRole(ctx context.Context, cfg actionsConfig, log *slog.Logger) 
 	}
 	ctx, r.cancel = context.WithCancel(ctx)
 	go func() { r.done <- c.Run(ctx) }()
-	log.Info("actions role running", "brokers", cfg.Brokers, "group", cfg.Group, "smtp", fmt.Sprintf("%s:%d", email.Host, email.Port), "rate", cfg.Rate)
+	log.Info("actions role running", "brokers", cfg.Brokers, "group", cfg.Group, "instance", cfg.InstanceID, "smtp", fmt.Sprintf("%s:%d", email.Host, email.Port), "rate", cfg.Rate)
 	return r, nil
 }
 
@@ -302,22 +372,45 @@ func (r *actionsRole) stop() error {
 }
 
 // runActions is `cartlift actions`: the actions role on its own, consuming
-// cart-decisions until the context is cancelled.
+// cart-decisions until the context is cancelled, with /metrics and
+// /healthz on CARTLIFT_ACTIONS_HTTP_ADDR (next to the signed links, when
+// configured); `cartlift actions redrive` re-sends what its DLQ holds.
 func runActions(ctx context.Context, args []string, stdout io.Writer) error {
+	if len(args) > 0 && args[0] == "redrive" {
+		return runRedrive(ctx, args[1:], stdout)
+	}
 	if len(args) > 0 {
-		return &exitError{2, fmt.Errorf("actions takes no arguments; configure it with SMTP_* and CARTLIFT_* environment variables")}
+		return &exitError{2, fmt.Errorf("actions takes no arguments but redrive; configure it with SMTP_* and CARTLIFT_* environment variables")}
 	}
 	cfg, err := loadActionsConfig(ctx, envconfig.OsLookuper())
 	if err != nil {
 		return err
 	}
-	r, err := startActionsRole(ctx, cfg, slog.Default())
+	log := slog.Default()
+	r, err := startActionsRole(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
+	reg := prometheus.NewRegistry()
+	r.register(reg)
+	metrics := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 	fmt.Fprintf(stdout, "actions: consuming %s as %s, emails via %s:%d\n", cfg.TopicDecisions, cfg.Group, cfg.SMTPHost, cfg.SMTPPort)
-	if r.links != nil {
-		fmt.Fprintf(stdout, "actions: serving signed links %s/r/ and /u/ on %s\n", strings.TrimRight(cfg.LinkBaseURL, "/"), cfg.HTTPAddr)
+	switch {
+	case r.links != nil:
+		r.links.mux.Handle("GET /metrics", metrics)
+		fmt.Fprintf(stdout, "actions: serving signed links %s/r/ and /u/, and /metrics, on %s\n", strings.TrimRight(cfg.LinkBaseURL, "/"), cfg.HTTPAddr)
+	case cfg.HTTPAddr != "off":
+		ln, err := net.Listen("tcp", cfg.HTTPAddr)
+		if err != nil {
+			_ = r.stop()
+			return &exitError{2, configError("CARTLIFT_ACTIONS_HTTP_ADDR", "%v", err)}
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", metrics)
+		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+		srv := startHTTPServer(cfg.HTTP, ln, mux, "actions metrics", log)
+		defer srv.Close()
+		fmt.Fprintf(stdout, "actions: metrics on http://%s/metrics\n", ln.Addr())
 	}
 	return r.wait()
 }

@@ -220,13 +220,20 @@ func (c *runConfig) instanceID() string {
 	if c.InstanceID != "" {
 		return c.InstanceID
 	}
+	return derivedInstanceID("cartlift-", c.Broker.DataDir)
+}
+
+// derivedInstanceID is prefix and a hash of the host name and the absolute
+// data directory: the same for restarts of one instance, distinct between
+// instances.
+func derivedInstanceID(prefix, dataDir string) string {
 	host, _ := os.Hostname()
-	abs, err := filepath.Abs(c.Broker.DataDir)
+	abs, err := filepath.Abs(dataDir)
 	if err != nil {
-		abs = c.Broker.DataDir
+		abs = dataDir
 	}
 	sum := sha256.Sum256([]byte(host + "\x00" + abs))
-	return "cartlift-" + hex.EncodeToString(sum[:6])
+	return prefix + hex.EncodeToString(sum[:6])
 }
 
 // loadFlows reads and validates a flows file.

@@ -21,6 +21,7 @@ const usage = `cartlift recovers abandoned shopping carts.
 Usage:
   cartlift run                 run the processor (configured from the environment)
   cartlift actions             run the actions role (emails) on its own, configured from the environment
+  cartlift actions redrive     re-send what cart-actions.dlq holds, once per decision (-dry-run, -since 2h, -offset N)
   cartlift analytics           run the analytics sink (decisions and outcomes into ClickHouse) on its own
   cartlift report [flags]      recovery report from ClickHouse (--since 30d --flow NAME --format table|json|html --out FILE)
   cartlift broker              run the embedded Kafka-protocol broker on its own

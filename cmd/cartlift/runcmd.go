@@ -210,6 +210,7 @@ func runProcessor(ctx context.Context, args []string, stdout io.Writer) error {
 			_ = n.wait()
 			return err
 		}
+		n.actions.register(n.metrics.reg)
 	}
 	if withAnalytics {
 		ancfg.Brokers = n.brokers
