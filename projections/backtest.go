@@ -268,8 +268,10 @@ func (b *Backtest) FireTimers(f Firing) error {
 	return nil
 }
 
-// Clock and SetClock keep the backtest's clock (see Partition).
-func (b *Backtest) Clock() time.Time     { return b.clock }
+// Clock returns the backtest's clock (see Partition).
+func (b *Backtest) Clock() time.Time { return b.clock }
+
+// SetClock moves the backtest's clock (see Partition).
 func (b *Backtest) SetClock(t time.Time) { b.clock = t }
 
 // LastRun returns a scheduled flow's last run (see Partition).
