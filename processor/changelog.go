@@ -15,14 +15,24 @@ package processor
 // all, and a new owner fences the old one before it reads the changelog.
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/cockroachdb/pebble"
+	"github.com/cockroachdb/pebble/objstorage/objstorageprovider"
+	"github.com/cockroachdb/pebble/sstable"
+	"github.com/cockroachdb/pebble/vfs"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -209,10 +219,12 @@ func (p *Processor) changelogTail(ctx context.Context, part int32) (changelogMet
 type restoreProgress func(read, end int64)
 
 // restore replaces the partition's local state by the changelog's: it
-// deletes every local key of the partition, writes the states (the last
-// record of each key wins), then derives the timer and modification
-// indexes and the gauges from them. It returns the metadata to resume
-// from, and false when the changelog holds nothing for the partition.
+// deletes every local key of the partition, reads the changelog (the last
+// record of each key wins), derives the timer and modification index
+// entries and the gauges from the states, and ingests all of it into
+// Pebble as sorted tables, bypassing the memtable. It returns the
+// metadata to resume from, and false when the changelog holds nothing for
+// the partition.
 func (p *Processor) restore(ctx context.Context, part int32, progress restoreProgress) (partitionMeta, bool, error) {
 	if err := p.db.DeleteRange(partPrefix(part, 0), partPrefix(part+1, 0), pebble.NoSync); err != nil {
 		return partitionMeta{}, false, err
@@ -222,8 +234,7 @@ func (p *Processor) restore(ctx context.Context, part int32, progress restorePro
 		return partitionMeta{}, false, err
 	}
 	end := ends[part]
-	b := p.db.NewBatch()
-	defer func() { b.Close() }()
+	var states []stateRecord
 	var cm changelogMeta
 	found := false
 	step, next := max(end/10, 1), max(end/10, 1)
@@ -235,21 +246,8 @@ func (p *Processor) restore(ctx context.Context, part int32, progress restorePro
 				return fmt.Errorf("changelog %s/%d offset %d: %w", p.cfg.Topics.State, part, r.Offset, err)
 			}
 			cm, found = m, true
-		case r.Value == nil:
-			if err := b.Delete(stateKey(part, string(r.Key)), nil); err != nil {
-				return err
-			}
 		default:
-			if err := b.Set(stateKey(part, string(r.Key)), r.Value, nil); err != nil {
-				return err
-			}
-		}
-		if b.Len() > 16<<20 {
-			if err := b.Commit(pebble.NoSync); err != nil {
-				return err
-			}
-			b.Close()
-			b = p.db.NewBatch()
+			states = append(states, stateRecord{key: string(r.Key), value: r.Value})
 		}
 		if r.Offset+1 >= next {
 			progress(r.Offset+1, end)
@@ -257,16 +255,10 @@ func (p *Processor) restore(ctx context.Context, part int32, progress restorePro
 		}
 		return nil
 	})
-	if err != nil {
+	if err != nil || !found {
 		return partitionMeta{}, false, err
 	}
-	if err := b.Commit(pebble.NoSync); err != nil {
-		return partitionMeta{}, false, err
-	}
-	if !found {
-		return partitionMeta{}, false, nil
-	}
-	m, err := p.deriveIndexes(part)
+	m, err := p.ingestStates(part, states)
 	if err != nil {
 		return partitionMeta{}, false, err
 	}
@@ -281,48 +273,126 @@ func (p *Processor) restore(ctx context.Context, part int32, progress restorePro
 	return m, true, nil
 }
 
-// deriveIndexes writes the timer and modification index entries of every
-// state of the partition and returns the gauges.
-func (p *Processor) deriveIndexes(part int32) (partitionMeta, error) {
-	m := partitionMeta{}
-	lower, upper := partRange(part, kindState)
-	it, err := p.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
-	if err != nil {
-		return m, err
-	}
-	defer it.Close()
-	b := p.db.NewBatch()
-	defer func() { b.Close() }()
-	for ok := it.First(); ok; ok = it.Next() {
-		st, err := decodeState(it.Value())
-		if err != nil {
-			return m, fmt.Errorf("state %q: %w", it.Key()[5:], err)
+// stateRecord is a changelog record of a customer: a state, or a
+// tombstone (nil value).
+type stateRecord struct {
+	key   string
+	value []byte
+}
+
+// latest sorts records by key and keeps the last of each key in log order,
+// dropping tombstones.
+func latest(recs []stateRecord) []stateRecord {
+	slices.SortStableFunc(recs, func(a, b stateRecord) int { return strings.Compare(a.key, b.key) })
+	out := recs[:0]
+	for i := range recs {
+		if i+1 < len(recs) && recs[i+1].key == recs[i].key {
+			continue // a later record of the key follows
 		}
-		for _, c := range st.Carts {
-			if !c.WakeAt.IsZero() {
-				if err := b.Set(timerKey(part, c.WakeAt, st.Key, c.ID), nil, nil); err != nil {
-					return m, err
+		if recs[i].value != nil {
+			out = append(out, recs[i])
+		}
+	}
+	return out
+}
+
+// ingestStates writes the states of a partition, and the timer and
+// modification index entries derived from them, as three sorted tables
+// and ingests them. Decoding, sorting and writing run on every core. It
+// returns the gauges.
+func (p *Processor) ingestStates(part int32, recs []stateRecord) (partitionMeta, error) {
+	recs = latest(recs)
+	type derived struct {
+		timers, mods [][]byte
+		open         int64
+		err          error
+	}
+	workers := min(runtime.GOMAXPROCS(0), max(1, len(recs)/10_000))
+	outs := make([]derived, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			d := &outs[w]
+			for i := w; i < len(recs); i += workers {
+				st, err := decodeState(recs[i].value)
+				if err != nil {
+					d.err = fmt.Errorf("state %q: %w", recs[i].key, err)
+					return
 				}
-				m.Timers++
-			}
-			if c.IsOpen() {
-				m.OpenCarts++
-				if !c.ModifiedAt.IsZero() {
-					if err := b.Set(modKey(part, c.ModifiedAt, st.Key, c.ID), nil, nil); err != nil {
-						return m, err
+				for _, c := range st.Carts {
+					if !c.WakeAt.IsZero() {
+						d.timers = append(d.timers, timerKey(part, c.WakeAt, st.Key, c.ID))
+					}
+					if c.IsOpen() {
+						d.open++
+						if !c.ModifiedAt.IsZero() {
+							d.mods = append(d.mods, modKey(part, c.ModifiedAt, st.Key, c.ID))
+						}
 					}
 				}
 			}
-		}
-		if b.Len() > 16<<20 {
-			if err := b.Commit(pebble.NoSync); err != nil {
-				return m, err
-			}
-			b.Close()
-			b = p.db.NewBatch()
-		}
+		})
 	}
-	return m, b.Commit(pebble.NoSync)
+	wg.Wait()
+	var m partitionMeta
+	var timers, mods [][]byte
+	for _, d := range outs {
+		if d.err != nil {
+			return m, d.err
+		}
+		timers = append(timers, d.timers...)
+		mods = append(mods, d.mods...)
+		m.OpenCarts += d.open
+	}
+	m.Timers = int64(len(timers))
+	wg.Go(func() { slices.SortFunc(timers, bytes.Compare) })
+	slices.SortFunc(mods, bytes.Compare)
+	wg.Wait()
+
+	dir, err := os.MkdirTemp(p.cfg.DataDir, "restore-")
+	if err != nil {
+		return m, err
+	}
+	defer os.RemoveAll(dir)
+	var paths []string
+	var mu sync.Mutex
+	write := func(name string, n int, kv func(i int) (k, v []byte)) error {
+		if n == 0 {
+			return nil
+		}
+		path := filepath.Join(dir, name)
+		defer func() { mu.Lock(); paths = append(paths, path); mu.Unlock() }()
+		f, err := vfs.Default.Create(path)
+		if err != nil {
+			return err
+		}
+		w := sstable.NewWriter(objstorageprovider.NewFileWritable(f), sstable.WriterOptions{
+			TableFormat: p.db.FormatMajorVersion().MaxTableFormat(), Compression: sstable.SnappyCompression, BlockSize: 32 << 10})
+		for i := range n {
+			k, v := kv(i)
+			if err := w.Set(k, v); err != nil {
+				w.Close()
+				return err
+			}
+		}
+		return w.Close()
+	}
+	errs := make([]error, 3)
+	wg.Go(func() {
+		errs[0] = write("states.sst", len(recs), func(i int) ([]byte, []byte) { return stateKey(part, recs[i].key), recs[i].value })
+	})
+	wg.Go(func() {
+		errs[1] = write("timers.sst", len(timers), func(i int) ([]byte, []byte) { return timers[i], nil })
+	})
+	errs[2] = write("mods.sst", len(mods), func(i int) ([]byte, []byte) { return mods[i], nil })
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return m, err
+	}
+	if len(paths) == 0 {
+		return m, nil
+	}
+	return m, p.db.Ingest(paths)
 }
 
 // appendChangelog enqueues the batch's changelog records: each changed
