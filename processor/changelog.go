@@ -234,7 +234,7 @@ func (p *Processor) restore(ctx context.Context, part int32, progress restorePro
 		return partitionMeta{}, false, err
 	}
 	end := ends[part]
-	var states []stateRecord
+	states := make([]stateRecord, 0, min(end, 1<<26)) // about one record per offset
 	var cm changelogMeta
 	found := false
 	step, next := max(end/10, 1), max(end/10, 1)
@@ -262,6 +262,7 @@ func (p *Processor) restore(ctx context.Context, part int32, progress restorePro
 	if err != nil {
 		return partitionMeta{}, false, err
 	}
+	p.stats.restored.Add(int64(len(states)))
 	// A restore starts a new lineage: a store that still holds the old one
 	// (an earlier owner's, or a fenced zombie's with output it never
 	// committed) is then not mistaken for this one.
@@ -313,6 +314,8 @@ func (p *Processor) ingestStates(part int32, recs []stateRecord) (partitionMeta,
 	for w := range workers {
 		wg.Go(func() {
 			d := &outs[w]
+			d.timers = make([][]byte, 0, len(recs)/workers+1)
+			d.mods = make([][]byte, 0, len(recs)/workers+1)
 			for i := w; i < len(recs); i += workers {
 				st, err := decodeState(recs[i].value)
 				if err != nil {
@@ -335,7 +338,8 @@ func (p *Processor) ingestStates(part int32, recs []stateRecord) (partitionMeta,
 	}
 	wg.Wait()
 	var m partitionMeta
-	var timers, mods [][]byte
+	timers := make([][]byte, 0, len(outs[0].timers)*workers)
+	mods := make([][]byte, 0, len(outs[0].mods)*workers)
 	for _, d := range outs {
 		if d.err != nil {
 			return m, d.err

@@ -209,7 +209,7 @@ type counters struct {
 	eventsConsumed, eventsRejected, eventsSkipped, eventsDuplicate atomic.Int64
 	decisionsMade, outcomesMade, timersFired                       atomic.Int64
 	decisionsEmitted, outcomesEmitted                              atomic.Int64
-	deadLettered, outputReduced, outputDropped                     atomic.Int64
+	deadLettered, outputReduced, outputDropped, restored           atomic.Int64
 	suppressed, deferred                                           atomic.Int64
 }
 
@@ -610,7 +610,11 @@ type Stats struct {
 	DeadLettered     int64 // DLQ records acknowledged by the brokers
 	OutputReduced    int64 // output records refused for good, sent as reduced dead letters
 	OutputDropped    int64 // reduced dead letters refused too, dropped
-	TimersFired      int64
+	// Restoring counts partitions being restored from the changelog;
+	// RestoredCustomers the customer states restored since the start.
+	Restoring         int
+	RestoredCustomers int64
+	TimersFired       int64
 	// DecisionsSuppressed counts steps a guard stopped (consent, caps,
 	// combined); DecisionsDeferred steps held for quiet hours.
 	DecisionsSuppressed int64
@@ -635,7 +639,8 @@ func (p *Processor) Stats() Stats {
 		OutcomesEmitted: p.stats.outcomesEmitted.Load(), DeadLettered: p.stats.deadLettered.Load(),
 		OutputReduced: p.stats.outputReduced.Load(), OutputDropped: p.stats.outputDropped.Load(),
 		TimersFired: p.stats.timersFired.Load(), DecisionsSuppressed: p.stats.suppressed.Load(),
-		DecisionsDeferred: p.stats.deferred.Load(),
+		DecisionsDeferred: p.stats.deferred.Load(), Restoring: int(p.restoring.Load()),
+		RestoredCustomers: p.stats.restored.Load(),
 	}
 	for _, w := range p.snapshotWorkers() {
 		s.Partitions++
@@ -668,5 +673,5 @@ func (p *Processor) DiskUsage() uint64 {
 // have caught up with the end of their log.
 func (p *Processor) Ready() bool {
 	s := p.Stats()
-	return s.Partitions > 0 && s.CaughtUp == s.Partitions
+	return s.Partitions > 0 && s.CaughtUp == s.Partitions && s.Restoring == 0
 }

@@ -312,5 +312,7 @@ func (m *metrics) register(p *processor.Processor) {
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cartlift_store_bytes",
 			Help: "Bytes the Pebble store occupies on disk."}, func() float64 { return float64(p.DiskUsage()) }))
 		gauge("cartlift_partitions_assigned", "Assigned input partitions.", func(s processor.Stats) int64 { return int64(s.Partitions) })
+		gauge("cartlift_partitions_restoring", "Partitions being restored from the changelog.", func(s processor.Stats) int64 { return int64(s.Restoring) })
+		gauge("cartlift_restored_customers", "Customer states restored from the changelog since the start (a counter).", func(s processor.Stats) int64 { return s.RestoredCustomers })
 	})
 }
