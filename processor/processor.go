@@ -40,7 +40,8 @@ type Topics struct {
 	Outcomes  string // default events.TopicOutcomes
 	DLQ       string // default events.TopicDLQ
 	// State is the changelog: compacted, one partition per input
-	// partition; default "cartlift-state".
+	// partition; default "cartlift-state" for the default group and
+	// "<group>-state" for any other.
 	State string
 }
 
@@ -141,7 +142,15 @@ func (c *Config) fill() error {
 	def(&c.Topics.Decisions, events.TopicDecisions)
 	def(&c.Topics.Outcomes, events.TopicOutcomes)
 	def(&c.Topics.DLQ, events.TopicDLQ)
-	def(&c.Topics.State, DefaultTopicState)
+	if c.Topics.State == "" {
+		// Like Kafka Streams' <application.id>-...-changelog: two
+		// groups (deployments, or a replay beside production) must never
+		// share a changelog.
+		c.Topics.State = DefaultTopicState
+		if c.Group != "cartlift-processor" {
+			c.Topics.State = c.Group + "-state"
+		}
+	}
 	names := []string{c.Topics.Events, c.Topics.Decisions, c.Topics.Outcomes, c.Topics.DLQ, c.Topics.State}
 	if len(slices.Compact(slices.Sorted(slices.Values(names)))) != len(names) {
 		return fmt.Errorf("processor: topic names must differ, got %v", names)

@@ -65,7 +65,8 @@ type runConfig struct {
 	TopicOutcomes  string `env:"CARTLIFT_TOPIC_OUTCOMES, default=cart-outcomes"`
 	TopicDLQ       string `env:"CARTLIFT_TOPIC_DLQ, default=cart-events.dlq"`
 	// TopicState is the changelog (compacted) the partitions' state lives in.
-	TopicState string `env:"CARTLIFT_TOPIC_STATE, default=cartlift-state"`
+	// Empty: cartlift-state for the default group, <group>-state otherwise.
+	TopicState string `env:"CARTLIFT_TOPIC_STATE"`
 	// ReplayInput lets a partition with an empty changelog, whose input no
 	// longer starts at offset 0, build its state from what the input holds.
 	ReplayInput bool `env:"CARTLIFT_REPLAY_INPUT, default=false"`
@@ -186,6 +187,13 @@ func (c *runConfig) validate() error {
 	}
 	if c.Group == "" {
 		return configError("CARTLIFT_GROUP", "must not be empty")
+	}
+	if c.TopicState == "" {
+		// Two groups must never share a changelog (see processor.Topics).
+		c.TopicState = "cartlift-state"
+		if c.Group != "cartlift-processor" {
+			c.TopicState = c.Group + "-state"
+		}
 	}
 	topics := map[string]string{"CARTLIFT_TOPIC_EVENTS": c.TopicEvents, "CARTLIFT_TOPIC_DECISIONS": c.TopicDecisions,
 		"CARTLIFT_TOPIC_OUTCOMES": c.TopicOutcomes, "CARTLIFT_TOPIC_DLQ": c.TopicDLQ, "CARTLIFT_TOPIC_STATE": c.TopicState}
