@@ -223,8 +223,19 @@ type counters struct {
 }
 
 // New opens the store and creates the Kafka clients. It does not contact
-// the brokers; Run does.
+// the brokers; Run does. Its consumer joins the group at once (the group
+// assigns partitions once Run has set up).
 func New(cfg Config) (*Processor, error) {
+	return open(cfg, true)
+}
+
+// OpenStore opens the store with an admin client and no group membership,
+// for Verify and Rebuild on a stopped instance's store. It cannot Run.
+func OpenStore(cfg Config) (*Processor, error) {
+	return open(cfg, false)
+}
+
+func open(cfg Config, join bool) (*Processor, error) {
 	if err := cfg.fill(); err != nil {
 		return nil, err
 	}
@@ -240,6 +251,9 @@ func New(cfg Config) (*Processor, error) {
 	if err != nil {
 		db.Close()
 		return nil, err
+	}
+	if !join {
+		return p, nil
 	}
 	group := []kgo.Opt{
 		kgo.ConsumerGroup(cfg.Group),
@@ -298,6 +312,9 @@ const DefaultTopicState = "cartlift-state"
 // Run consumes until ctx is cancelled or a worker fails. On return every
 // worker has committed its last batch and stopped.
 func (p *Processor) Run(ctx context.Context) error {
+	if p.consumer == nil {
+		return errors.New("processor: a store opened with OpenStore cannot run")
+	}
 	if err := EnsureTopics(ctx, p.producer, p.cfg.Partitions,
 		p.cfg.Topics.Events, p.cfg.Topics.Decisions, p.cfg.Topics.Outcomes, p.cfg.Topics.DLQ); err != nil {
 		return err

@@ -30,6 +30,7 @@ Usage:
   cartlift load [flags]        measure end-to-end throughput through the Kafka protocol
   cartlift flows check FILE    validate a flows file
   cartlift backtest [flags]    replay a history through flows files (--flows, --compare) and report per step
+  cartlift state verify|rebuild  check a stopped instance's store against the changelog, or rebuild it from there
 
 Run 'cartlift <command> -h' for the flags of a command.
 `
@@ -108,6 +109,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runFlows(rest, stdout)
 	case "backtest":
 		return runBacktest(ctx, rest, stdout)
+	case "state":
+		return runState(ctx, rest, stdout)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
