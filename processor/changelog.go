@@ -399,22 +399,8 @@ func (p *Processor) ingestStates(part int32, recs []stateRecord) (partitionMeta,
 	return m, p.db.Ingest(paths)
 }
 
-// appendChangelog enqueues the batch's changelog records: each changed
-// customer's last state (a tombstone for a deleted one), then the
-// partition's metadata, which ends the batch's transaction.
-func (w *worker) appendChangelog() error {
-	for key, st := range w.dirty {
-		e := outboxEntry{Topic: w.pr.cfg.Topics.State, Key: []byte(key)}
-		if st != nil {
-			e.Value = appendState(nil, st)
-		}
-		if err := w.enqueue(&e); err != nil {
-			return err
-		}
-	}
-	return w.enqueueChangelogMeta()
-}
-
+// enqueueChangelogMeta enqueues the partition's metadata record, which
+// ends a batch's transaction (the relay cuts its rounds after one).
 func (w *worker) enqueueChangelogMeta() error {
 	cm := changelogMeta{NextOffset: w.meta.NextOffset, EventTime: w.meta.EventTime, Clock: w.meta.Clock,
 		Lineage: w.meta.Lineage, Runs: w.meta.Runs}

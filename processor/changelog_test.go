@@ -1,6 +1,7 @@
 package processor_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -261,5 +262,41 @@ func TestVerifyAndRebuildAgainstTheChangelog(t *testing.T) {
 		if c.LocalOffset != c.ChangelogOffset || c.OnlyLocal+c.OnlyChangelog+c.Differ != 0 {
 			t.Fatalf("after the rebuild: %+v", c)
 		}
+	}
+}
+
+// An erasure survives a restore: the changelog's last record of an erased
+// customer is the erasure's tombstone state (no profile, no carts; it
+// keeps the erasure time so that late events stay ignored), and a new
+// owner restores nothing of what was erased.
+func TestErasureSurvivesARestore(t *testing.T) {
+	brokers := newCluster(t)
+	tp := testTopics(t, brokers)
+	group := uniqueName(t, "g")
+	prod := newProducer(t, brokers)
+	at := time.Now().Add(-10 * time.Second).UTC()
+	c := keyIn("c-erase", 1, testPartitions)
+	email := "erase-me@example.com"
+	produceTo(t, prod, tp.Events,
+		mkEvent(t, "p-1", events.TypeCustomerUpdated, at, events.CustomerUpdated{CustomerID: c, Email: &email}),
+		itemAdded(t, "a-1", c, "k-secret", at, "A", 1, 100),
+		mkEvent(t, "e-1", events.TypeCustomerErased, at.Add(time.Second), events.CustomerErased{CustomerID: c}))
+	a := startOn(t, brokers, t.TempDir(), mustFlows(t, testFlows), tp, group)
+	waitCaughtUp(t, a, 3, 20*time.Second)
+	waitDrained(t, a, 10*time.Second)
+	a.stop(t)
+	var last []byte
+	for _, r := range readTopic(t, brokers, tp.State) {
+		if r.Key == c {
+			last = r.Value
+		}
+	}
+	if last == nil || bytes.Contains(last, []byte(email)) || bytes.Contains(last, []byte("k-secret")) {
+		t.Fatalf("the erased customer's last changelog record: %q", last)
+	}
+	b := startOn(t, brokers, t.TempDir(), mustFlows(t, testFlows), tp, group)
+	waitCaughtUp(t, b, 0, 20*time.Second)
+	if st, _, _, err := b.p.Lookup(c); err != nil || st != nil {
+		t.Fatalf("after a restore the erased customer is %+v, %v", st, err)
 	}
 }

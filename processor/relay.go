@@ -147,6 +147,9 @@ func (r *relay) drainOnce() (int, error) {
 		rec := &kgo.Record{Topic: e.Topic, Key: e.Key, Value: e.Value}
 		if e.Topic == r.pr.cfg.Topics.State {
 			rec.Partition = r.part
+			if len(rec.Value) == 0 {
+				rec.Value = nil // a deleted customer: a tombstone, for compaction
+			}
 		}
 		for _, h := range e.Headers {
 			rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: h[0], Value: []byte(h[1])})

@@ -742,22 +742,31 @@ func (w *worker) commit() error {
 	if !w.changed {
 		return nil
 	}
+	// Each changed customer's state is encoded once, for the store and
+	// for the changelog (a tombstone for a deleted one); the changelog's
+	// metadata record ends the batch.
+	logging := w.logNeeded || len(w.dirty) > 0
 	for key, st := range w.dirty {
 		k := stateKey(w.part, key)
+		var v []byte
 		if st == nil {
 			if err := w.b.Delete(k, nil); err != nil {
 				return err
 			}
 			delete(w.cache, key)
-			continue
+		} else {
+			w.stateBuf = appendState(w.stateBuf[:0], st)
+			v = w.stateBuf
+			if err := w.b.Set(k, v, nil); err != nil {
+				return err
+			}
 		}
-		w.stateBuf = appendState(w.stateBuf[:0], st)
-		if err := w.b.Set(k, w.stateBuf, nil); err != nil {
+		if err := w.enqueue(&outboxEntry{Topic: w.pr.cfg.Topics.State, Key: []byte(key), Value: v}); err != nil {
 			return err
 		}
 	}
-	if w.logNeeded || len(w.dirty) > 0 {
-		if err := w.appendChangelog(); err != nil {
+	if logging {
+		if err := w.enqueueChangelogMeta(); err != nil {
 			return err
 		}
 		w.logNeeded = false
