@@ -262,7 +262,6 @@ func (p *Processor) restore(ctx context.Context, part int32, progress restorePro
 	if err != nil {
 		return partitionMeta{}, false, err
 	}
-	p.stats.restored.Add(int64(len(states)))
 	// A restore starts a new lineage: a store that still holds the old one
 	// (an earlier owner's, or a fenced zombie's with output it never
 	// committed) is then not mistaken for this one.
@@ -303,6 +302,7 @@ func latest(recs []stateRecord) []stateRecord {
 // returns the gauges.
 func (p *Processor) ingestStates(part int32, recs []stateRecord) (partitionMeta, error) {
 	recs = latest(recs)
+	p.stats.restored.Add(int64(len(recs)))
 	type derived struct {
 		timers, mods [][]byte
 		open         int64
