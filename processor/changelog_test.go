@@ -66,6 +66,9 @@ func TestStateSurvivesTheMachineAndTheInputRetention(t *testing.T) {
 
 	b := startOn(t, brokers, t.TempDir(), mustFlows(t, testFlows), tp, group, clock.opt())
 	s := waitCaughtUp(t, b, 0, 30*time.Second)
+	if s.RestoredCustomers != n || s.Restoring != 0 {
+		t.Fatalf("restored %d customers (%d partitions still restoring), want %d", s.RestoredCustomers, s.Restoring, n)
+	}
 	if s.OpenCarts != before.OpenCarts || s.PendingTimers != before.PendingTimers || s.OpenCarts != n {
 		t.Fatalf("restored %d open carts and %d timers, had %d and %d", s.OpenCarts, s.PendingTimers, before.OpenCarts, before.PendingTimers)
 	}
