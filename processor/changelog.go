@@ -129,10 +129,10 @@ func (p *Processor) newTxnClient(part int32) (*kgo.Client, error) {
 	)...)...)
 }
 
-// changelogReader reads one changelog partition, read_committed, from
+// readChangelog reads one changelog partition, read_committed, from
 // offset from up to its end at the time of the call.
 func (p *Processor) readChangelog(ctx context.Context, part int32, from int64, each func(*kgo.Record) error) error {
-	ends, err := ListEndOffsets(ctx, p.producer, p.cfg.Topics.State, []int32{part})
+	ends, err := ListEndOffsets(ctx, p.admin, p.cfg.Topics.State, []int32{part})
 	if err != nil {
 		return err
 	}
@@ -189,7 +189,7 @@ func (p *Processor) readChangelog(ctx context.Context, part int32, from int64, e
 // with its metadata record and a commit marker, so the tail is in the last
 // few offsets; compaction never removes the newest record of a key.
 func (p *Processor) changelogTail(ctx context.Context, part int32) (changelogMeta, bool, error) {
-	ends, err := ListEndOffsets(ctx, p.producer, p.cfg.Topics.State, []int32{part})
+	ends, err := ListEndOffsets(ctx, p.admin, p.cfg.Topics.State, []int32{part})
 	if err != nil {
 		return changelogMeta{}, false, err
 	}
@@ -229,7 +229,7 @@ func (p *Processor) restore(ctx context.Context, part int32, progress restorePro
 	if err := p.db.DeleteRange(partPrefix(part, 0), partPrefix(part+1, 0), pebble.NoSync); err != nil {
 		return partitionMeta{}, false, err
 	}
-	ends, err := ListEndOffsets(ctx, p.producer, p.cfg.Topics.State, []int32{part})
+	ends, err := ListEndOffsets(ctx, p.admin, p.cfg.Topics.State, []int32{part})
 	if err != nil {
 		return partitionMeta{}, false, err
 	}

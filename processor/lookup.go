@@ -76,7 +76,7 @@ func (p *Processor) Lookup(key string) (st *projections.CustomerState, fresh Fre
 func (p *Processor) Owners(ctx context.Context) (map[int32]string, error) {
 	req := kmsg.NewPtrDescribeGroupsRequest()
 	req.Groups = []string{p.cfg.Group}
-	resp, err := req.RequestWith(ctx, p.producer)
+	resp, err := req.RequestWith(ctx, p.admin)
 	if err != nil {
 		return nil, err
 	}
@@ -110,7 +110,7 @@ func (p *Processor) learnPartitions(ctx context.Context) error {
 	t := kmsg.NewMetadataRequestTopic()
 	t.Topic = kmsg.StringPtr(p.cfg.Topics.Events)
 	req.Topics = append(req.Topics, t)
-	resp, err := req.RequestWith(ctx, p.producer)
+	resp, err := req.RequestWith(ctx, p.admin)
 	if err != nil {
 		return err
 	}

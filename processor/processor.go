@@ -187,7 +187,10 @@ type Processor struct {
 	log      *slog.Logger
 	db       *pebble.DB
 	consumer *kgo.Client
-	producer *kgo.Client
+	// admin is the client for metadata, offsets, topics and the
+	// changelog's reads; the relays produce with their own transactional
+	// clients.
+	admin *kgo.Client
 	// messageLimit is the brokers' and output topics' message size limit,
 	// read by Run: the relays' batches never exceed it.
 	messageLimit int
@@ -247,7 +250,7 @@ func open(cfg Config, join bool) (*Processor, error) {
 		workers: make(map[int32]*worker), errc: make(chan error, 1), setUp: make(chan struct{})}
 
 	common := append([]kgo.Opt{kgo.SeedBrokers(cfg.Brokers...)}, cfg.KafkaOpts...)
-	p.producer, err = kgo.NewClient(common...)
+	p.admin, err = kgo.NewClient(common...)
 	if err != nil {
 		db.Close()
 		return nil, err
@@ -283,7 +286,7 @@ func open(cfg Config, join bool) (*Processor, error) {
 	}
 	p.consumer, err = kgo.NewClient(append(common, group...)...)
 	if err != nil {
-		p.producer.Close()
+		p.admin.Close()
 		db.Close()
 		return nil, err
 	}
@@ -315,7 +318,7 @@ func (p *Processor) Run(ctx context.Context) error {
 	if p.consumer == nil {
 		return errors.New("processor: a store opened with OpenStore cannot run")
 	}
-	if err := EnsureTopics(ctx, p.producer, p.cfg.Partitions,
+	if err := EnsureTopics(ctx, p.admin, p.cfg.Partitions,
 		p.cfg.Topics.Events, p.cfg.Topics.Decisions, p.cfg.Topics.Outcomes, p.cfg.Topics.DLQ); err != nil {
 		return err
 	}
@@ -332,12 +335,12 @@ func (p *Processor) Run(ctx context.Context) error {
 	if err := p.learnPartitions(ctx); err != nil {
 		return fmt.Errorf("input topic %s: %w", p.cfg.Topics.Events, err)
 	}
-	if err := EnsureTopicsWith(ctx, p.producer, p.partitions.Load(), map[string]string{"cleanup.policy": "compact"},
+	if err := EnsureTopicsWith(ctx, p.admin, p.partitions.Load(), map[string]string{"cleanup.policy": "compact"},
 		p.cfg.Topics.State); err != nil {
 		return err
 	}
 	outputs := []string{p.cfg.Topics.Events, p.cfg.Topics.Decisions, p.cfg.Topics.Outcomes, p.cfg.Topics.DLQ, p.cfg.Topics.State}
-	limit, err := readMessageLimit(ctx, p.producer, outputs...)
+	limit, err := readMessageLimit(ctx, p.admin, outputs...)
 	if err != nil {
 		limit = defaultMessageLimit
 		p.log.Warn("cannot read the brokers' message size limits; assuming Kafka's default", "bytes", limit, "err", err)
@@ -396,7 +399,7 @@ loop:
 
 // Close flushes the producer and closes the store. Call it after Run.
 func (p *Processor) Close() error {
-	p.producer.Close()
+	p.admin.Close()
 	return p.db.Close()
 }
 
@@ -484,7 +487,7 @@ func (p *Processor) pollEndOffsets(ctx context.Context) {
 	for {
 		ws := p.snapshotWorkers()
 		if len(ws) > 0 {
-			ends, err := ListEndOffsets(ctx, p.producer, p.cfg.Topics.Events, slices.Collect(maps.Keys(ws)))
+			ends, err := ListEndOffsets(ctx, p.admin, p.cfg.Topics.Events, slices.Collect(maps.Keys(ws)))
 			if err != nil && ctx.Err() == nil {
 				p.log.Debug("listing end offsets", "err", err)
 			}

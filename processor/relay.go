@@ -16,10 +16,11 @@ import (
 // relayBatch bounds how many outbox entries one produce round carries.
 const relayBatch = 2_000
 
-// relay produces a partition's outbox to Kafka with the idempotent
-// producer and deletes entries once the brokers acknowledged them. A crash
-// between the acknowledgement and the delete re-produces the same entries,
-// byte for byte, on restart; their deterministic ids let consumers drop the
+// relay produces a partition's outbox to Kafka in transactions (whole
+// worker batches, see drainOnce) and deletes the entries once the
+// transaction committed. A crash between the commit and the delete
+// re-produces the same entries, byte for byte, on restart; their
+// deterministic ids let consumers drop the
 // copies. The relay owns the head of the outbox; the worker appends at the
 // tail.
 type relay struct {

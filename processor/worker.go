@@ -159,11 +159,8 @@ func takeOver(ctx context.Context, pr *Processor, part int32) (*worker, error) {
 		}
 		log.Info("restored partition from the changelog", "offset", meta.NextOffset, "open_carts", meta.OpenCarts,
 			"timers", meta.Timers, "took", time.Since(start).Round(time.Millisecond))
-	default:
-		if meta.NextOffset >= 0 {
-			return nil, errors.New("inconsistent store") // unreachable: covered above
-		}
-		starts, err := ListStartOffsets(ctx, pr.producer, pr.cfg.Topics.Events, []int32{part})
+	default: // neither a local copy nor a changelog: a new partition
+		starts, err := ListStartOffsets(ctx, pr.admin, pr.cfg.Topics.Events, []int32{part})
 		if err != nil {
 			return nil, err
 		}
