@@ -34,6 +34,8 @@ import (
 	"github.com/cockroachdb/pebble/sstable"
 	"github.com/cockroachdb/pebble/vfs"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/cartlift/cartlift/projections"
 )
 
 // changelogMetaKey is the key of a partition's metadata record in the
@@ -223,8 +225,9 @@ type restoreProgress func(read, end int64)
 // record of each key wins), derives the timer and modification index
 // entries and the gauges from the states, and ingests all of it into
 // Pebble as sorted tables, bypassing the memtable. It returns the
-// metadata to resume from, and false when the changelog holds nothing for
-// the partition.
+// metadata to resume from, with ChangelogNext the changelog offset it read
+// up to, and false when the changelog holds nothing for the partition
+// (the metadata then has NextOffset -1). It stores no metadata.
 func (p *Processor) restore(ctx context.Context, part int32, progress restoreProgress) (partitionMeta, bool, error) {
 	if err := p.db.DeleteRange(partPrefix(part, 0), partPrefix(part+1, 0), pebble.NoSync); err != nil {
 		return partitionMeta{}, false, err
@@ -255,8 +258,11 @@ func (p *Processor) restore(ctx context.Context, part int32, progress restorePro
 		}
 		return nil
 	})
-	if err != nil || !found {
+	if err != nil {
 		return partitionMeta{}, false, err
+	}
+	if !found {
+		return partitionMeta{NextOffset: -1, Runs: map[string]time.Time{}, ChangelogNext: end}, false, nil
 	}
 	m, err := p.ingestStates(part, states)
 	if err != nil {
@@ -270,6 +276,7 @@ func (p *Processor) restore(ctx context.Context, part int32, progress restorePro
 	if m.Runs == nil {
 		m.Runs = map[string]time.Time{}
 	}
+	m.ChangelogNext = end
 	return m, true, nil
 }
 
@@ -322,17 +329,9 @@ func (p *Processor) ingestStates(part int32, recs []stateRecord) (partitionMeta,
 					d.err = fmt.Errorf("state %q: %w", recs[i].key, err)
 					return
 				}
-				for _, c := range st.Carts {
-					if !c.WakeAt.IsZero() {
-						d.timers = append(d.timers, timerKey(part, c.WakeAt, st.Key, c.ID))
-					}
-					if c.IsOpen() {
-						d.open++
-						if !c.ModifiedAt.IsZero() {
-							d.mods = append(d.mods, modKey(part, c.ModifiedAt, st.Key, c.ID))
-						}
-					}
-				}
+				d.open += derivedIndex(part, st,
+					func(k []byte) { d.timers = append(d.timers, k) },
+					func(k []byte) { d.mods = append(d.mods, k) })
 			}
 		})
 	}
@@ -397,6 +396,25 @@ func (p *Processor) ingestStates(part int32, recs []stateRecord) (partitionMeta,
 		return m, nil
 	}
 	return m, p.db.Ingest(paths)
+}
+
+// derivedIndex calls timer with the timer index key and mod with the
+// modification index key of each of the state's carts that has one, and
+// returns the state's open carts: what the store derives from a state,
+// on restore and in a standby copy.
+func derivedIndex(part int32, st *projections.CustomerState, timer, mod func([]byte)) (open int64) {
+	for _, c := range st.Carts {
+		if !c.WakeAt.IsZero() {
+			timer(timerKey(part, c.WakeAt, st.Key, c.ID))
+		}
+		if c.IsOpen() {
+			open++
+			if !c.ModifiedAt.IsZero() {
+				mod(modKey(part, c.ModifiedAt, st.Key, c.ID))
+			}
+		}
+	}
+	return open
 }
 
 // enqueueChangelogMeta enqueues the partition's metadata record, which

@@ -120,6 +120,9 @@ type Config struct {
 	// fails to start, since its state would silently miss the deleted
 	// history.
 	ReplayInput bool
+	// StandbyReplicas is how many instances besides a partition's owner
+	// keep a warm copy of it (standby.go); default 0.
+	StandbyReplicas int
 }
 
 func (c *Config) fill() error {
@@ -205,10 +208,19 @@ type Processor struct {
 	// restoring counts partitions being restored from the changelog.
 	restoring atomic.Int32
 
-	// mu guards workers. The group callbacks mutate it (serially with the
-	// poll loop, see BlockRebalanceOnPoll); Stats and Ready read it.
+	// mu guards workers, standbys and wantStandby. The group callbacks
+	// mutate workers (serially with the poll loop, see
+	// BlockRebalanceOnPoll); Stats and Ready read it.
 	mu      sync.Mutex
 	workers map[int32]*worker
+	// standbys are the running standby tasks (standby.go), wantStandby the
+	// partitions the group last assigned this instance copies of.
+	// standbyMu serializes starting and stopping tasks with workers taking
+	// partitions over; standbyWake wakes the reconciler.
+	standbys    map[int32]*standbyTask
+	wantStandby []int32
+	standbyMu   sync.Mutex
+	standbyWake chan struct{}
 
 	errOnce sync.Once
 	errc    chan error
@@ -222,7 +234,9 @@ type counters struct {
 	decisionsMade, outcomesMade, timersFired                       atomic.Int64
 	decisionsEmitted, outcomesEmitted                              atomic.Int64
 	deadLettered, outputReduced, outputDropped, restored           atomic.Int64
-	suppressed, deferred                                           atomic.Int64
+	// takeovers counts partitions taken over, by where the state came from.
+	takeovers            [numTakeoverSources]atomic.Int64
+	suppressed, deferred atomic.Int64
 }
 
 // New opens the store and creates the Kafka clients. It does not contact
@@ -247,7 +261,8 @@ func open(cfg Config, join bool) (*Processor, error) {
 		return nil, fmt.Errorf("open store in %s: %w", cfg.DataDir, err)
 	}
 	p := &Processor{cfg: cfg, flows: cfg.Flows, log: cfg.Logger, db: db,
-		workers: make(map[int32]*worker), errc: make(chan error, 1), setUp: make(chan struct{})}
+		workers: make(map[int32]*worker), errc: make(chan error, 1), setUp: make(chan struct{}),
+		standbys: make(map[int32]*standbyTask), standbyWake: make(chan struct{}, 1)}
 
 	common := append([]kgo.Opt{kgo.SeedBrokers(cfg.Brokers...)}, cfg.KafkaOpts...)
 	p.admin, err = kgo.NewClient(common...)
@@ -261,7 +276,7 @@ func open(cfg Config, join bool) (*Processor, error) {
 	group := []kgo.Opt{
 		kgo.ConsumerGroup(cfg.Group),
 		kgo.ConsumeTopics(cfg.Topics.Events),
-		kgo.Balancers(kgo.CooperativeStickyBalancer()),
+		kgo.Balancers(&standbyBalancer{p: p}, kgo.CooperativeStickyBalancer()),
 		kgo.OnPartitionsAssigned(p.assigned),
 		kgo.OnPartitionsRevoked(p.revoked),
 		kgo.OnPartitionsLost(p.revoked),
@@ -269,6 +284,7 @@ func open(cfg Config, join bool) (*Processor, error) {
 		kgo.BlockRebalanceOnPoll(),
 		kgo.AutoCommitMarks(),
 		kgo.SessionTimeout(cfg.SessionTimeout),
+		kgo.HeartbeatInterval(min(3*time.Second, cfg.SessionTimeout/5)),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.FetchMaxBytes(32 << 20),
@@ -335,8 +351,7 @@ func (p *Processor) Run(ctx context.Context) error {
 	if err := p.learnPartitions(ctx); err != nil {
 		return fmt.Errorf("input topic %s: %w", p.cfg.Topics.Events, err)
 	}
-	if err := EnsureTopicsWith(ctx, p.admin, p.partitions.Load(), map[string]string{"cleanup.policy": "compact"},
-		p.cfg.Topics.State); err != nil {
+	if err := EnsureTopicsWith(ctx, p.admin, p.partitions.Load(), changelogTopicConfig, p.cfg.Topics.State); err != nil {
 		return err
 	}
 	outputs := []string{p.cfg.Topics.Events, p.cfg.Topics.Decisions, p.cfg.Topics.Outcomes, p.cfg.Topics.DLQ, p.cfg.Topics.State}
@@ -351,6 +366,7 @@ func (p *Processor) Run(ctx context.Context) error {
 	lagCtx, stopLag := context.WithCancel(ctx)
 	var lagDone sync.WaitGroup
 	lagDone.Go(func() { p.pollEndOffsets(lagCtx) })
+	lagDone.Go(func() { p.reconcileStandbys(lagCtx) })
 	defer func() {
 		stopLag()
 		lagDone.Wait()
@@ -420,7 +436,10 @@ func (p *Processor) assigned(_ context.Context, _ *kgo.Client, assigned map[stri
 	if p.messageLimit == 0 {
 		return
 	}
+	p.standbyMu.Lock()
+	defer p.standbyMu.Unlock()
 	for _, part := range assigned[p.cfg.Topics.Events] {
+		p.stopStandby(part) // the worker takes the copy over
 		w, err := newWorker(p, part)
 		if err != nil {
 			p.fail(err)
@@ -436,6 +455,7 @@ func (p *Processor) assigned(_ context.Context, _ *kgo.Client, assigned map[stri
 
 func (p *Processor) revoked(_ context.Context, _ *kgo.Client, revoked map[string][]int32) {
 	p.stopWorkers(revoked[p.cfg.Topics.Events])
+	p.wakeStandbys() // a revoked partition may be one to keep a copy of
 	if len(revoked[p.cfg.Topics.Events]) > 0 {
 		p.log.Info("partitions revoked", "partitions", revoked[p.cfg.Topics.Events])
 	}
@@ -643,7 +663,19 @@ type Stats struct {
 	// RestoredCustomers the customer states restored since the start.
 	Restoring         int
 	RestoredCustomers int64
-	TimersFired       int64
+	// StandbyPartitions counts the standby copies this instance keeps,
+	// StandbyWarm those built and following the changelog, and
+	// StandbyLag the changelog records they are behind in all.
+	StandbyPartitions, StandbyWarm int
+	StandbyLag                     int64
+	// Takeovers counts the partitions this instance took over since its
+	// start, by where their state came from.
+	Takeovers map[TakeoverSource]int64
+	// ChangelogLag counts the outbox entries (outputs and changelog
+	// records) of assigned partitions committed to the store and not yet
+	// to Kafka.
+	ChangelogLag int64
+	TimersFired  int64
 	// DecisionsSuppressed counts steps a guard stopped (consent, caps,
 	// combined); DecisionsDeferred steps held for quiet hours.
 	DecisionsSuppressed int64
@@ -659,6 +691,29 @@ type Stats struct {
 	Clock time.Time
 }
 
+// TakeoverSource is where a partition's state came from when this instance
+// took it over.
+type TakeoverSource int
+
+// The sources of a taken-over partition's state.
+const (
+	FromLocal     TakeoverSource = iota // the instance's own store, current with the changelog
+	FromStandby                         // a standby copy, caught up with the changelog
+	FromChangelog                       // a restore from the changelog
+	FromInput                           // nothing: a new partition, processed from the input
+	numTakeoverSources
+)
+
+// TakeoverSources lists every TakeoverSource.
+func TakeoverSources() []TakeoverSource {
+	return []TakeoverSource{FromLocal, FromStandby, FromChangelog, FromInput}
+}
+
+// String names the source as the metrics label it.
+func (s TakeoverSource) String() string {
+	return [...]string{"local", "standby", "changelog", "input"}[s]
+}
+
 // Stats returns a snapshot. It is safe to call from any goroutine.
 func (p *Processor) Stats() Stats {
 	s := Stats{
@@ -669,9 +724,24 @@ func (p *Processor) Stats() Stats {
 		OutputReduced: p.stats.outputReduced.Load(), OutputDropped: p.stats.outputDropped.Load(),
 		TimersFired: p.stats.timersFired.Load(), DecisionsSuppressed: p.stats.suppressed.Load(),
 		DecisionsDeferred: p.stats.deferred.Load(), Restoring: int(p.restoring.Load()),
-		RestoredCustomers: p.stats.restored.Load(),
+		RestoredCustomers: p.stats.restored.Load(), Takeovers: map[TakeoverSource]int64{},
 	}
+	for src := range TakeoverSource(numTakeoverSources) {
+		s.Takeovers[src] = p.stats.takeovers[src].Load()
+	}
+	p.mu.Lock()
+	for _, t := range p.standbys {
+		s.StandbyPartitions++
+		if t.warm.Load() {
+			s.StandbyWarm++
+			if end := t.end.Load(); end >= 0 {
+				s.StandbyLag += max(0, end-t.next.Load())
+			}
+		}
+	}
+	p.mu.Unlock()
 	for _, w := range p.snapshotWorkers() {
+		s.ChangelogLag += max(0, int64(w.outboxNext.Load())-int64(w.relay.head.Load()))
 		s.Partitions++
 		if w.caughtUp.Load() {
 			s.CaughtUp++

@@ -2,10 +2,12 @@ package processor
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble"
@@ -33,6 +35,9 @@ type relay struct {
 	done   chan struct{}
 	ctx    context.Context
 	cancel context.CancelFunc
+	// head is the sequence number of the oldest entry not yet committed to
+	// Kafka (the outbox's next sequence number when it is empty).
+	head atomic.Uint64
 }
 
 func newRelay(pr *Processor, part int32, cl *kgo.Client) *relay {
@@ -196,6 +201,7 @@ func (r *relay) drainOnce() (int, error) {
 		if err := r.pr.db.DeleteRange(keys[0], append(keys[len(keys)-1], 0), pebble.NoSync); err != nil {
 			return 0, err
 		}
+		r.head.Store(binary.BigEndian.Uint64(keys[len(keys)-1][len(keys[len(keys)-1])-8:]) + 1)
 		r.count(recs)
 		return len(recs), nil
 	}

@@ -50,6 +50,12 @@ const (
 	metaOpenCarts  byte = 'c' // open carts in the partition
 	metaTimers     byte = 'n' // pending timers in the partition
 	metaLineage    byte = 'l' // the state's lineage (changelog.go)
+	// metaStandby: 1 + the next changelog offset to apply, for a standby
+	// copy (standby.go); absent or 0 for an owner's store.
+	metaStandby byte = 'b'
+	// metaStandbyApplied: when a standby copy last applied the changelog
+	// (unix nanos, wall clock).
+	metaStandbyApplied byte = 'a'
 	// metaSchedule + flow name: the last run time (unix nanos) of a
 	// scheduled flow in the partition.
 	metaSchedule byte = 'r'
@@ -153,6 +159,22 @@ func outboxKey(p int32, seq uint64) []byte {
 	return binary.BigEndian.AppendUint64(partPrefix(p, kindOutbox), seq)
 }
 
+// firstOutboxSeq returns the sequence number of the partition's oldest
+// outbox entry, and false when its outbox is empty.
+func firstOutboxSeq(r pebble.Reader, p int32) (uint64, bool, error) {
+	lower, upper := partRange(p, kindOutbox)
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return 0, false, err
+	}
+	var seq uint64
+	ok := it.First()
+	if ok {
+		seq = binary.BigEndian.Uint64(it.Key()[len(it.Key())-8:])
+	}
+	return seq, ok, it.Close()
+}
+
 // outboxEntry is one record waiting to be produced by the relay.
 type outboxEntry struct {
 	Topic   string
@@ -237,6 +259,13 @@ type partitionMeta struct {
 	// Lineage is the state's lineage (see changelogMeta); 0 for a store
 	// that predates the changelog.
 	Lineage uint64
+	// Standby marks a standby copy: the changelog's records before offset
+	// ChangelogNext are applied, and nothing else (no outbox, no output);
+	// Applied is when it last applied the changelog. An owner's store has
+	// Standby false.
+	Standby       bool
+	ChangelogNext int64
+	Applied       time.Time
 }
 
 func getInt(r pebble.Reader, key []byte) (int64, bool, error) {
@@ -281,6 +310,12 @@ func loadMeta(r pebble.Reader, p int32, flows *projections.Config) (partitionMet
 	m.OpenCarts = read(metaOpenCarts)
 	m.Timers = read(metaTimers)
 	m.Lineage = uint64(read(metaLineage))
+	if next := read(metaStandby); next > 0 {
+		m.Standby, m.ChangelogNext = true, next-1
+		if t := read(metaStandbyApplied); t != 0 {
+			m.Applied = time.Unix(0, t).UTC()
+		}
+	}
 	if flows != nil {
 		for _, i := range flows.ScheduledFlows() {
 			name := flows.Flows[i].Name
@@ -301,18 +336,25 @@ func putInt(b *pebble.Batch, key []byte, v int64) error {
 }
 
 func storeMeta(b *pebble.Batch, p int32, m partitionMeta) error {
-	var et, clock int64
+	var et, clock, standby, applied int64
 	if !m.EventTime.IsZero() {
 		et = m.EventTime.UnixNano()
 	}
 	if !m.Clock.IsZero() {
 		clock = m.Clock.UnixNano()
 	}
+	if m.Standby {
+		standby = m.ChangelogNext + 1
+		if !m.Applied.IsZero() {
+			applied = m.Applied.UnixNano()
+		}
+	}
 	for _, kv := range []struct {
 		k byte
 		v int64
 	}{{metaNextOffset, m.NextOffset}, {metaOutboxSeq, int64(m.OutboxSeq)}, {metaEventTime, et}, {metaClock, clock},
-		{metaOpenCarts, m.OpenCarts}, {metaTimers, m.Timers}, {metaLineage, int64(m.Lineage)}} {
+		{metaOpenCarts, m.OpenCarts}, {metaTimers, m.Timers}, {metaLineage, int64(m.Lineage)},
+		{metaStandby, standby}, {metaStandbyApplied, applied}} {
 		if err := putInt(b, metaKey(p, kv.k), kv.v); err != nil {
 			return err
 		}

@@ -54,6 +54,8 @@ type worker struct {
 	timers    atomic.Int64
 	// clock is the committed effective time (unix nanos).
 	clock atomic.Int64
+	// outboxNext is the committed outbox's next sequence number.
+	outboxNext atomic.Uint64
 
 	meta  partitionMeta
 	relay *relay
@@ -119,7 +121,16 @@ func newWorker(pr *Processor, part int32) (*worker, error) {
 		cl.Close()
 		return nil, fmt.Errorf("partition %d: %w", part, err)
 	}
+	head, pending, err := firstOutboxSeq(pr.db, part)
+	if err != nil {
+		cl.Close()
+		return nil, err
+	}
+	if !pending {
+		head = w.meta.OutboxSeq
+	}
 	w.relay = newRelay(pr, part, cl)
+	w.relay.head.Store(head)
 	return w, nil
 }
 
@@ -134,7 +145,28 @@ func takeOver(ctx context.Context, pr *Processor, part int32) (*worker, error) {
 		return nil, err
 	}
 	snapshot := false
+	// A standby copy: apply what the changelog holds past it; it is then
+	// current if it ends where the changelog does.
+	fromStandby := false
+	if meta.Standby {
+		fresh := time.Since(meta.Applied) <= standbyMaxAge
+		if fresh {
+			if err := pr.catchUp(ctx, part, &meta); err != nil {
+				return nil, fmt.Errorf("catching the standby copy up: %w", err)
+			}
+		}
+		fromStandby = fresh && logged && meta.Lineage == tail.Lineage && meta.NextOffset == tail.NextOffset
+		if !fromStandby {
+			meta.NextOffset = -1 // not the changelog's: restore
+		}
+	}
+	source := FromLocal
 	switch {
+	case fromStandby:
+		source = FromStandby
+		log.Info("resuming partition from its standby copy", "offset", meta.NextOffset, "open_carts", meta.OpenCarts, "timers", meta.Timers)
+		// A new owner starts a new lineage, as a restore does.
+		meta.Lineage = newLineage()
 	case meta.NextOffset >= 0 && logged && tail.Lineage == meta.Lineage && meta.NextOffset >= tail.NextOffset:
 		log.Info("resuming partition from local state", "offset", meta.NextOffset, "open_carts", meta.OpenCarts, "timers", meta.Timers)
 	case meta.NextOffset >= 0 && !logged:
@@ -144,6 +176,7 @@ func takeOver(ctx context.Context, pr *Processor, part int32) (*worker, error) {
 		}
 		snapshot = true
 	case logged:
+		source = FromChangelog
 		if meta.NextOffset >= 0 {
 			log.Info("local state is not the changelog's (another owner moved on): restoring from the changelog",
 				"local_offset", meta.NextOffset, "changelog_offset", tail.NextOffset)
@@ -160,6 +193,7 @@ func takeOver(ctx context.Context, pr *Processor, part int32) (*worker, error) {
 		log.Info("restored partition from the changelog", "offset", meta.NextOffset, "open_carts", meta.OpenCarts,
 			"timers", meta.Timers, "took", time.Since(start).Round(time.Millisecond))
 	default: // neither a local copy nor a changelog: a new partition
+		source = FromInput
 		starts, err := ListStartOffsets(ctx, pr.admin, pr.cfg.Topics.Events, []int32{part})
 		if err != nil {
 			return nil, err
@@ -177,6 +211,8 @@ func takeOver(ctx context.Context, pr *Processor, part int32) (*worker, error) {
 		meta = partitionMeta{NextOffset: starts[part], Runs: map[string]time.Time{}, Lineage: newLineage()}
 		snapshot = true // the changelog gets its first metadata record
 	}
+	meta.Standby = false // the owner's store from now on
+	pr.stats.takeovers[source].Add(1)
 	w := &worker{
 		pr: pr, part: part, meta: meta,
 		log:   pr.log.With("partition", part),
@@ -191,6 +227,7 @@ func takeOver(ctx context.Context, pr *Processor, part int32) (*worker, error) {
 	w.openCarts.Store(meta.OpenCarts)
 	w.timers.Store(meta.Timers)
 	w.clock.Store(unixNanos(meta.Clock))
+	w.outboxNext.Store(meta.OutboxSeq)
 	// The decided metadata (and, for a store new to the changelog, every
 	// state) commits now, so that adjustOffsets reads it.
 	w.b = pr.db.NewIndexedBatch()
@@ -794,6 +831,7 @@ func (w *worker) commit() error {
 	w.openCarts.Store(w.meta.OpenCarts)
 	w.timers.Store(w.meta.Timers)
 	w.clock.Store(unixNanos(w.meta.Clock))
+	w.outboxNext.Store(w.meta.OutboxSeq)
 	w.caughtUp.Store(w.meta.NextOffset >= w.end.Load() && w.end.Load() >= 0)
 	w.relay.notify()
 	w.markCommit()

@@ -112,7 +112,7 @@ func (n *node) newAPIHandler(cfg *runConfig, advertise string, producer processo
 		if !n.proc.Ready() {
 			status, code = "catching up", http.StatusServiceUnavailable
 		}
-		writeJSON(w, code, map[string]any{"status": status, "partitions": s.Partitions, "caught_up": s.CaughtUp, "lag": s.Lag, "restoring": s.Restoring})
+		writeJSON(w, code, map[string]any{"status": status, "partitions": s.Partitions, "caught_up": s.CaughtUp, "lag": s.Lag, "restoring": s.Restoring, "standby_partitions": s.StandbyPartitions, "standby_warm": s.StandbyWarm})
 	}))
 	api.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
 	return api, nil

@@ -70,6 +70,12 @@ type runConfig struct {
 	// ReplayInput lets a partition with an empty changelog, whose input no
 	// longer starts at offset 0, build its state from what the input holds.
 	ReplayInput bool `env:"CARTLIFT_REPLAY_INPUT, default=false"`
+	// StandbyReplicas is how many other instances keep a warm copy of each
+	// partition by tailing its changelog, so that a failover resumes at once.
+	StandbyReplicas int `env:"CARTLIFT_STANDBY_REPLICAS, default=0"`
+	// SessionTimeout is how long the group waits for a silent instance (a
+	// crashed one) before it moves its partitions to the others.
+	SessionTimeout time.Duration `env:"CARTLIFT_SESSION_TIMEOUT, default=15s"`
 
 	// SyncWrites fsyncs every state batch (survives machine crashes, not
 	// only process crashes).
@@ -206,6 +212,12 @@ func (c *runConfig) validate() error {
 			return configError(env, "topic %q is also %s", t, other)
 		}
 		seen[t] = env
+	}
+	if c.StandbyReplicas < 0 || c.StandbyReplicas > 10 {
+		return configError("CARTLIFT_STANDBY_REPLICAS", "must be between 0 and 10, got %d", c.StandbyReplicas)
+	}
+	if c.SessionTimeout < time.Second || c.SessionTimeout > 30*time.Minute {
+		return configError("CARTLIFT_SESSION_TIMEOUT", "must be between 1s and 30m, got %s", c.SessionTimeout)
 	}
 	if c.TimerTick < time.Millisecond || c.TimerTick > time.Minute {
 		return configError("CARTLIFT_TIMER_TICK", "must be between 1ms and 1m, got %s", c.TimerTick)

@@ -85,15 +85,17 @@ func startNode(ctx context.Context, cfg runConfig, log *slog.Logger) (*node, err
 		InstanceID: cfg.instanceID(),
 		Topics: processor.Topics{Events: cfg.TopicEvents, Decisions: cfg.TopicDecisions,
 			Outcomes: cfg.TopicOutcomes, DLQ: cfg.TopicDLQ, State: cfg.TopicState},
-		Partitions:    cfg.Broker.Partitions,
-		DataDir:       filepath.Join(cfg.Broker.DataDir, "state"),
-		Flows:         flows,
-		SyncWrites:    cfg.SyncWrites,
-		ReplayInput:   cfg.ReplayInput,
-		TimerTick:     cfg.TimerTick,
-		Logger:        log,
-		Hooks:         m.hooks(),
-		AdvertiseAddr: advertise,
+		Partitions:      cfg.Broker.Partitions,
+		DataDir:         filepath.Join(cfg.Broker.DataDir, "state"),
+		Flows:           flows,
+		SyncWrites:      cfg.SyncWrites,
+		ReplayInput:     cfg.ReplayInput,
+		StandbyReplicas: cfg.StandbyReplicas,
+		SessionTimeout:  cfg.SessionTimeout,
+		TimerTick:       cfg.TimerTick,
+		Logger:          log,
+		Hooks:           m.hooks(),
+		AdvertiseAddr:   advertise,
 	})
 	if err != nil {
 		return fail(err)
@@ -313,6 +315,16 @@ func (m *metrics) register(p *processor.Processor) {
 			Help: "Bytes the Pebble store occupies on disk."}, func() float64 { return float64(p.DiskUsage()) }))
 		gauge("cartlift_partitions_assigned", "Assigned input partitions.", func(s processor.Stats) int64 { return int64(s.Partitions) })
 		gauge("cartlift_partitions_restoring", "Partitions being restored from the changelog.", func(s processor.Stats) int64 { return int64(s.Restoring) })
+		gauge("cartlift_standby_partitions", "Standby copies this instance keeps (CARTLIFT_STANDBY_REPLICAS).", func(s processor.Stats) int64 { return int64(s.StandbyPartitions) })
+		gauge("cartlift_standby_partitions_warm", "Standby copies built and following the changelog.", func(s processor.Stats) int64 { return int64(s.StandbyWarm) })
+		gauge("cartlift_standby_lag_records", "Changelog records the standby copies are behind, in all.", func(s processor.Stats) int64 { return s.StandbyLag })
+		gauge("cartlift_changelog_lag_entries", "Outbox entries (outputs and changelog records) committed to the store and not yet to Kafka.", func(s processor.Stats) int64 { return s.ChangelogLag })
+		for _, src := range processor.TakeoverSources() {
+			m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "cartlift_partition_takeovers_total",
+				Help:        "Partitions taken over, by where their state came from: local (this instance's store), standby (a standby copy), changelog (a restore), input (a new partition).",
+				ConstLabels: prometheus.Labels{"source": src.String()}},
+				func() float64 { return float64(p.Stats().Takeovers[src]) }))
+		}
 		gauge("cartlift_restored_customers", "Customer states restored from the changelog since the start (a counter).", func(s processor.Stats) int64 { return s.RestoredCustomers })
 	})
 }
