@@ -123,6 +123,10 @@ type Config struct {
 	// StandbyReplicas is how many instances besides a partition's owner
 	// keep a warm copy of it (standby.go); default 0.
 	StandbyReplicas int
+	// CleanupDelay is how long the local copy of a partition that is
+	// neither owned nor a standby here is kept (in case it comes back)
+	// before it is dropped; default 10m.
+	CleanupDelay time.Duration
 }
 
 func (c *Config) fill() error {
@@ -160,6 +164,9 @@ func (c *Config) fill() error {
 	}
 	if c.Partitions == 0 {
 		c.Partitions = 8
+	}
+	if c.CleanupDelay == 0 {
+		c.CleanupDelay = 10 * time.Minute
 	}
 	if c.SessionTimeout == 0 {
 		c.SessionTimeout = 15 * time.Second
@@ -668,6 +675,9 @@ type Stats struct {
 	// StandbyLag the changelog records they are behind in all.
 	StandbyPartitions, StandbyWarm int
 	StandbyLag                     int64
+	// LocalPartitions counts the partitions the store holds data of:
+	// owned, standby copies, and copies kept for CleanupDelay.
+	LocalPartitions int
 	// Takeovers counts the partitions this instance took over since its
 	// start, by where their state came from.
 	Takeovers map[TakeoverSource]int64
@@ -728,6 +738,11 @@ func (p *Processor) Stats() Stats {
 	}
 	for src := range TakeoverSource(numTakeoverSources) {
 		s.Takeovers[src] = p.stats.takeovers[src].Load()
+	}
+	for part := range p.partitions.Load() {
+		if p.hasKeys(part) {
+			s.LocalPartitions++
+		}
 	}
 	p.mu.Lock()
 	for _, t := range p.standbys {

@@ -96,9 +96,15 @@ func (p *Processor) warmCopies() []int32 {
 // reconcileStandbys runs until ctx ends: it starts a standby task for each
 // partition the group wants a copy of here and no worker of this instance
 // owns, and stops the others. On return no task runs.
+//
+// It also drops the local copy of a partition that has been neither owned
+// nor kept as a standby here for Config.CleanupDelay: the instance would
+// have to restore it anyway once the changelog moved on, and the disk is
+// better spent on the partitions it has.
 func (p *Processor) reconcileStandbys(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
+	idleSince := map[int32]time.Time{}
 	for {
 		p.standbyMu.Lock()
 		p.mu.Lock()
@@ -126,6 +132,9 @@ func (p *Processor) reconcileStandbys(ctx context.Context) {
 		for _, part := range start {
 			p.startStandby(part)
 		}
+		if ctx.Err() == nil {
+			p.dropIdleCopies(idleSince)
+		}
 		p.standbyMu.Unlock()
 		if ctx.Err() != nil {
 			return
@@ -135,6 +144,37 @@ func (p *Processor) reconcileStandbys(ctx context.Context) {
 		case <-p.standbyWake:
 		case <-t.C:
 		}
+	}
+}
+
+// dropIdleCopies deletes the local data of each partition that has been
+// neither owned nor a standby here for the cleanup delay; idleSince holds
+// when each was first seen idle. The caller holds standbyMu, so no worker
+// or standby task starts on a partition while it is dropped.
+func (p *Processor) dropIdleCopies(idleSince map[int32]time.Time) {
+	for part := range p.partitions.Load() {
+		p.mu.Lock()
+		used := p.workers[part] != nil || p.standbys[part] != nil
+		p.mu.Unlock()
+		if used || !p.hasKeys(part) {
+			delete(idleSince, part)
+			continue
+		}
+		since, ok := idleSince[part]
+		if !ok {
+			idleSince[part] = time.Now()
+			continue
+		}
+		if time.Since(since) < p.cfg.CleanupDelay {
+			continue
+		}
+		if err := p.db.DeleteRange(partPrefix(part, 0), partPrefix(part+1, 0), pebble.NoSync); err != nil {
+			p.log.Warn("dropping an idle local copy", "partition", part, "err", err)
+			continue
+		}
+		delete(idleSince, part)
+		p.log.Info("dropped the local copy of a partition this instance neither owns nor keeps as a standby",
+			"partition", part, "idle", p.cfg.CleanupDelay)
 	}
 }
 

@@ -88,3 +88,30 @@ func TestStandbyTakesOverWithoutRestore(t *testing.T) {
 		t.Fatalf("%d decisions (%d duplicated ids) for %d carts", len(decisions), len(duplicateIDs(decisions)), n)
 	}
 }
+
+// A partition that moved away and is not kept as a standby is dropped
+// from the store after the cleanup delay.
+func TestIdleLocalCopyIsDropped(t *testing.T) {
+	brokers := newCluster(t)
+	tp := testTopics(t, brokers)
+	group := uniqueName(t, "g")
+	prod := newProducer(t, brokers)
+	t0 := time.Now().UTC().Truncate(time.Second)
+	var evs []event
+	for i := range 100 {
+		c := fmt.Sprintf("c-%03d", i)
+		evs = append(evs, itemAdded(t, "a-"+c, c, "k-"+c, t0, "A", 1, 1000))
+	}
+	produceTo(t, prod, tp.Events, evs...)
+	cleanup := func(c *processor.Config) { c.CleanupDelay = time.Second }
+	a := startOn(t, brokers, t.TempDir(), mustFlows(t, testFlows), tp, group, cleanup)
+	waitCaughtUp(t, a, int64(len(evs)), 30*time.Second)
+	if s := a.p.Stats(); s.LocalPartitions != testPartitions {
+		t.Fatalf("%d local partitions, want %d", s.LocalPartitions, testPartitions)
+	}
+	startOn(t, brokers, t.TempDir(), mustFlows(t, testFlows), tp, group, cleanup)
+	waitFor(t, 30*time.Second, "the moved partitions' copies to be dropped", func() bool {
+		s := a.p.Stats()
+		return s.Partitions == testPartitions/2 && s.LocalPartitions == testPartitions/2
+	})
+}

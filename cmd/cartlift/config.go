@@ -76,6 +76,9 @@ type runConfig struct {
 	// SessionTimeout is how long the group waits for a silent instance (a
 	// crashed one) before it moves its partitions to the others.
 	SessionTimeout time.Duration `env:"CARTLIFT_SESSION_TIMEOUT, default=15s"`
+	// CleanupDelay is how long the local copy of a partition that this
+	// instance neither owns nor keeps as a standby stays on disk.
+	CleanupDelay time.Duration `env:"CARTLIFT_STATE_CLEANUP_DELAY, default=10m"`
 
 	// SyncWrites fsyncs every state batch (survives machine crashes, not
 	// only process crashes).
@@ -218,6 +221,9 @@ func (c *runConfig) validate() error {
 	}
 	if c.SessionTimeout < time.Second || c.SessionTimeout > 30*time.Minute {
 		return configError("CARTLIFT_SESSION_TIMEOUT", "must be between 1s and 30m, got %s", c.SessionTimeout)
+	}
+	if c.CleanupDelay < time.Second {
+		return configError("CARTLIFT_STATE_CLEANUP_DELAY", "must be at least 1s, got %s", c.CleanupDelay)
 	}
 	if c.TimerTick < time.Millisecond || c.TimerTick > time.Minute {
 		return configError("CARTLIFT_TIMER_TICK", "must be between 1ms and 1m, got %s", c.TimerTick)

@@ -92,6 +92,7 @@ func startNode(ctx context.Context, cfg runConfig, log *slog.Logger) (*node, err
 		ReplayInput:     cfg.ReplayInput,
 		StandbyReplicas: cfg.StandbyReplicas,
 		SessionTimeout:  cfg.SessionTimeout,
+		CleanupDelay:    cfg.CleanupDelay,
 		TimerTick:       cfg.TimerTick,
 		Logger:          log,
 		Hooks:           m.hooks(),
@@ -315,6 +316,7 @@ func (m *metrics) register(p *processor.Processor) {
 			Help: "Bytes the Pebble store occupies on disk."}, func() float64 { return float64(p.DiskUsage()) }))
 		gauge("cartlift_partitions_assigned", "Assigned input partitions.", func(s processor.Stats) int64 { return int64(s.Partitions) })
 		gauge("cartlift_partitions_restoring", "Partitions being restored from the changelog.", func(s processor.Stats) int64 { return int64(s.Restoring) })
+		gauge("cartlift_local_partitions", "Partitions the store holds data of: owned, standby copies, and copies kept for CARTLIFT_STATE_CLEANUP_DELAY.", func(s processor.Stats) int64 { return int64(s.LocalPartitions) })
 		gauge("cartlift_standby_partitions", "Standby copies this instance keeps (CARTLIFT_STANDBY_REPLICAS).", func(s processor.Stats) int64 { return int64(s.StandbyPartitions) })
 		gauge("cartlift_standby_partitions_warm", "Standby copies built and following the changelog.", func(s processor.Stats) int64 { return int64(s.StandbyWarm) })
 		gauge("cartlift_standby_lag_records", "Changelog records the standby copies are behind, in all.", func(s processor.Stats) int64 { return s.StandbyLag })
