@@ -16,6 +16,7 @@ package processor
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -28,6 +29,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/cockroachdb/pebble"
 	"github.com/cockroachdb/pebble/objstorage/objstorageprovider"
@@ -250,7 +252,7 @@ func (p *Processor) restore(ctx context.Context, part int32, progress restorePro
 			}
 			cm, found = m, true
 		default:
-			states = append(states, stateRecord{key: string(r.Key), value: r.Value})
+			states = append(states, stateRecord{key: unsafe.String(unsafe.SliceData(r.Key), len(r.Key)), value: r.Value, offset: r.Offset})
 		}
 		if r.Offset+1 >= next {
 			progress(r.Offset+1, end)
@@ -281,16 +283,23 @@ func (p *Processor) restore(ctx context.Context, part int32, progress restorePro
 }
 
 // stateRecord is a changelog record of a customer: a state, or a
-// tombstone (nil value).
+// tombstone (nil value), at its changelog offset. key may alias the
+// fetched record's key, which nothing writes to.
 type stateRecord struct {
-	key   string
-	value []byte
+	key    string
+	value  []byte
+	offset int64
 }
 
 // latest sorts records by key and keeps the last of each key in log order,
 // dropping tombstones.
 func latest(recs []stateRecord) []stateRecord {
-	slices.SortStableFunc(recs, func(a, b stateRecord) int { return strings.Compare(a.key, b.key) })
+	slices.SortFunc(recs, func(a, b stateRecord) int {
+		if c := strings.Compare(a.key, b.key); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.offset, b.offset)
+	})
 	out := recs[:0]
 	for i := range recs {
 		if i+1 < len(recs) && recs[i+1].key == recs[i].key {
@@ -323,13 +332,13 @@ func (p *Processor) ingestStates(part int32, recs []stateRecord) (partitionMeta,
 			d := &outs[w]
 			d.timers = make([][]byte, 0, len(recs)/workers+1)
 			d.mods = make([][]byte, 0, len(recs)/workers+1)
+			var st projections.CustomerState
 			for i := w; i < len(recs); i += workers {
-				st, err := decodeState(recs[i].value)
-				if err != nil {
+				if err := decodeIndex(recs[i].value, &st); err != nil {
 					d.err = fmt.Errorf("state %q: %w", recs[i].key, err)
 					return
 				}
-				d.open += derivedIndex(part, st,
+				d.open += derivedIndex(part, &st,
 					func(k []byte) { d.timers = append(d.timers, k) },
 					func(k []byte) { d.mods = append(d.mods, k) })
 			}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"time"
+	"unsafe"
 
 	"github.com/cartlift/cartlift/projections"
 )
@@ -128,6 +129,9 @@ func appendState(dst []byte, s *projections.CustomerState) []byte {
 type dec struct {
 	b   []byte
 	err error
+	// index decodes only what the store derives index entries from, into
+	// reused memory, with strings that share b's memory (decodeIndex).
+	index bool
 }
 
 func (d *dec) uvarint() uint64 {
@@ -172,7 +176,12 @@ func (d *dec) str() string {
 	if d.err != nil {
 		return ""
 	}
-	s := string(d.b[:n])
+	var s string
+	if d.index && n > 0 {
+		s = unsafe.String(&d.b[0], n)
+	} else {
+		s = string(d.b[:n])
+	}
 	d.b = d.b[n:]
 	return s
 }
@@ -196,13 +205,29 @@ func (d *dec) time() time.Time {
 }
 
 // decodeState parses the binary form written by appendState.
+// decodeIndex decodes into scratch only what the store derives index
+// entries from (derivedIndex: the key, and each cart's id, status,
+// modification and wake times), reusing scratch's carts, without
+// allocating: scratch's strings share b's memory, so b must not change
+// while they are used. For a restore and a standby copy; the layout is
+// decodeState's own.
+func decodeIndex(b []byte, scratch *projections.CustomerState) error {
+	_, err := decodeStateWith(dec{b: b, index: true}, scratch)
+	return err
+}
+
 func decodeState(b []byte) (*projections.CustomerState, error) {
-	d := dec{b: b}
+	return decodeStateWith(dec{b: b}, &projections.CustomerState{})
+}
+
+// decodeStateWith decodes into s (all of it, or with d.index what
+// decodeIndex says).
+func decodeStateWith(d dec, s *projections.CustomerState) (*projections.CustomerState, error) {
 	version := d.byte()
 	if version != stateFormatV1 && version != stateFormatV2 {
 		return nil, errCorruptState
 	}
-	s := &projections.CustomerState{Key: d.str()}
+	s.Key = d.str()
 	p := &s.Profile
 	p.CustomerID, p.Email, p.Name, p.Locale, p.TimeZone, p.Segment = d.str(), d.str(), d.str(), d.str(), d.str(), d.str()
 	p.MarketingConsent = d.byte() == 1
@@ -210,33 +235,59 @@ func decodeState(b []byte) (*projections.CustomerState, error) {
 	p.UpdatedAt = d.time()
 	s.ErasedAt = d.time()
 	if m := d.count(); m > 0 {
-		s.Sent = make([]time.Time, m)
-		for i := range s.Sent {
-			s.Sent[i] = d.time()
+		if d.index {
+			for range m {
+				d.time()
+			}
+		} else {
+			s.Sent = make([]time.Time, m)
+			for i := range s.Sent {
+				s.Sent[i] = d.time()
+			}
 		}
 	}
 	n := d.count()
-	if n > 0 {
+	switch {
+	case d.index:
+		s.Carts = s.Carts[:0]
+	case n > 0:
 		s.Carts = make([]*projections.Cart, 0, n)
 	}
+	var scratchItem projections.LineItem
+	var scratchDecision projections.DecisionRecord
 	for range n {
 		if d.err != nil {
 			break
 		}
-		c := &projections.Cart{}
+		var c *projections.Cart
+		if d.index && len(s.Carts) < cap(s.Carts) && s.Carts[:len(s.Carts)+1][len(s.Carts)] != nil {
+			c = s.Carts[:len(s.Carts)+1][len(s.Carts)]
+			*c = projections.Cart{}
+		} else {
+			c = &projections.Cart{}
+		}
 		c.ID, c.Type, c.Site, c.Channel, c.Currency, c.LegalEntity, c.Status, c.OrderID, c.AssignedFrom =
 			d.str(), d.str(), d.str(), d.str(), d.str(), d.str(), d.str(), d.str(), d.str()
 		if m := d.count(); m > 0 {
-			c.Metadata = make(map[string]string, m)
+			if !d.index {
+				c.Metadata = make(map[string]string, m)
+			}
 			for range m {
-				k := d.str()
-				c.Metadata[k] = d.str()
+				k, v := d.str(), d.str()
+				if !d.index {
+					c.Metadata[k] = v
+				}
 			}
 		}
 		if m := d.count(); m > 0 {
-			c.Items = make([]projections.LineItem, m)
-			for i := range c.Items {
-				it := &c.Items[i]
+			if !d.index {
+				c.Items = make([]projections.LineItem, m)
+			}
+			for i := range m {
+				it := &scratchItem
+				if !d.index {
+					it = &c.Items[i]
+				}
 				it.SKU, it.Name = d.str(), d.str()
 				it.Quantity, it.UnitPriceMinor = d.int(), d.int()
 				it.Category, it.ImageURL = d.str(), d.str()
@@ -248,9 +299,14 @@ func decodeState(b []byte) (*projections.CustomerState, error) {
 		c.Version = d.int()
 		c.CreatedAt, c.ModifiedAt, c.LastActivity, c.ClosedAt, c.WakeAt = d.time(), d.time(), d.time(), d.time(), d.time()
 		if m := d.count(); m > 0 {
-			c.Decisions = make([]projections.DecisionRecord, m)
-			for i := range c.Decisions {
-				r := &c.Decisions[i]
+			if !d.index {
+				c.Decisions = make([]projections.DecisionRecord, m)
+			}
+			for i := range m {
+				r := &scratchDecision
+				if !d.index {
+					r = &c.Decisions[i]
+				}
 				r.ID, r.Flow, r.Step = d.str(), d.str(), d.str()
 				r.StepIndex, r.Version = int(d.int()), d.int()
 				r.At = d.time()
@@ -264,15 +320,22 @@ func decodeState(b []byte) (*projections.CustomerState, error) {
 	}
 	if version >= stateFormatV2 {
 		if m := d.count(); m > 0 && d.err == nil {
-			s.Seen = make([]projections.SeenEvent, m)
-			for i := range s.Seen {
+			if !d.index {
+				s.Seen = make([]projections.SeenEvent, m)
+			}
+			var scratch projections.SeenEvent
+			for i := range m {
 				if len(d.b) < 8 {
 					d.err = errCorruptState
 					break
 				}
-				s.Seen[i].Hash = binary.LittleEndian.Uint64(d.b)
+				se := &scratch
+				if !d.index {
+					se = &s.Seen[i]
+				}
+				se.Hash = binary.LittleEndian.Uint64(d.b)
 				d.b = d.b[8:]
-				s.Seen[i].At = d.time()
+				se.At = d.time()
 			}
 		}
 	}

@@ -3,6 +3,8 @@ package processor
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -41,6 +43,7 @@ flows:
 	states := map[string]*projections.CustomerState{}
 	now := time.Date(2026, 11, 26, 8, 0, 0, 0, time.UTC)
 	checked := 0
+	var scratch projections.CustomerState // reused across states, as a restore does
 	for i := range 20_000 {
 		now = now.Add(200 * time.Millisecond)
 		r := sim.Next(now)
@@ -69,6 +72,12 @@ flows:
 		gotJSON, _ := json.Marshal(got)
 		if !bytes.Equal(want, gotJSON) {
 			t.Fatalf("event %d: round trip differs:\nwant %s\ngot  %s", i, want, gotJSON)
+		}
+		if err := decodeIndex(appendState(nil, eff.State), &scratch); err != nil {
+			t.Fatalf("event %d: decodeIndex: %v", i, err)
+		}
+		if w, g := indexOf(eff.State), indexOf(&scratch); w != g {
+			t.Fatalf("event %d: decodeIndex derives other index entries:\nwant %s\ngot  %s", i, w, g)
 		}
 		checked++
 	}
@@ -122,6 +131,14 @@ func TestStateCodecRejectsCorruptInput(t *testing.T) {
 	}
 }
 
+// indexOf prints the index entries and open carts the store derives from st.
+func indexOf(st *projections.CustomerState) string {
+	var b strings.Builder
+	open := derivedIndex(3, st, func(k []byte) { fmt.Fprintf(&b, "timer %x\n", k) }, func(k []byte) { fmt.Fprintf(&b, "mod %x\n", k) })
+	fmt.Fprintf(&b, "open %d", open)
+	return b.String()
+}
+
 func FuzzDecodeState(f *testing.F) {
 	f.Add(appendState(nil, &projections.CustomerState{Key: "c"}))
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -131,6 +148,10 @@ func FuzzDecodeState(f *testing.F) {
 		}
 		if _, err := decodeState(appendState(nil, s)); err != nil {
 			t.Fatal(err)
+		}
+		var scratch projections.CustomerState
+		if err := decodeIndex(b, &scratch); err != nil || indexOf(&scratch) != indexOf(s) {
+			t.Fatalf("decodeIndex of a valid state: %v, entries %s, want %s", err, indexOf(&scratch), indexOf(s))
 		}
 	})
 }

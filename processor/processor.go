@@ -214,6 +214,9 @@ type Processor struct {
 	setUpOnce  sync.Once
 	// restoring counts partitions being restored from the changelog.
 	restoring atomic.Int32
+	// localPartitions is Stats.LocalPartitions, counted once a second by
+	// dropIdleCopies.
+	localPartitions atomic.Int32
 
 	// mu guards workers, standbys and wantStandby. The group callbacks
 	// mutate workers (serially with the poll loop, see
@@ -392,6 +395,14 @@ loop:
 			break loop
 		}
 		fetches.EachError(func(topic string, part int32, err error) {
+			if errors.Is(err, kerr.InvalidSessionTimeout) {
+				// The group would refuse every join: say why instead of
+				// retrying for ever.
+				p.fail(fmt.Errorf("the group coordinator refuses the session timeout %s (CARTLIFT_SESSION_TIMEOUT): "+
+					"it must lie within the brokers' group.min.session.timeout.ms and group.max.session.timeout.ms (6s and 30m by default): %w",
+					p.cfg.SessionTimeout, err))
+				return
+			}
 			if !errors.Is(err, context.Canceled) {
 				p.log.Warn("fetch error", "topic", topic, "partition", part, "err", err)
 			}
@@ -676,7 +687,8 @@ type Stats struct {
 	StandbyPartitions, StandbyWarm int
 	StandbyLag                     int64
 	// LocalPartitions counts the partitions the store holds data of:
-	// owned, standby copies, and copies kept for CleanupDelay.
+	// owned, standby copies, and copies kept for CleanupDelay, as of the
+	// last second.
 	LocalPartitions int
 	// Takeovers counts the partitions this instance took over since its
 	// start, by where their state came from.
@@ -739,11 +751,7 @@ func (p *Processor) Stats() Stats {
 	for src := range TakeoverSource(numTakeoverSources) {
 		s.Takeovers[src] = p.stats.takeovers[src].Load()
 	}
-	for part := range p.partitions.Load() {
-		if p.hasKeys(part) {
-			s.LocalPartitions++
-		}
-	}
+	s.LocalPartitions = int(p.localPartitions.Load())
 	p.mu.Lock()
 	for _, t := range p.standbys {
 		s.StandbyPartitions++

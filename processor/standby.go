@@ -149,14 +149,22 @@ func (p *Processor) reconcileStandbys(ctx context.Context) {
 
 // dropIdleCopies deletes the local data of each partition that has been
 // neither owned nor a standby here for the cleanup delay; idleSince holds
-// when each was first seen idle. The caller holds standbyMu, so no worker
+// when each was first seen idle. It counts the partitions left for
+// Stats.LocalPartitions, so that Stats never reads the store (which may
+// be closed by then). The caller holds standbyMu, so no worker
 // or standby task starts on a partition while it is dropped.
 func (p *Processor) dropIdleCopies(idleSince map[int32]time.Time) {
+	local := 0
+	defer func() { p.localPartitions.Store(int32(local)) }()
 	for part := range p.partitions.Load() {
 		p.mu.Lock()
 		used := p.workers[part] != nil || p.standbys[part] != nil
 		p.mu.Unlock()
-		if used || !p.hasKeys(part) {
+		has := p.hasKeys(part)
+		if has {
+			local++
+		}
+		if used || !has {
 			delete(idleSince, part)
 			continue
 		}
@@ -173,6 +181,7 @@ func (p *Processor) dropIdleCopies(idleSince map[int32]time.Time) {
 			continue
 		}
 		delete(idleSince, part)
+		local--
 		p.log.Info("dropped the local copy of a partition this instance neither owns nor keeps as a standby",
 			"partition", part, "idle", p.cfg.CleanupDelay)
 	}
@@ -322,25 +331,24 @@ func (p *Processor) applyChangelog(part int32, meta *partitionMeta, recs []*kgo.
 	defer b.Close()
 	// The states this batch wrote, since a plain batch cannot be read.
 	written := map[string][]byte{}
+	var st projections.CustomerState
 	unindex := func(v []byte) error {
-		st, err := decodeState(v)
-		if err != nil {
+		if err := decodeIndex(v, &st); err != nil {
 			return err
 		}
 		var ierr error
 		del := func(k []byte) { ierr = errors.Join(ierr, b.Delete(k, nil)) }
-		meta.OpenCarts -= derivedIndex(part, st, func(k []byte) { meta.Timers--; del(k) }, del)
+		meta.OpenCarts -= derivedIndex(part, &st, func(k []byte) { meta.Timers--; del(k) }, del)
 		return ierr
 	}
-	index := func(v []byte) (*projections.CustomerState, error) {
-		st, err := decodeState(v)
-		if err != nil {
-			return nil, err
+	index := func(v []byte) error {
+		if err := decodeIndex(v, &st); err != nil {
+			return err
 		}
 		var ierr error
 		set := func(k []byte) { ierr = errors.Join(ierr, b.Set(k, nil, nil)) }
-		meta.OpenCarts += derivedIndex(part, st, func(k []byte) { meta.Timers++; set(k) }, set)
-		return st, ierr
+		meta.OpenCarts += derivedIndex(part, &st, func(k []byte) { meta.Timers++; set(k) }, set)
+		return ierr
 	}
 	for _, r := range recs {
 		if r.Offset < meta.ChangelogNext {
@@ -386,7 +394,7 @@ func (p *Processor) applyChangelog(part int32, meta *partitionMeta, recs []*kgo.
 			}
 			continue
 		}
-		if _, err := index(r.Value); err != nil {
+		if err := index(r.Value); err != nil {
 			return fmt.Errorf("changelog %s/%d offset %d, state %q: %w", p.cfg.Topics.State, part, r.Offset, key, err)
 		}
 		if err := b.Set(stateKey(part, key), r.Value, nil); err != nil {

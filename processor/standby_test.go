@@ -2,6 +2,7 @@ package processor_test
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -106,12 +107,32 @@ func TestIdleLocalCopyIsDropped(t *testing.T) {
 	cleanup := func(c *processor.Config) { c.CleanupDelay = time.Second }
 	a := startOn(t, brokers, t.TempDir(), mustFlows(t, testFlows), tp, group, cleanup)
 	waitCaughtUp(t, a, int64(len(evs)), 30*time.Second)
-	if s := a.p.Stats(); s.LocalPartitions != testPartitions {
-		t.Fatalf("%d local partitions, want %d", s.LocalPartitions, testPartitions)
-	}
+	waitFor(t, 10*time.Second, "every partition to be counted local", func() bool {
+		return a.p.Stats().LocalPartitions == testPartitions
+	})
 	startOn(t, brokers, t.TempDir(), mustFlows(t, testFlows), tp, group, cleanup)
 	waitFor(t, 30*time.Second, "the moved partitions' copies to be dropped", func() bool {
 		s := a.p.Stats()
 		return s.Partitions == testPartitions/2 && s.LocalPartitions == testPartitions/2
 	})
+}
+
+// A session timeout the brokers refuse (kfake, like Kafka, allows 6s to
+// 30m by default) stops the processor with an error that names the
+// setting, instead of retrying the join for ever.
+func TestRefusedSessionTimeoutFailsNamingTheSetting(t *testing.T) {
+	brokers := newCluster(t)
+	tp := testTopics(t, brokers)
+	r := startOn(t, brokers, t.TempDir(), mustFlows(t, testFlows), tp, uniqueName(t, "g"),
+		func(c *processor.Config) { c.SessionTimeout = 2 * time.Second })
+	select {
+	case err := <-r.done:
+		if err == nil || !strings.Contains(err.Error(), "CARTLIFT_SESSION_TIMEOUT") {
+			t.Fatalf("Run returned %v, want an error naming CARTLIFT_SESSION_TIMEOUT", err)
+		}
+		t.Log(err)
+		r.done <- nil // the cleanup's stop reads it
+	case <-time.After(30 * time.Second):
+		t.Fatal("the processor kept running with a session timeout the group refuses")
+	}
 }

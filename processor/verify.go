@@ -63,7 +63,7 @@ func (p *Processor) Verify(ctx context.Context) ([]PartitionCheck, error) {
 		var recs []stateRecord
 		if err := p.readChangelog(ctx, part, 0, func(r *kgo.Record) error {
 			if string(r.Key) != changelogMetaKey {
-				recs = append(recs, stateRecord{key: string(r.Key), value: r.Value})
+				recs = append(recs, stateRecord{key: string(r.Key), value: r.Value, offset: r.Offset})
 			}
 			return nil
 		}); err != nil {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
 
@@ -23,6 +24,9 @@ func startBroker(cfg brokerConfig) (*kfake.Cluster, error) {
 		kfake.DataDir(filepath.Join(cfg.DataDir, "broker")),
 		kfake.DefaultNumPartitions(int(cfg.Partitions)),
 		kfake.AllowAutoTopicCreation(),
+		// Kafka's default minimum is 6s; the embedded broker lets a
+		// development group try the short timeouts of fast failover.
+		kfake.GroupMinSessionTimeout(time.Second),
 		kfake.SeedTopics(cfg.Partitions, events.TopicEvents, events.TopicDecisions, events.TopicOutcomes, events.TopicDLQ),
 	)
 	if err != nil {
