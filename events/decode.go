@@ -5,13 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"strings"
 	"sync"
 	"time"
 	_ "time/tzdata" // time zone names validate the same on every host
 	"unicode/utf8"
-
-	json "github.com/goccy/go-json"
+	"unsafe"
 )
 
 // Bounds enforced by Decode. They protect the processor's memory and the
@@ -77,87 +75,266 @@ func invalid(reason, field, format string, args ...any) *ValidationError {
 // used only to reject event times more than MaxFutureSkew ahead of it; pass
 // the zero time to skip that check (replays of history). The returned error
 // is always a *ValidationError.
+//
+// It reads the record in one pass (see scan.go); the strings of the event
+// it returns do not alias value, which the caller may reuse.
 func Decode(value []byte, now time.Time) (*Event, error) {
 	if len(value) > MaxAssignedBytes {
 		return nil, invalid(ReasonTooLarge, "", "record is %d bytes, the limit is %d", len(value), MaxRecordBytes)
 	}
-	if !utf8.Valid(value) {
-		return nil, invalid(ReasonMalformed, "", "record is not valid UTF-8")
-	}
+	p := scanner{buf: value}
 	var env Envelope
-	if err := json.Unmarshal(value, &env); err != nil {
+	p.envelope(&env)
+	if p.err != nil {
+		// The record is valid UTF-8 if it is read to its end; else it
+		// must be checked, as that error comes before the others.
+		if !utf8.Valid(value) {
+			return nil, invalid(ReasonMalformed, "", "record is not valid UTF-8")
+		}
 		if len(value) > MaxRecordBytes {
 			return nil, invalid(ReasonTooLarge, "", "record is %d bytes, the limit is %d", len(value), MaxRecordBytes)
 		}
-		return nil, invalid(ReasonMalformed, "", "%v", err)
+		return nil, invalid(ReasonMalformed, "", "%v", p.err)
 	}
-	if len(value) > MaxRecordBytes && env.Type != TypeCartAssigned {
-		return nil, invalid(ReasonTooLarge, "", "record is %d bytes, the limit is %d", len(value), MaxRecordBytes)
-	}
-	if err := validateEnvelope(&env, now); err != nil {
+	if err := checkEnvelope(&env, len(value), now); err != nil {
 		return nil, err
 	}
-	ev := &Event{ID: env.ID, Source: env.Source, Type: env.Type, Time: env.Time.UTC(), Subject: env.Subject}
-	var v validator
-	switch env.Type {
+	ev := p.inline
+	if ev == nil || p.inlineType != env.Type {
+		// data came before the type (or the type changed after it): read
+		// data again, now that the type is known.
+		ev = newEvent(env.Type)
+		p.resetData()
+		p.pos, p.depth = p.dataStart, 1
+		p.payload(ev)
+	}
+	if err := p.dataError(); err != nil {
+		return nil, err
+	}
+	ev.ID, ev.Source, ev.Subject = env.ID, env.Source, env.Subject
+	ev.Time = env.Time.UTC()
+	p.strBytes -= len(env.SpecVersion) + len(env.DataContentType) + len(env.Type) // not kept
+	p.finish(ev)
+	ev.Type = inputType(env.Type)
+	if err := validateData(ev, p.prices); err != nil {
+		return nil, err
+	}
+	return ev, nil
+}
+
+// checkEnvelope applies the rules of the envelope, in the order Decode
+// reports them: the size of a record not of type cart.assigned, the
+// envelope's attributes, and the type.
+func checkEnvelope(env *Envelope, size int, now time.Time) error {
+	if size > MaxRecordBytes && env.Type != TypeCartAssigned {
+		return invalid(ReasonTooLarge, "", "record is %d bytes, the limit is %d", size, MaxRecordBytes)
+	}
+	if err := validateEnvelope(env, now); err != nil {
+		return err
+	}
+	switch {
+	case inputType(env.Type) != "":
+		return nil
+	case env.Type == TypeDecision, env.Type == TypeOutcome:
+		return invalid(ReasonNotForInput, "type", "%q is an output type of cartlift, not an input event", env.Type)
+	}
+	return &ValidationError{Reason: ReasonUnknownType, Field: "type", Msg: fmt.Sprintf("%q is not a v1 event type", env.Type), err: ErrUnknownType}
+}
+
+// inputType returns the constant of the input type typ, "" for another.
+func inputType(typ string) string {
+	switch typ {
 	case TypeItemAdded:
-		// absent marks required numbers whose zero value is valid: a
-		// field missing from the JSON (or null) keeps it.
-		ev.ItemAdded = &ItemAdded{Item: Item{UnitPriceMinor: absent}}
-		if err := decodeData(env.Data, ev.ItemAdded); err != nil {
-			return nil, err
-		}
+		return TypeItemAdded
+	case TypeItemUpdated:
+		return TypeItemUpdated
+	case TypeItemRemoved:
+		return TypeItemRemoved
+	case TypeCartUpdated:
+		return TypeCartUpdated
+	case TypeCartDiscarded:
+		return TypeCartDiscarded
+	case TypeCheckoutStarted:
+		return TypeCheckoutStarted
+	case TypeCheckoutCompleted:
+		return TypeCheckoutCompleted
+	case TypeCustomerLoggedIn:
+		return TypeCustomerLoggedIn
+	case TypeCustomerUpdated:
+		return TypeCustomerUpdated
+	case TypeCustomerErased:
+		return TypeCustomerErased
+	case TypeCartAssigned:
+		return TypeCartAssigned
+	}
+	return ""
+}
+
+// customerFields holds what the pointer fields of a CustomerUpdated point
+// to, allocated with the event.
+type customerFields struct {
+	strs    [5]string
+	consent bool
+}
+
+// newEvent returns an event of input type typ with its payload allocated
+// (in one allocation with the event), nil for another type. absent marks
+// the required numbers whose zero value is valid: a field missing from
+// the JSON (or null) keeps it.
+func newEvent(typ string) *Event {
+	switch typ {
+	case TypeItemAdded:
+		c := &struct {
+			e Event
+			d ItemAdded
+		}{}
+		c.d.Item.UnitPriceMinor = absent
+		c.e.ItemAdded = &c.d
+		return &c.e
+	case TypeItemUpdated:
+		c := &struct {
+			e Event
+			d ItemUpdated
+		}{}
+		c.d.Quantity = absent
+		c.e.ItemUpdated = &c.d
+		return &c.e
+	case TypeItemRemoved:
+		c := &struct {
+			e Event
+			d ItemRemoved
+		}{}
+		c.e.ItemRemoved = &c.d
+		return &c.e
+	case TypeCartUpdated:
+		c := &struct {
+			e Event
+			d CartUpdated
+		}{}
+		c.e.CartUpdated = &c.d
+		return &c.e
+	case TypeCartDiscarded:
+		c := &struct {
+			e Event
+			d CartDiscarded
+		}{}
+		c.e.CartDiscarded = &c.d
+		return &c.e
+	case TypeCheckoutStarted:
+		c := &struct {
+			e Event
+			d CheckoutStarted
+		}{}
+		c.e.CheckoutStarted = &c.d
+		return &c.e
+	case TypeCheckoutCompleted:
+		c := &struct {
+			e Event
+			d CheckoutCompleted
+		}{}
+		c.d.TotalMinor = absent
+		c.e.CheckoutCompleted = &c.d
+		return &c.e
+	case TypeCustomerLoggedIn:
+		c := &struct {
+			e Event
+			d CustomerLoggedIn
+		}{}
+		c.e.CustomerLoggedIn = &c.d
+		return &c.e
+	case TypeCustomerUpdated:
+		c := &customerEvent{}
+		c.e.CustomerUpdated = &c.d
+		return &c.e
+	case TypeCustomerErased:
+		c := &struct {
+			e Event
+			d CustomerErased
+		}{}
+		c.e.CustomerErased = &c.d
+		return &c.e
+	case TypeCartAssigned:
+		c := &struct {
+			e Event
+			d CartAssigned
+		}{}
+		c.e.CartAssigned = &c.d
+		return &c.e
+	}
+	return nil
+}
+
+// customerEvent is a customer.updated event with its payload and what the
+// payload's pointers point to.
+type customerEvent struct {
+	e Event // first: &c.e is c
+	d CustomerUpdated
+	s customerFields
+}
+
+// customerSlots returns the storage of the pointer fields of ev, a
+// customer.updated event made by newEvent.
+func customerSlots(ev *Event) *customerFields {
+	return &(*customerEvent)(unsafe.Pointer(ev)).s
+}
+
+// cartRefOf returns the cart reference of a cart-scoped event, nil for
+// another.
+func cartRefOf(e *Event) *CartRef {
+	switch {
+	case e.ItemAdded != nil:
+		return &e.ItemAdded.CartRef
+	case e.ItemUpdated != nil:
+		return &e.ItemUpdated.CartRef
+	case e.ItemRemoved != nil:
+		return &e.ItemRemoved.CartRef
+	case e.CartUpdated != nil:
+		return &e.CartUpdated.CartRef
+	case e.CartDiscarded != nil:
+		return &e.CartDiscarded.CartRef
+	case e.CheckoutStarted != nil:
+		return &e.CheckoutStarted.CartRef
+	case e.CheckoutCompleted != nil:
+		return &e.CheckoutCompleted.CartRef
+	case e.CartAssigned != nil:
+		return &e.CartAssigned.CartRef
+	}
+	return nil
+}
+
+// validateData applies the rules of the payload of ev, a decoded event of
+// an input type. prices[i] says whether element i of the payload's items
+// has a unit_price_minor (cart.updated and cart.assigned).
+func validateData(ev *Event, prices []bool) *ValidationError {
+	var v validator
+	switch {
+	case ev.ItemAdded != nil:
 		v.cartRef(&ev.ItemAdded.CartRef, true)
 		v.itemAt("data.item", -1, &ev.ItemAdded.Item)
-	case TypeItemUpdated:
-		d := &ItemUpdated{Quantity: absent}
-		ev.ItemUpdated = d
-		if err := decodeData(env.Data, d); err != nil {
-			return nil, err
-		}
+	case ev.ItemUpdated != nil:
+		d := ev.ItemUpdated
 		v.cartRef(&d.CartRef, false)
 		v.id("data.sku", d.SKU)
 		v.present("data.quantity", d.Quantity)
 		v.rangeInt("data.quantity", d.Quantity, 0, MaxQuantity)
 		v.rangeInt("data.unit_price_minor", d.UnitPriceMinor, 0, MaxUnitPriceMinor)
-	case TypeItemRemoved:
-		d := &ItemRemoved{}
-		ev.ItemRemoved = d
-		if err := decodeData(env.Data, d); err != nil {
-			return nil, err
-		}
+	case ev.ItemRemoved != nil:
+		d := ev.ItemRemoved
 		v.cartRef(&d.CartRef, false)
 		v.id("data.sku", d.SKU)
-	case TypeCartUpdated:
-		d := &CartUpdated{}
-		ev.CartUpdated = d
-		if err := decodeData(env.Data, d); err != nil {
-			return nil, err
-		}
+	case ev.CartUpdated != nil:
+		d := ev.CartUpdated
 		v.cartRef(&d.CartRef, true)
-		v.pricesPresent("data.items", env.Data)
+		v.pricesPresent("data.items", prices[:min(len(d.Items), len(prices))])
 		v.items("data.items", d.Items)
-	case TypeCartDiscarded:
-		d := &CartDiscarded{}
-		ev.CartDiscarded = d
-		if err := decodeData(env.Data, d); err != nil {
-			return nil, err
-		}
+	case ev.CartDiscarded != nil:
+		d := ev.CartDiscarded
 		v.cartRef(&d.CartRef, false)
 		v.text("data.reason", d.Reason, MaxTextLen)
-	case TypeCheckoutStarted:
-		d := &CheckoutStarted{}
-		ev.CheckoutStarted = d
-		if err := decodeData(env.Data, d); err != nil {
-			return nil, err
-		}
-		v.cartRef(&d.CartRef, false)
-	case TypeCheckoutCompleted:
-		d := &CheckoutCompleted{TotalMinor: absent}
-		ev.CheckoutCompleted = d
-		if err := decodeData(env.Data, d); err != nil {
-			return nil, err
-		}
+	case ev.CheckoutStarted != nil:
+		v.cartRef(&ev.CheckoutStarted.CartRef, false)
+	case ev.CheckoutCompleted != nil:
+		d := ev.CheckoutCompleted
 		v.cartRef(&d.CartRef, false)
 		v.id("data.order_id", d.OrderID)
 		v.present("data.total_minor", d.TotalMinor)
@@ -168,21 +345,13 @@ func Decode(value []byte, now time.Time) (*Event, error) {
 		for i, c := range d.DiscountCodes {
 			v.id(fmt.Sprintf("data.discount_codes[%d]", i), c)
 		}
-	case TypeCustomerLoggedIn:
-		d := &CustomerLoggedIn{}
-		ev.CustomerLoggedIn = d
-		if err := decodeData(env.Data, d); err != nil {
-			return nil, err
-		}
+	case ev.CustomerLoggedIn != nil:
+		d := ev.CustomerLoggedIn
 		v.id("data.customer_id", d.CustomerID)
 		v.noAnonPrefix("data.customer_id", d.CustomerID)
 		v.optID("data.anonymous_id", d.AnonymousID)
-	case TypeCustomerUpdated:
-		d := &CustomerUpdated{}
-		ev.CustomerUpdated = d
-		if err := decodeData(env.Data, d); err != nil {
-			return nil, err
-		}
+	case ev.CustomerUpdated != nil:
+		d := ev.CustomerUpdated
 		v.id("data.customer_id", d.CustomerID)
 		v.noAnonPrefix("data.customer_id", d.CustomerID)
 		v.optText("data.email", d.Email, 254)
@@ -192,26 +361,18 @@ func Decode(value []byte, now time.Time) (*Event, error) {
 		if d.TimeZone != nil && *d.TimeZone != "" && !KnownTimeZone(*d.TimeZone) {
 			v.fail("data.time_zone", "%q is not an IANA time zone", *d.TimeZone)
 		}
-	case TypeCustomerErased:
-		d := &CustomerErased{}
-		ev.CustomerErased = d
-		if err := decodeData(env.Data, d); err != nil {
-			return nil, err
-		}
+	case ev.CustomerErased != nil:
+		d := ev.CustomerErased
 		v.id("data.customer_id", d.CustomerID)
 		v.noAnonPrefix("data.customer_id", d.CustomerID)
-	case TypeCartAssigned:
-		d := &CartAssigned{}
-		ev.CartAssigned = d
-		if err := decodeData(env.Data, d); err != nil {
-			return nil, err
-		}
+	case ev.CartAssigned != nil:
+		d := ev.CartAssigned
 		v.cartRef(&d.CartRef, true)
 		if d.CustomerID == "" {
 			v.fail("data.customer_id", "is required")
 		}
 		v.id("data.from_key", d.FromKey)
-		v.pricesPresent("data.items", env.Data)
+		v.pricesPresent("data.items", prices[:min(len(d.Items), len(prices))])
 		v.items("data.items", d.Items)
 		if d.Version < 0 {
 			v.fail("data.version", "must not be negative")
@@ -225,15 +386,8 @@ func Decode(value []byte, now time.Time) (*Event, error) {
 				v.fail(fmt.Sprintf("data.decisions[%d]", i), "needs a flow and a step, within the id bounds")
 			}
 		}
-	case TypeDecision, TypeOutcome:
-		return nil, invalid(ReasonNotForInput, "type", "%q is an output type of cartlift, not an input event", env.Type)
-	default:
-		return nil, &ValidationError{Reason: ReasonUnknownType, Field: "type", Msg: fmt.Sprintf("%q is not a v1 event type", env.Type), err: ErrUnknownType}
 	}
-	if v.err != nil {
-		return nil, v.err
-	}
-	return ev, nil
+	return v.err
 }
 
 var zones sync.Map // valid time zone name -> struct{}; bounded by the tz database
@@ -288,27 +442,6 @@ func validateEnvelope(env *Envelope, now time.Time) error {
 	return nil
 }
 
-// decodeData decodes a payload strictly: unknown fields are an error, so
-// that a misspelt field is caught instead of silently ignored.
-func decodeData(raw json.RawMessage, dst any) error {
-	if len(raw) == 0 || raw[0] != '{' {
-		return invalid(ReasonData, "data", "must be a JSON object")
-	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(dst); err != nil {
-		var ute *json.UnmarshalTypeError
-		if errors.As(err, &ute) {
-			// encoding/json names the embedded CartRef in the path; its
-			// fields are at the top of data in JSON.
-			field := strings.TrimPrefix(ute.Field, "CartRef.")
-			return invalid(ReasonData, "data."+field, "must be a JSON %s", ute.Type.Kind())
-		}
-		return invalid(ReasonData, "data", "%v", err)
-	}
-	return nil
-}
-
 // validator collects the first validation failure.
 type validator struct{ err *ValidationError }
 
@@ -327,6 +460,14 @@ func (v *validator) required(field, s string) {
 func (v *validator) text(field, s string, max int) {
 	if len(s) > max {
 		v.fail(field, "is %d bytes, the limit is %d", len(s), max)
+	}
+}
+
+// textAt is text for the field prefix+key, a path built only when s is
+// too long.
+func (v *validator) textAt(prefix, key, s string, max int) {
+	if len(s) > max {
+		v.text(prefix+key, s, max)
 	}
 }
 
@@ -367,22 +508,15 @@ func (v *validator) present(field string, n int64) {
 	}
 }
 
-// pricesPresent checks that every item in data's "items" array has a
-// unit_price_minor: a missing price must not silently become 0.
-func (v *validator) pricesPresent(path string, data json.RawMessage) {
+// pricesPresent checks that every item of an items array has a
+// unit_price_minor (has[i] for item i): a missing price must not silently
+// become 0.
+func (v *validator) pricesPresent(path string, has []bool) {
 	if v.err != nil {
 		return
 	}
-	var p struct {
-		Items []struct {
-			UnitPriceMinor *int64 `json:"unit_price_minor"`
-		} `json:"items"`
-	}
-	if err := json.Unmarshal(data, &p); err != nil {
-		return // cannot happen: data was decoded into a superset already
-	}
-	for i, it := range p.Items {
-		if it.UnitPriceMinor == nil {
+	for i, ok := range has {
+		if !ok {
 			v.fail(fmt.Sprintf("%s[%d].unit_price_minor", path, i), "is required")
 			return
 		}
@@ -419,7 +553,7 @@ func (v *validator) cartRef(r *CartRef, attrsRequired bool) {
 	}
 	for k, val := range r.Metadata {
 		v.text("data.metadata", k, MaxIDLen)
-		v.text("data.metadata."+k, val, MaxTextLen)
+		v.textAt("data.metadata.", k, val, MaxTextLen)
 	}
 }
 
