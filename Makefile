@@ -9,7 +9,7 @@ PKGS  := ./...
 DEMO_DURATION ?= 60s
 DEMO_RATE     ?= 400
 
-.PHONY: all build demo test test-short test-race bench bench-e2e lint fuzz clean tools
+.PHONY: all build demo test test-short test-race bench bench-e2e lint fuzz clean tools email-screenshots
 
 all: build
 
@@ -57,6 +57,13 @@ bench-e2e: build
 	trap 'kill $$bpid 2>/dev/null; wait $$bpid 2>/dev/null; rm -rf $$dir' EXIT; \
 	for i in $$(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/19092) 2>/dev/null && break; sleep 0.1; done; \
 	GOMAXPROCS=1 ./$(BIN) load -brokers 127.0.0.1:19092 -events $${LOAD_EVENTS:-1000000}
+
+# Screenshots of the English and German reminder emails at a phone (400 px)
+# and a desktop (1000 px) width with headless Chromium (Debian's chromium
+# package), into build/screenshots/; `make test` does not need Chromium.
+email-screenshots:
+	command -v $${CHROMIUM:-chromium} >/dev/null || { echo "needs chromium: apt-get install -y chromium"; exit 1; }
+	$(GO) run ./actions/emailpreview -out build/screenshots -chromium $${CHROMIUM:-chromium} -widths 400,1000 -height 1100
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

@@ -4,8 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"net/mail"
+	"net/url"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // TLS policies of EmailConfig.TLSPolicy.
@@ -56,6 +59,105 @@ type EmailConfig struct {
 	LinkSecret        []byte
 	LinkBaseURL       string
 	LinkTTL           time.Duration
+	// Branding is what the HTML layout shows of the shop.
+	Branding Branding
+}
+
+// DefaultBrandColor is the brand colour of the layout when none is set.
+const DefaultBrandColor = "#2f5d8a"
+
+// Branding is the shop's identity in the emails' layout.
+//
+// ShopName heads every email; when empty, WithDefaults takes the display
+// name of EmailConfig.From, else the domain of its address. Color is the
+// brand colour of the header bar and the button, "#rgb" or "#rrggbb"
+// (DefaultBrandColor when empty); the text on it is white or black,
+// whichever contrasts more. ImageURL is the catalog's image URL for items
+// whose event carries no image_url: "{sku}" in it is replaced by the
+// path-escaped SKU, e.g. "https://cdn.shop.example/p/{sku}.jpg"; a relative
+// image_url is resolved against it. An item with neither gets a
+// placeholder.
+type Branding struct {
+	ShopName string
+	Color    string
+	ImageURL string
+}
+
+// ParseColor returns a colour given as "#rgb" or "#rrggbb" (hex digits,
+// either case) as "#rrggbb" in lower case, or an error.
+func ParseColor(s string) (string, error) {
+	h := strings.TrimPrefix(s, "#")
+	if !strings.HasPrefix(s, "#") || (len(h) != 3 && len(h) != 6) || strings.Trim(strings.ToLower(h), "0123456789abcdef") != "" {
+		return "", fmt.Errorf("%q is not a colour like #1a73e8 or #17e", s)
+	}
+	h = strings.ToLower(h)
+	if len(h) == 3 {
+		h = string([]byte{h[0], h[0], h[1], h[1], h[2], h[2]})
+	}
+	return "#" + h, nil
+}
+
+// CheckImageURL checks a catalog image URL template (Branding.ImageURL):
+// an absolute http(s) URL containing "{sku}".
+func CheckImageURL(s string) error {
+	u, err := url.Parse(strings.ReplaceAll(s, "{sku}", "sku"))
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("%q is not an absolute http(s) URL", s)
+	}
+	if !strings.Contains(s, "{sku}") {
+		return fmt.Errorf("%q lacks the {sku} placeholder", s)
+	}
+	return nil
+}
+
+// maxShopName bounds Branding.ShopName.
+const maxShopName = 100
+
+// CheckShopName checks a shop name: at most 100 characters, no control
+// characters.
+func CheckShopName(s string) error {
+	if utf8.RuneCountInString(s) > maxShopName {
+		return fmt.Errorf("longer than %d characters", maxShopName)
+	}
+	if strings.IndexFunc(s, unicode.IsControl) >= 0 {
+		return errors.New("contains a control character")
+	}
+	return nil
+}
+
+// withDefaults fills in the shop name from the sender and the colour.
+func (b Branding) withDefaults(from string) Branding {
+	if b.ShopName == "" {
+		if a, err := mail.ParseAddress(from); err == nil {
+			b.ShopName = a.Name
+			if b.ShopName == "" {
+				_, b.ShopName, _ = strings.Cut(a.Address, "@")
+			}
+		}
+	}
+	if b.Color == "" {
+		b.Color = DefaultBrandColor
+	}
+	return b
+}
+
+// Validate reports every problem of the branding.
+func (b Branding) Validate() error {
+	var errs []error
+	if err := CheckShopName(b.ShopName); err != nil {
+		errs = append(errs, fmt.Errorf("email: shop name: %w", err))
+	}
+	if b.Color != "" {
+		if _, err := ParseColor(b.Color); err != nil {
+			errs = append(errs, fmt.Errorf("email: brand colour: %w", err))
+		}
+	}
+	if b.ImageURL != "" {
+		if err := CheckImageURL(b.ImageURL); err != nil {
+			errs = append(errs, fmt.Errorf("email: image URL: %w", err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // SignedLinks reports whether signed links are configured.
@@ -78,6 +180,7 @@ func (c EmailConfig) WithDefaults() EmailConfig {
 	if c.LinkTTL == 0 {
 		c.LinkTTL = DefaultLinkTTL
 	}
+	c.Branding = c.Branding.withDefaults(c.From)
 	return c
 }
 
@@ -115,6 +218,9 @@ func (c EmailConfig) Validate() error {
 		if !strings.HasPrefix(v, "https://") && !strings.HasPrefix(v, "http://") {
 			errs = append(errs, fmt.Errorf("email: %s %q must be an http(s) URL", name, v))
 		}
+	}
+	if err := c.Branding.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

@@ -144,11 +144,12 @@ func TestDiscountCodeInEmail(t *testing.T) {
 		t.Fatalf("%d emails, want 1", len(msgs))
 	}
 	m := message(t, msgs[0].ID)
-	expiry := disc.ExpiresAt.Format(time.RFC3339)
-	if !strings.Contains(m.Text, "code "+disc.Code) || !strings.Contains(m.Text, expiry) {
+	// The expiry in the customer's locale (en-GB) and zone (none: UTC).
+	expiry := actions.FormatTime(disc.ExpiresAt, "en-GB", "")
+	if !strings.Contains(expiry, "UTC") || !strings.Contains(m.Text, "code "+disc.Code) || !strings.Contains(m.Text, expiry) {
 		t.Errorf("text does not show code %s and expiry %s:\n%s", disc.Code, expiry, m.Text)
 	}
-	if !strings.Contains(m.HTML, "<code>"+disc.Code+"</code>") {
+	if !strings.Contains(m.HTML, ">"+disc.Code+"</code>") || !strings.Contains(m.HTML, expiry) {
 		t.Errorf("HTML does not show code %s:\n%s", disc.Code, m.HTML)
 	}
 }

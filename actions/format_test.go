@@ -84,21 +84,36 @@ func TestClassify(t *testing.T) {
 }
 
 func TestFormatMoneyLocale(t *testing.T) {
+	const nb, nnb = "\u00a0", "\u202f" // no-break space, narrow no-break space
 	for _, c := range []struct {
-		minor     int64
-		cur, lang string
-		want      string
+		minor       int64
+		cur, locale string
+		want        string
 	}{
-		{5999, "EUR", "de", "59,99 EUR"},
-		{123456, "EUR", "de", "1.234,56 EUR"},
-		{100000000, "EUR", "fr", "1.000.000,00 EUR"},
-		{-250, "EUR", "de", "-2,50 EUR"},
-		{1500, "JPY", "de", "1.500 JPY"},
-		{5999, "EUR", "en", "EUR 59.99"},
-		{5999, "USD", "", "USD 59.99"},
+		{130699, "EUR", "en-US", "€1,306.99"},
+		{130699, "USD", "en-US", "$1,306.99"},
+		{130699, "EUR", "de-DE", "1.306,99" + nb + "€"},
+		{130699, "EUR", "de_DE", "1.306,99" + nb + "€"},
+		{130699, "EUR", "de", "1.306,99" + nb + "€"},
+		{30699, "EUR", "es-US", "€306.99"}, // not "306,99 EUR"
+		{30699, "USD", "es-US", "$306.99"},
+		{130699, "EUR", "fr-FR", "1" + nnb + "306,99" + nb + "€"},
+		{130699, "USD", "fr-FR", "1" + nnb + "306,99" + nb + "$US"},
+		{130699, "EUR", "es-ES", "1306,99" + nb + "€"}, // CLDR: no grouping of four digits in Spanish
+		{1306990, "EUR", "es-ES", "13.069,90" + nb + "€"},
+		{130699, "CHF", "de-CH", "CHF" + nb + "1'306.99"},
+		{130699, "EUR", "de-AT", "€" + nb + "1.306,99"}, // Austria: the symbol first
+		{130699, "USD", "en-GB", "US$1,306.99"},
+		{-250, "EUR", "de-DE", "-2,50" + nb + "€"},
+		{1500, "JPY", "de-DE", "1.500" + nb + "¥"},
+		{1500, "JPY", "en-US", "¥1,500"},
+		{1234, "KWD", "en-US", "KWD" + nb + "1.234"},
+		{5999, "EUR", "", "€59.99"},
+		{5999, "EUR", "xx-YY", "€59.99"},
+		{199, "QQQ", "de-DE", "QQQ 1.99"}, // not a currency: FormatMoney
 	} {
-		if got := actions.FormatMoneyLocale(c.minor, c.cur, c.lang); got != c.want {
-			t.Errorf("FormatMoneyLocale(%d, %s, %q) = %q, want %q", c.minor, c.cur, c.lang, got, c.want)
+		if got := actions.FormatMoneyLocale(c.minor, c.cur, c.locale); got != c.want {
+			t.Errorf("FormatMoneyLocale(%d, %s, %q) = %q, want %q", c.minor, c.cur, c.locale, got, c.want)
 		}
 	}
 }

@@ -163,7 +163,7 @@ func (h *Handler) send(ctx context.Context, d events.Decision) (string, error, *
 		resume = ExpandURL(h.Config.ResumeURLTemplate, d)
 		unsub = ExpandURL(h.Config.UnsubscribeURL, d)
 	}
-	data := NewEmailData(d, resume, unsub)
+	data := h.Config.Branding.EmailData(d, resume, unsub)
 	var disc *IssuedDiscount
 	if HasDiscount(d) && data.Discount != nil {
 		issued, _, err := h.Store.IssueDiscount(d, h.now())

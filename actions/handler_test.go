@@ -85,12 +85,12 @@ func TestEmailSentOnce(t *testing.T) {
 		t.Fatalf("%d emails after one decision, want 1", len(msgs))
 	}
 	m := message(t, msgs[0].ID)
-	if want := "Ada Lovelace, you left 3 items in your cart — 10% off, up to EUR 20.00"; m.Subject != want {
+	if want := "Ada Lovelace, you left 3 items in your cart — 10% off, up to €20.00"; m.Subject != want {
 		t.Errorf("subject %q, want %q", m.Subject, want)
 	}
 	resume := "https://shop.example/cart/cart-42?d=" + d.ID
 	for _, body := range []struct{ name, text string }{{"text", m.Text}, {"html", m.HTML}} {
-		for _, want := range []string{"Ada Lovelace", "Rain jacket", "EUR 59.99", "Wool socks", "EUR 8.50", "EUR 76.99", "10% off", resume, "https://shop.example/unsubscribe?c=cust-7"} {
+		for _, want := range []string{"Ada Lovelace", "Rain jacket", "€59.99", "Wool socks", "€8.50", "€17.00", "€76.99", "10% off", resume, "https://shop.example/unsubscribe?c=cust-7"} {
 			if body.name == "html" {
 				want = strings.ReplaceAll(want, "&", "&amp;")
 			}
@@ -99,7 +99,7 @@ func TestEmailSentOnce(t *testing.T) {
 			}
 		}
 	}
-	if !strings.Contains(m.Text, "2 x Wool socks — EUR 8.50 each, EUR 17.00") {
+	if !strings.Contains(m.Text, "2 × Wool socks at €8.50 each: €17.00") {
 		t.Errorf("text body lacks the line total:\n%s", m.Text)
 	}
 	hd := headers(t, msgs[0].ID)

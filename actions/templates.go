@@ -5,9 +5,12 @@ import (
 	"embed"
 	"fmt"
 	htmltemplate "html/template"
+	"math"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	texttemplate "text/template"
 	"time"
@@ -35,29 +38,19 @@ type Templates struct {
 
 // templateFuncs are available in every template.
 var templateFuncs = map[string]any{
-	// date formats an RFC 3339 time for a language: "de" gives
-	// "02.01.2006, 15:04 UTC"; other languages (and unparsable input) get
-	// the input unchanged.
+	// date formats an RFC 3339 time for a locale in a time zone:
+	// {{date $.Lang .ValidUntil $.TimeZone}} gives "31. Dezember 2025,
+	// 19:30 CET" for de-DE in Europe/Berlin (see FormatDate).
 	"date": FormatDate,
-}
-
-// FormatDate formats the RFC 3339 time s for the language lang (a Locale
-// such as "de-DE" or a language such as "de"): German gets
-// "31.12.2025, 18:30 UTC" (in UTC); every other language, an empty s or an
-// unparsable s gets s unchanged.
-func FormatDate(lang, s string) string {
-	if s == "" {
-		return s
-	}
-	tm, err := time.Parse(time.RFC3339, s)
-	if err != nil {
-		return s
-	}
-	switch Language(lang) {
-	case "de":
-		return tm.UTC().Format("02.01.2006, 15:04 UTC")
-	}
-	return s
+	// outlookOpen and outlookClose wrap the layout in a fixed-width table
+	// for Outlook on Windows, which ignores max-width (a conditional
+	// comment, which html/template would otherwise strip).
+	"outlookOpen": func(width int) htmltemplate.HTML {
+		return htmltemplate.HTML(fmt.Sprintf(`<!--[if mso]><table role="presentation" width="%d" align="center" cellpadding="0" cellspacing="0" border="0"><tr><td><![endif]-->`, width))
+	},
+	"outlookClose": func() htmltemplate.HTML {
+		return `<!--[if mso]></td></tr></table><![endif]-->`
+	},
 }
 
 // Language returns the language part of a locale, lower-cased: the part
@@ -168,49 +161,86 @@ func LoadTemplates(dir string) (*Templates, error) {
 // <name>.<lang>, <name>, reminder.<lang> and reminder, where lang is
 // Language(locale). An empty name is DefaultTemplate.
 func (t *Templates) Lookup(name, locale string) string {
+	key, _ := t.lookup(name, locale)
+	return key
+}
+
+// lookup is Lookup, also returning the language the template is written
+// in: lang for a <name>.<lang> key, English for a key without a language.
+func (t *Templates) lookup(name, locale string) (key, lang string) {
 	if name == "" {
 		name = DefaultTemplate
 	}
-	lang := Language(locale)
+	lang = Language(locale)
 	for _, n := range []string{name, DefaultTemplate} {
 		if lang != "" {
 			if k := n + "." + lang; t.subject[k] != nil {
-				return k
+				return k, lang
 			}
 		}
 		if t.subject[n] != nil {
-			return n
+			return n, "en"
 		}
 	}
-	return DefaultTemplate
+	return DefaultTemplate, "en"
 }
 
-// EmailItem is one cart line as the templates see it.
+// EmailItem is one cart line as the templates see it. LineTotal is
+// Quantity × the unit price; the lines' totals add up to
+// EmailData.Subtotal.
 type EmailItem struct {
 	Name      string
+	SKU       string
 	Quantity  int64
 	UnitPrice string
 	LineTotal string
-	ImageURL  string
+	// ImageURL is the item's image: its own image_url, else the catalog's
+	// (Branding.ImageURL); empty when it has neither, and the layout then
+	// shows a placeholder.
+	ImageURL string
 }
 
 // EmailDiscount is the offer of a decision as the templates see it.
 type EmailDiscount struct {
-	Label      string // "10% off" (capped: "10% off, up to EUR 20.00") or "EUR 5.00 off"
+	Label      string // "10% off" (capped: "10% off, up to €20.00") or "€5.00 off", amounts for the customer's locale
 	Percent    int64  // the percentage (0 for a fixed amount)
-	Amount     string // the fixed amount, "EUR 5.00" (empty for a percentage)
-	Max        string // the cap of a percentage, "EUR 20.00" (empty when uncapped)
+	Amount     string // the fixed amount, "€5.00" (empty for a percentage)
+	Max        string // the cap of a percentage, "€20.00" (empty when uncapped)
 	Code       string // the issued code (empty when none was issued)
-	ValidUntil string // RFC 3339 date-time (UTC), empty without expiry
+	ValidUntil string // RFC 3339 date-time (UTC), empty without expiry; templates show it with {{date $.Lang .ValidUntil $.TimeZone}}
 }
 
-// EmailData is what the templates render.
+// EmailShop is the shop as the layout shows it (see Branding).
+type EmailShop struct {
+	Name      string // heads the email; may be empty
+	Color     string // the brand colour, "#rrggbb"
+	TextColor string // "#ffffff" or "#000000", whichever contrasts more with Color
+}
+
+// EmailData is what the templates render. Amounts are formatted for the
+// customer's locale (FormatMoneyLocale).
 type EmailData struct {
-	Subject        string // set before the bodies are rendered
-	Name           string
-	Lang           string
-	Items          []EmailItem
-	ItemCount      int64
+	Subject string // set before the bodies are rendered
+	Name    string
+	// Lang picks the template's language (Lookup): the customer's locale
+	// with '-' ("de-DE"; "en" when the customer has none). While the
+	// bodies and the subject are rendered it is the language of the
+	// template with the customer's region ("en-US" for an es-US customer
+	// who gets the English template), for the html lang attribute and
+	// for dates (words in the template's language, the region's order).
+	Lang string
+	// Locale is the customer's locale, normalized ("es-US"; empty when
+	// none): what the amounts were formatted for.
+	Locale string
+	// TimeZone is the customer's IANA time zone, "UTC" when the customer
+	// has none or an unknown one: dates are shown in it.
+	TimeZone  string
+	Shop      EmailShop
+	Items     []EmailItem
+	ItemCount int64
+	// Subtotal is the sum of the line totals, set only when it differs
+	// from Total (a cart whose total is not the sum of its lines).
+	Subtotal       string
 	Total          string
 	Discount       *EmailDiscount
 	ResumeURL      string
@@ -225,7 +255,7 @@ type Rendered struct {
 }
 
 // Render renders the decision's template (DefaultTemplate when it names
-// none or an unknown one) with the given links.
+// none or an unknown one) with the given links and the default branding.
 func (t *Templates) Render(d events.Decision, resumeURL, unsubscribeURL string) (Rendered, error) {
 	return t.RenderData(d.Template, NewEmailData(d, resumeURL, unsubscribeURL))
 }
@@ -233,13 +263,24 @@ func (t *Templates) Render(d events.Decision, resumeURL, unsubscribeURL string) 
 // RenderData renders the template name (DefaultTemplate when empty or
 // unknown) in the language of data.Lang (see Lookup) with data.
 func (t *Templates) RenderData(name string, data EmailData) (Rendered, error) {
-	name = t.Lookup(name, data.Lang)
+	name, lang := t.lookup(name, data.Lang)
+	if r := Region(data.Locale); r != "" {
+		lang += "-" + r
+	}
+	data.Lang = lang
+	if data.TimeZone == "" {
+		data.TimeZone = "UTC"
+	}
 	var out Rendered
 	var b bytes.Buffer
 	if err := t.subject[name].Execute(&b, data); err != nil {
 		return out, err
 	}
-	out.Subject = strings.Join(strings.Fields(b.String()), " ")
+	// One line, ASCII white space collapsed (the no-break spaces of
+	// amounts stay).
+	out.Subject = strings.Join(strings.FieldsFunc(b.String(), func(r rune) bool {
+		return r == ' ' || r == '\t' || r == '\n' || r == '\r' || r == '\v' || r == '\f'
+	}), " ")
 	data.Subject = out.Subject
 	b.Reset()
 	if err := t.text[name].Execute(&b, data); err != nil {
@@ -254,16 +295,31 @@ func (t *Templates) RenderData(name string, data EmailData) (Rendered, error) {
 	return out, nil
 }
 
-// NewEmailData builds the template data of a decision. Amounts are
-// formatted for the customer's locale (FormatMoneyLocale).
+// NewEmailData builds the template data of a decision with the default
+// branding (Branding{}.EmailData).
 func NewEmailData(d events.Decision, resumeURL, unsubscribeURL string) EmailData {
+	return Branding{}.EmailData(d, resumeURL, unsubscribeURL)
+}
+
+// EmailData builds the template data of a decision for the shop b: the
+// shop's name and colours, the items with their images (see Branding),
+// the amounts formatted for the customer's locale (FormatMoneyLocale) and
+// the customer's time zone.
+func (b Branding) EmailData(d events.Decision, resumeURL, unsubscribeURL string) EmailData {
 	cur := d.Cart.Currency
-	lang := Language(d.Customer.Locale)
-	FormatMoney := func(minor int64, currency string) string { return FormatMoneyLocale(minor, currency, lang) }
+	locale := NormalizeLocale(d.Customer.Locale)
+	money := func(minor int64) string { return FormatMoneyLocale(minor, cur, locale) }
+	color, err := ParseColor(b.Color)
+	if err != nil {
+		color = DefaultBrandColor
+	}
 	data := EmailData{
 		Name:           d.Customer.Name,
 		Lang:           "en",
-		Total:          FormatMoney(d.Cart.TotalMinor, cur),
+		Locale:         locale,
+		TimeZone:       LoadZone(d.Customer.TimeZone).String(),
+		Shop:           EmailShop{Name: b.ShopName, Color: color, TextColor: textOn(color)},
+		Total:          money(d.Cart.TotalMinor),
 		ItemCount:      d.Cart.ItemCount,
 		ResumeURL:      resumeURL,
 		UnsubscribeURL: unsubscribeURL,
@@ -279,10 +335,11 @@ func NewEmailData(d events.Decision, resumeURL, unsubscribeURL string) EmailData
 		}
 		data.Items = append(data.Items, EmailItem{
 			Name:      name,
+			SKU:       it.SKU,
 			Quantity:  it.Quantity,
-			UnitPrice: FormatMoney(it.UnitPriceMinor, cur),
-			LineTotal: FormatMoney(it.UnitPriceMinor*it.Quantity, cur),
-			ImageURL:  it.ImageURL,
+			UnitPrice: money(it.UnitPriceMinor),
+			LineTotal: money(it.UnitPriceMinor * it.Quantity),
+			ImageURL:  b.imageURL(it),
 		})
 		count += it.Quantity
 		total += it.UnitPriceMinor * it.Quantity
@@ -290,8 +347,11 @@ func NewEmailData(d events.Decision, resumeURL, unsubscribeURL string) EmailData
 	if data.ItemCount == 0 {
 		data.ItemCount = count
 	}
-	if d.Cart.TotalMinor == 0 && total != 0 {
-		data.Total = FormatMoney(total, cur)
+	switch {
+	case d.Cart.TotalMinor == 0 && total != 0:
+		data.Total = money(total)
+	case len(d.Cart.Items) > 0 && total != d.Cart.TotalMinor:
+		data.Subtotal = money(total)
 	}
 	if disc := d.Discount; disc != nil && (disc.Percent != 0 || disc.AmountMinor != 0) {
 		ed := &EmailDiscount{}
@@ -299,11 +359,11 @@ func NewEmailData(d events.Decision, resumeURL, unsubscribeURL string) EmailData
 			ed.Percent = disc.Percent
 			ed.Label = fmt.Sprintf("%d%% off", disc.Percent)
 			if disc.MaxMinor > 0 {
-				ed.Max = FormatMoney(disc.MaxMinor, cur)
+				ed.Max = money(disc.MaxMinor)
 				ed.Label += ", up to " + ed.Max
 			}
 		} else {
-			ed.Amount = FormatMoney(disc.AmountMinor, cur)
+			ed.Amount = money(disc.AmountMinor)
 			ed.Label = ed.Amount + " off"
 		}
 		if disc.ValidForSeconds > 0 && !d.DecidedAt.IsZero() {
@@ -314,38 +374,57 @@ func NewEmailData(d events.Decision, resumeURL, unsubscribeURL string) EmailData
 	return data
 }
 
-// decimalComma lists the languages that write 1.234,56: their amounts read
-// "1.234,56 EUR"; every other language gets FormatMoney's "EUR 1234.56".
-var decimalComma = map[string]bool{"de": true, "fr": true, "es": true, "it": true, "nl": true, "pt": true,
-	"da": true, "sv": true, "nb": true, "fi": true, "pl": true, "cs": true, "tr": true}
-
-// FormatMoneyLocale formats an amount in minor units for a language (as
-// returned by Language): in a decimal-comma language the amount comes
-// first, with '.' between thousands and ',' before the minor digits
-// (FormatMoneyLocale(123456, "EUR", "de") is "1.234,56 EUR"); otherwise it
-// is FormatMoney.
-func FormatMoneyLocale(minor int64, currency, lang string) string {
-	if !decimalComma[lang] {
-		return FormatMoney(minor, currency)
+// imageURL is the image of an item: its own absolute http(s) image_url;
+// a relative one resolved against the catalog's URL; else the catalog's
+// URL for its SKU; else empty (the placeholder).
+func (b Branding) imageURL(it events.Item) string {
+	catalog := b.ImageURL
+	if catalog != "" && CheckImageURL(catalog) != nil {
+		catalog = ""
 	}
-	s := strings.TrimPrefix(FormatMoney(minor, currency), currency+" ")
-	sign := ""
-	if strings.HasPrefix(s, "-") {
-		sign, s = "-", s[1:]
-	}
-	whole, frac, hasFrac := strings.Cut(s, ".")
-	var b strings.Builder
-	for i, c := range whole {
-		if i > 0 && (len(whole)-i)%3 == 0 {
-			b.WriteByte('.')
+	if own := strings.TrimSpace(it.ImageURL); own != "" {
+		u, err := url.Parse(own)
+		switch {
+		case err != nil:
+		case u.IsAbs():
+			if (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" {
+				return u.String()
+			}
+		case catalog != "" && u.Host == "" && u.Scheme == "":
+			if base, err := url.Parse(strings.ReplaceAll(catalog, "{sku}", url.PathEscape(it.SKU))); err == nil {
+				return base.ResolveReference(u).String()
+			}
 		}
-		b.WriteRune(c)
 	}
-	out := sign + b.String()
-	if hasFrac {
-		out += "," + frac
+	if catalog != "" && it.SKU != "" {
+		return strings.ReplaceAll(catalog, "{sku}", url.PathEscape(it.SKU))
 	}
-	return out + " " + currency
+	return ""
+}
+
+// textOn returns white or black, whichever contrasts more with the colour
+// "#rrggbb" (WCAG relative luminance).
+func textOn(color string) string {
+	var rgb [3]float64
+	for i := range rgb {
+		v, err := strconv.ParseUint(color[1+2*i:3+2*i], 16, 8)
+		if err != nil {
+			return "#ffffff"
+		}
+		c := float64(v) / 255
+		if c <= 0.03928 {
+			c /= 12.92
+		} else {
+			c = math.Pow((c+0.055)/1.055, 2.4)
+		}
+		rgb[i] = c
+	}
+	l := 0.2126*rgb[0] + 0.7152*rgb[1] + 0.0722*rgb[2]
+	// Contrast with white: 1.05/(l+0.05); with black: (l+0.05)/0.05.
+	if 1.05/(l+0.05) >= (l+0.05)/0.05 {
+		return "#ffffff"
+	}
+	return "#000000"
 }
 
 // FormatMoney formats an amount in minor units as the ISO 4217 code, a

@@ -50,17 +50,27 @@ func defaults(t *testing.T) *actions.Templates {
 	return tm
 }
 
-const englishSubject = "Ada, you left 3 items in your cart — 10% off, up to EUR 20.00"
+const englishSubject = "Ada, you left 3 items in your cart — 10% off, up to €20.00"
+
+// nb is the no-break space CLDR puts between an amount and a symbol after it.
+const nb = "\u00a0"
 
 func TestTemplatesGerman(t *testing.T) {
 	tm := defaults(t)
 	for _, locale := range []string{"de-DE", "de_AT", "DE", "de"} {
 		r := render(t, tm, localeDecision(locale, "reminder"))
-		if want := "Ada, Ihr Warenkorb wartet: 3 Artikel — 10 % Rabatt, höchstens 20,00 EUR"; r.Subject != want {
+		// German words, the amounts by CLDR for the locale: Austria puts
+		// the symbol first.
+		max, total := "20,00"+nb+"€", "76,99"+nb+"€"
+		if locale == "de_AT" {
+			max, total = "€"+nb+"20,00", "€"+nb+"76,99"
+		}
+		if want := "Ada, Ihr Warenkorb wartet: 3 Artikel — 10 % Rabatt, höchstens " + max; r.Subject != want {
 			t.Errorf("%s: subject %q, want %q", locale, r.Subject, want)
 		}
 		for _, body := range []string{r.Text, r.HTML} {
-			for _, want := range []string{"Hallo Ada", "Warenkorb", "76,99 EUR", "gültig bis 31.12.2025, 18:30 UTC", "Abmelden"} {
+			// No time zone in the decision: UTC, said so.
+			for _, want := range []string{"Hallo Ada", "Warenkorb", total, "ültig bis 31. Dezember 2025, 18:30 UTC", "Abmelden"} {
 				if !strings.Contains(body, want) {
 					t.Errorf("%s: body lacks %q:\n%s", locale, want, body)
 				}
@@ -73,7 +83,7 @@ func TestTemplatesGerman(t *testing.T) {
 	// A fixed amount.
 	d := localeDecision("de-DE", "")
 	d.Discount = &events.Discount{AmountMinor: 500}
-	if r := render(t, tm, d); !strings.HasSuffix(r.Subject, "— 5,00 EUR Rabatt") {
+	if r := render(t, tm, d); !strings.HasSuffix(r.Subject, "— 5,00"+nb+"€ Rabatt") {
 		t.Errorf("subject %q", r.Subject)
 	}
 }
@@ -83,15 +93,15 @@ func TestTemplatesUnknownLocaleIsEnglish(t *testing.T) {
 	for _, locale := range []string{"fr_FR", "en", "", "xx-YY"} {
 		r := render(t, tm, localeDecision(locale, "reminder"))
 		// English words; the amounts follow the customer's locale (French
-		// writes 20,00 EUR).
+		// writes 20,00 €).
 		want := englishSubject
 		if locale == "fr_FR" {
-			want = strings.Replace(englishSubject, "EUR 20.00", "20,00 EUR", 1)
+			want = strings.Replace(englishSubject, "€20.00", "20,00"+nb+"€", 1)
 		}
 		if r.Subject != want {
 			t.Errorf("%q: subject %q, want %q", locale, r.Subject, want)
 		}
-		if !strings.Contains(r.Text, "Hello Ada") || !strings.Contains(r.Text, "valid until 2025-12-31T18:30:00Z") {
+		if !strings.Contains(r.Text, "Hello Ada") || !strings.Contains(r.Text, "valid until December 31, 2025, 6:30 pm UTC") {
 			t.Errorf("%q: text:\n%s", locale, r.Text)
 		}
 	}

@@ -53,6 +53,13 @@ type actionsConfig struct {
 	ResumeURL      string `env:"CARTLIFT_RESUME_URL"`
 	UnsubscribeURL string `env:"CARTLIFT_UNSUBSCRIBE_URL"`
 
+	// The emails' layout (actions.Branding): the shop's name (default: the
+	// display name of SMTP_FROM, else its domain), its colour (#rrggbb or
+	// #rgb) and the catalog's image URL with {sku} for items without one.
+	ShopName   string `env:"CARTLIFT_SHOP_NAME"`
+	BrandColor string `env:"CARTLIFT_BRAND_COLOR"`
+	ImageURL   string `env:"CARTLIFT_EMAIL_IMAGE_URL"`
+
 	// Signed links: with LinkBaseURL set, emails carry signed resume and
 	// unsubscribe links under it (LinkSecret, at least 32 characters, is
 	// then required) and the role serves them on HTTPAddr: GET /r/{token}
@@ -106,6 +113,9 @@ func loadActionsConfig(ctx context.Context, l envconfig.Lookuper) (actionsConfig
 	if err := cfg.validateRetries(); err != nil {
 		return cfg, err
 	}
+	if err := cfg.validateBranding(); err != nil {
+		return cfg, err
+	}
 	return cfg, cfg.validateLinks()
 }
 
@@ -120,6 +130,24 @@ func (c *actionsConfig) validateRetries() error {
 		return configError("CARTLIFT_ACTIONS_BACKOFF_MAX", "must be at least CARTLIFT_ACTIONS_BACKOFF (%s), got %s", c.BackoffBase, c.BackoffMax)
 	case c.MaxHold <= 0:
 		return configError("CARTLIFT_ACTIONS_MAX_HOLD", "must be positive, got %s", c.MaxHold)
+	}
+	return nil
+}
+
+// validateBranding checks the emails' layout settings.
+func (c *actionsConfig) validateBranding() error {
+	if err := actions.CheckShopName(c.ShopName); err != nil {
+		return configError("CARTLIFT_SHOP_NAME", "%v", err)
+	}
+	if c.BrandColor != "" {
+		if _, err := actions.ParseColor(c.BrandColor); err != nil {
+			return configError("CARTLIFT_BRAND_COLOR", "%v", err)
+		}
+	}
+	if c.ImageURL != "" {
+		if err := actions.CheckImageURL(c.ImageURL); err != nil {
+			return configError("CARTLIFT_EMAIL_IMAGE_URL", "%v", err)
+		}
 	}
 	return nil
 }
@@ -257,6 +285,7 @@ func openActions(cfg actionsConfig) (*actionsParts, error) {
 		Host: cfg.SMTPHost, Port: cfg.SMTPPort, Username: cfg.SMTPUsername, Password: cfg.SMTPPassword,
 		From: cfg.SMTPFrom, TLSPolicy: cfg.SMTPTLS, Timeout: cfg.SMTPTimeout,
 		ResumeURLTemplate: cfg.ResumeURL, UnsubscribeURL: cfg.UnsubscribeURL,
+		Branding: actions.Branding{ShopName: cfg.ShopName, Color: cfg.BrandColor, ImageURL: cfg.ImageURL},
 	}
 	if cfg.LinkBaseURL != "" {
 		email.LinkSecret, email.LinkBaseURL, email.LinkTTL = []byte(cfg.LinkSecret), cfg.LinkBaseURL, cfg.LinkTTL
