@@ -10,13 +10,18 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
+	json "github.com/goccy/go-json"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/cartlift/cartlift/cmd/cartlift/shopper"
+	"github.com/cartlift/cartlift/events"
 	"github.com/cartlift/cartlift/processor"
 )
 
@@ -36,6 +41,8 @@ func runLoad(ctx context.Context, args []string, stdout io.Writer) error {
 	span := fs.Duration("span", 6*time.Hour, "event-time span of the backlog")
 	sync := fs.Bool("sync", false, "fsync every Pebble batch (CARTLIFT_SYNC_WRITES=true)")
 	dir := fs.String("dir", "", "data directory for the processor (default: a temporary one, removed afterwards)")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the processor's run to this file")
+	baseline := fs.Bool("baseline", true, "also time a bare group consumer that decodes only the envelope, over the same topic before and after the processor, and print the ratio")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -68,7 +75,7 @@ func runLoad(ctx context.Context, args []string, stdout io.Writer) error {
 
 	// 1. The backlog.
 	sim := shopper.New(shopper.Options{Seed: 42, Customers: *customers})
-	end := time.Now().Add(-time.Minute)
+	end := daytimeEnd(time.Now().Add(-time.Minute))
 	start := end.Add(-*span)
 	step := *span / time.Duration(*n)
 	fmt.Fprintf(stdout, "producing a backlog of %d events (%d customers, %d partitions)…\n", *n, *customers, *partitions)
@@ -94,7 +101,25 @@ func runLoad(ctx context.Context, args []string, stdout io.Writer) error {
 	if e := produceErrs.Load(); e > 0 {
 		return fmt.Errorf("%d records of the backlog failed to produce", e)
 	}
-	fmt.Fprintf(stdout, "backlog ready in %s\n", time.Since(t0).Round(time.Millisecond))
+	fmt.Fprintf(stdout, "backlog ready in %s (event times %s to %s)\n", time.Since(t0).Round(time.Millisecond),
+		start.Format(time.RFC3339), end.Format(time.RFC3339))
+
+	var bare []float64
+	runBare := func(round int) error {
+		if !*baseline {
+			return nil
+		}
+		rate, err := bareConsumer(ctx, addrs, topics.Events, fmt.Sprintf("cartlift-load-bare-%d%s", round, suffix), *n)
+		if err != nil {
+			return fmt.Errorf("bare consumer: %w", err)
+		}
+		fmt.Fprintf(stdout, "bare consumer (envelope only), round %d: %.0f events/s\n", round, rate)
+		bare = append(bare, rate)
+		return nil
+	}
+	if err := runBare(1); err != nil {
+		return err
+	}
 
 	// 2. The processor, from an empty store.
 	dataDir := *dir
@@ -113,15 +138,31 @@ func runLoad(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+	}
 	pctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	t1 := time.Now()
 	go func() { done <- p.Run(pctx) }()
+	first := false
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	var last int64
 	for {
 		s := p.Stats()
+		if !first && s.EventsConsumed > 0 {
+			// Like the bare consumer, timed from the first event on: the
+			// group's join is not processing.
+			first, t1 = true, time.Now()
+		}
 		if s.EventsConsumed >= int64(*n) {
 			break
 		}
@@ -142,10 +183,11 @@ func runLoad(ctx context.Context, args []string, stdout io.Writer) error {
 			fmt.Fprintf(stdout, "  processed %d/%d (%d events/s), lag %d, decisions %d\n",
 				s.EventsConsumed, *n, s.EventsConsumed-last, s.Lag, s.DecisionsMade)
 			last = s.EventsConsumed
-		case <-time.After(20 * time.Millisecond):
+		case <-time.After(2 * time.Millisecond):
 		}
 	}
 	took := time.Since(t1)
+	pprof.StopCPUProfile()
 	s := p.Stats()
 	var ms runtime.MemStats
 	runtime.GC()
@@ -157,14 +199,86 @@ func runLoad(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	p.Close()
+	if err := runBare(2); err != nil {
+		return err
+	}
 	rate := float64(*n) / took.Seconds()
 	procs := runtime.GOMAXPROCS(0)
-	fmt.Fprintf(stdout, "\nprocessed %d events in %s: %.0f events/s with GOMAXPROCS=%d (%.0f events/s per core)\n",
-		*n, took.Round(time.Millisecond), rate, procs, rate/float64(procs))
-	fmt.Fprintf(stdout, "decisions %d, outcomes %d, rejected %d, open carts %d, pending timers %d, sync writes %v\n",
-		s.DecisionsMade, s.OutcomesMade, s.EventsRejected, s.OpenCarts, s.PendingTimers, *sync)
+	fmt.Fprintf(stdout, "\nprocessed %d events in %s: %.0f events/s with GOMAXPROCS=%d (%.0f events/s per core, %.1f µs of wall time per event per core)\n",
+		*n, took.Round(time.Millisecond), rate, procs, rate/float64(procs), 1e6*float64(procs)/rate)
+	if len(bare) > 0 {
+		mean := 0.0
+		for _, b := range bare {
+			mean += b / float64(len(bare))
+		}
+		fmt.Fprintf(stdout, "ratio to the bare consumer (mean of %d rounds, %.0f events/s): %.2f\n", len(bare), mean, rate/mean)
+	}
+	fmt.Fprintf(stdout, "decisions %d (suppressed %d, deferred %d), outcomes %d, rejected %d, open carts %d, pending timers %d, sync writes %v\n",
+		s.DecisionsMade, s.DecisionsSuppressed, s.DecisionsDeferred, s.OutcomesMade, s.EventsRejected, s.OpenCarts, s.PendingTimers, *sync)
 	perCart := float64(disk) / float64(max(1, s.OpenCarts))
-	fmt.Fprintf(stdout, "store on disk %.1f MiB (%.0f B per open cart, all customers' state, timers and outbox included); Go heap %.1f MiB\n",
-		float64(disk)/(1<<20), perCart, float64(ms.HeapAlloc)/(1<<20))
+	fmt.Fprintf(stdout, "store on disk %.1f MiB (%.0f B per open cart, all customers' state, timers and outbox included); Go heap %.1f MiB, peak RSS %.0f MiB\n",
+		float64(disk)/(1<<20), perCart, float64(ms.HeapAlloc)/(1<<20), float64(peakRSS())/(1<<20))
 	return nil
+}
+
+// daytimeEnd is the latest 17:00 UTC not after t: a backlog that ends
+// then spans the afternoon in Europe and the morning in America, so that
+// its timers come due outside the flows' quiet hours and produce
+// decisions, outbox entries and changelog records during the measurement.
+func daytimeEnd(t time.Time) time.Time {
+	t = t.UTC()
+	end := time.Date(t.Year(), t.Month(), t.Day(), 17, 0, 0, 0, time.UTC)
+	if end.After(t) {
+		end = end.AddDate(0, 0, -1)
+	}
+	return end
+}
+
+// bareConsumer consumes n records of topic in a new group, decoding only
+// each record's CloudEvents envelope, and returns the records per second
+// from the first record on: the baseline of `cartlift load`.
+func bareConsumer(ctx context.Context, brokers []string, topic, group string, n int) (float64, error) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumerGroup(group), kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.FetchMaxBytes(32<<20), kgo.FetchMaxPartitionBytes(4<<20), kgo.DisableAutoCommit())
+	if err != nil {
+		return 0, err
+	}
+	defer cl.Close()
+	var t0 time.Time
+	seen := 0
+	for seen < n {
+		fs := cl.PollRecords(ctx, 20_000)
+		if ctx.Err() != nil {
+			return 0, ctx.Err()
+		}
+		if err := fs.Err0(); err != nil {
+			return 0, err
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			if t0.IsZero() {
+				t0 = time.Now()
+			}
+			var env events.Envelope
+			_ = json.Unmarshal(r.Value, &env) // go-json, the fastest decoder the module has
+			seen++
+		})
+	}
+	return float64(n) / time.Since(t0).Seconds(), nil
+}
+
+// peakRSS is the process's peak resident set size (VmHWM), 0 where
+// /proc does not tell.
+func peakRSS() int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for line := range strings.Lines(string(b)) {
+		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
 }
