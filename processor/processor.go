@@ -123,6 +123,11 @@ type Config struct {
 	// StandbyReplicas is how many instances besides a partition's owner
 	// keep a warm copy of it (standby.go); default 0.
 	StandbyReplicas int
+	// StateCacheBytes bounds the decoded customer states the workers keep
+	// in memory, in all (each partition's worker gets an equal share of
+	// what its instance owns at most, 1/Partitions of it), measured by
+	// their encoded size times stateCacheOverhead. Default 256 MiB.
+	StateCacheBytes int64
 	// CleanupDelay is how long the local copy of a partition that is
 	// neither owned nor a standby here is kept (in case it comes back)
 	// before it is dropped; default 10m.
@@ -164,6 +169,9 @@ func (c *Config) fill() error {
 	}
 	if c.Partitions == 0 {
 		c.Partitions = 8
+	}
+	if c.StateCacheBytes == 0 {
+		c.StateCacheBytes = 256 << 20
 	}
 	if c.CleanupDelay == 0 {
 		c.CleanupDelay = 10 * time.Minute

@@ -17,11 +17,13 @@ import (
 	"github.com/cartlift/cartlift/projections"
 )
 
-// Bounds of a worker's work per Pebble batch and of its state cache.
-const (
-	maxFiresPerBatch = 20_000
-	maxCachedStates  = 4_096
-)
+// Bounds of a worker's work per Pebble batch.
+const maxFiresPerBatch = 20_000
+
+// stateCacheOverhead estimates a decoded state's heap size from its
+// encoded size (strings, slices, maps and times take several times the
+// bytes of the compact codec).
+const stateCacheOverhead = 4
 
 // fetched is one fetch's records of a partition, handed to its worker.
 type fetched struct {
@@ -60,8 +62,13 @@ type worker struct {
 	meta  partitionMeta
 	relay *relay
 
-	// cache holds committed states (decoded) of recently seen customers.
-	cache map[string]*projections.CustomerState
+	// cache holds committed states (decoded) of recently seen customers,
+	// cacheBytes their estimated heap size, bounded by cacheBudget.
+	cache       map[string]cachedState
+	cacheBytes  int64
+	cacheBudget int64
+	// toCache holds the batch's new states until the batch commits.
+	toCache []cachedState
 	// Per Pebble batch: the batch (indexed, so timer scans see the timer
 	// changes made earlier in the same batch) and the states it changes;
 	// a nil state means delete.
@@ -219,7 +226,7 @@ func takeOver(ctx context.Context, pr *Processor, part int32) (*worker, error) {
 		in:    make(chan fetched, 2),
 		quit:  make(chan struct{}),
 		done:  make(chan struct{}),
-		cache: make(map[string]*projections.CustomerState),
+		cache: make(map[string]cachedState), cacheBudget: pr.cfg.StateCacheBytes / int64(max(1, pr.cfg.Partitions)),
 		dirty: make(map[string]*projections.CustomerState),
 	}
 	w.next.Store(w.meta.NextOffset)
@@ -375,7 +382,7 @@ func (w *worker) Run(flow int, run time.Time) error {
 	fl := &flows.Flows[flow]
 	from, to := fl.Schedule.Frame(run)
 	lower, upper := modRange(w.part, from, to)
-	keys, err := w.dueKeys(lower, upper, math.MaxInt)
+	keys, err := w.dueKeys(lower, upper, math.MaxInt, time.Unix(0, math.MaxInt64))
 	if err != nil {
 		return err
 	}
@@ -540,8 +547,8 @@ func (w *worker) state(key string) (*projections.CustomerState, error) {
 	if st, ok := w.dirty[key]; ok {
 		return st, nil
 	}
-	if st, ok := w.cache[key]; ok {
-		return st, nil
+	if c, ok := w.cache[key]; ok {
+		return c.st, nil
 	}
 	return loadState(w.pr.db, w.part, key)
 }
@@ -680,15 +687,28 @@ func (w *worker) fireDue(f projections.Firing) (int, error) {
 	}
 	fired := 0
 	for fired < maxFiresPerBatch {
-		lower := w.timerLower()
-		keys, err := w.dueKeys(lower, timerUpTo(w.part, now), min(1024, maxFiresPerBatch-fired))
+		// One scan gives the due keys and the first key after them, which
+		// is the next due time unless a fire below sets an earlier timer
+		// (apply lowers nextDue then).
+		want := min(1024, maxFiresPerBatch-fired)
+		keys, err := w.dueKeys(w.timerLower(), partPrefix(w.part, kindTimer+1), want+1, now)
 		if err != nil {
 			return fired, err
 		}
-		if len(keys) == 0 {
+		w.nextDueKnown = true
+		w.nextDue = time.Unix(0, math.MaxInt64)
+		ready := keys
+		for i, k := range keys {
+			if t := decodeDue(k[5:]); /* after the 5-byte partition prefix */ t.After(now) || i == want {
+				ready = keys[:i]
+				w.nextDue = t
+				break
+			}
+		}
+		if len(ready) == 0 {
 			break
 		}
-		for _, k := range keys {
+		for _, k := range ready {
 			due, customer, cart, err := parseTimerKey(k)
 			if err != nil {
 				return fired, err
@@ -720,17 +740,13 @@ func (w *worker) fireDue(f projections.Firing) (int, error) {
 				}
 			}
 		}
+		if w.nextDue.After(now) {
+			break
+		}
 	}
 	w.pr.stats.timersFired.Add(int64(fired))
-	// Learn the next due time, for cheap checks until then.
-	keys, err := w.dueKeys(w.timerLower(), partPrefix(w.part, kindTimer+1), 1)
-	if err != nil {
-		return fired, err
-	}
-	w.nextDueKnown = true
-	w.nextDue = time.Unix(0, math.MaxInt64)
-	if len(keys) == 1 {
-		w.nextDue, _, _, _ = parseTimerKey(keys[0])
+	if fired >= maxFiresPerBatch {
+		w.nextDueKnown = false // more may be due: the next call scans again
 	}
 	return fired, nil
 }
@@ -754,8 +770,9 @@ func movesTimer(tcs []projections.TimerChange, cart string, due time.Time) bool 
 	return false
 }
 
-// dueKeys returns up to n timer keys in [lower, upper), copied.
-func (w *worker) dueKeys(lower, upper []byte, n int) ([][]byte, error) {
+// dueKeys returns up to n timer keys in [lower, upper), copied, ending at
+// the first one due after now.
+func (w *worker) dueKeys(lower, upper []byte, n int, now time.Time) ([][]byte, error) {
 	it, err := w.b.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
 	if err != nil {
 		return nil, err
@@ -763,11 +780,30 @@ func (w *worker) dueKeys(lower, upper []byte, n int) ([][]byte, error) {
 	var keys [][]byte
 	for ok := it.First(); ok && len(keys) < n; ok = it.Next() {
 		keys = append(keys, append([]byte(nil), it.Key()...))
+		if decodeDue(it.Key()[5:]).After(now) {
+			break
+		}
 	}
 	if err := it.Close(); err != nil {
 		return nil, err
 	}
 	return keys, nil
+}
+
+// cachedState is a committed state in the worker's cache, with its
+// estimated heap size.
+type cachedState struct {
+	key  string
+	st   *projections.CustomerState
+	size int64
+}
+
+// uncache drops key's cached state.
+func (w *worker) uncache(key string) {
+	if c, ok := w.cache[key]; ok {
+		w.cacheBytes -= c.size
+		delete(w.cache, key)
+	}
 }
 
 // commit writes the batch's state changes and the partition's metadata in
@@ -787,13 +823,14 @@ func (w *worker) commit() error {
 			if err := w.b.Delete(k, nil); err != nil {
 				return err
 			}
-			delete(w.cache, key)
+			w.uncache(key)
 		} else {
 			w.stateBuf = appendState(w.stateBuf[:0], st)
 			v = w.stateBuf
 			if err := w.b.Set(k, v, nil); err != nil {
 				return err
 			}
+			w.toCache = append(w.toCache, cachedState{key: key, st: st, size: int64(len(v)+len(key)) * stateCacheOverhead})
 		}
 		if err := w.enqueue(&outboxEntry{Topic: w.pr.cfg.Topics.State, Key: []byte(key), Value: v}); err != nil {
 			return err
@@ -817,13 +854,20 @@ func (w *worker) commit() error {
 	}
 	w.b.Close()
 	w.b = w.pr.db.NewIndexedBatch()
-	if len(w.cache)+len(w.dirty) > maxCachedStates {
-		clear(w.cache)
+	for _, c := range w.toCache {
+		w.uncache(c.key)
+		w.cache[c.key] = c
+		w.cacheBytes += c.size
 	}
-	for key, st := range w.dirty {
-		if st != nil {
-			w.cache[key] = st
+	w.toCache = w.toCache[:0]
+	// Evict arbitrary entries (map order) down to the budget: a cache of
+	// the active customers, without the bookkeeping of an LRU.
+	for key, c := range w.cache {
+		if w.cacheBytes <= w.cacheBudget {
+			break
 		}
+		delete(w.cache, key)
+		w.cacheBytes -= c.size
 	}
 	clear(w.dirty)
 	w.changed = false

@@ -79,6 +79,8 @@ type runConfig struct {
 	// CleanupDelay is how long the local copy of a partition that this
 	// instance neither owns nor keeps as a standby stays on disk.
 	CleanupDelay time.Duration `env:"CARTLIFT_STATE_CLEANUP_DELAY, default=10m"`
+	// StateCacheMiB bounds the decoded customer states kept in memory.
+	StateCacheMiB int64 `env:"CARTLIFT_STATE_CACHE_MIB, default=256"`
 
 	// SyncWrites fsyncs every state batch (survives machine crashes, not
 	// only process crashes).
@@ -221,6 +223,9 @@ func (c *runConfig) validate() error {
 	}
 	if c.SessionTimeout < time.Second || c.SessionTimeout > 30*time.Minute {
 		return configError("CARTLIFT_SESSION_TIMEOUT", "must be between 1s and 30m, got %s", c.SessionTimeout)
+	}
+	if c.StateCacheMiB < 1 || c.StateCacheMiB > 1<<20 {
+		return configError("CARTLIFT_STATE_CACHE_MIB", "must be between 1 and 1048576, got %d", c.StateCacheMiB)
 	}
 	if c.CleanupDelay < time.Second {
 		return configError("CARTLIFT_STATE_CLEANUP_DELAY", "must be at least 1s, got %s", c.CleanupDelay)

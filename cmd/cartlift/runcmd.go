@@ -93,6 +93,7 @@ func startNode(ctx context.Context, cfg runConfig, log *slog.Logger) (*node, err
 		StandbyReplicas: cfg.StandbyReplicas,
 		SessionTimeout:  cfg.SessionTimeout,
 		CleanupDelay:    cfg.CleanupDelay,
+		StateCacheBytes: cfg.StateCacheMiB << 20,
 		TimerTick:       cfg.TimerTick,
 		Logger:          log,
 		Hooks:           m.hooks(),
