@@ -21,9 +21,10 @@ import (
 const maxFiresPerBatch = 20_000
 
 // stateCacheOverhead estimates a decoded state's heap size from its
-// encoded size (strings, slices, maps and times take several times the
-// bytes of the compact codec).
-const stateCacheOverhead = 4
+// encoded size: its strings, slices, maps and times, and the decoded
+// events whose string buffers they share, take about ten times the bytes
+// of the compact codec (measured with `cartlift load`).
+const stateCacheOverhead = 10
 
 // fetched is one fetch's records of a partition, handed to its worker.
 type fetched struct {
