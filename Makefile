@@ -9,7 +9,7 @@ PKGS  := ./...
 DEMO_DURATION ?= 60s
 DEMO_RATE     ?= 400
 
-.PHONY: all build demo test test-short test-race bench bench-e2e lint fuzz clean tools email-screenshots
+.PHONY: all build demo test test-short test-race bench bench-e2e lint fuzz clean tools email-screenshots report-screenshots screenshots
 
 all: build
 
@@ -64,6 +64,18 @@ bench-e2e: build
 email-screenshots:
 	command -v $${CHROMIUM:-chromium} >/dev/null || { echo "needs chromium: apt-get install -y chromium"; exit 1; }
 	$(GO) run ./actions/emailpreview -out build/screenshots -chromium $${CHROMIUM:-chromium} -widths 400,1000 -height 1100
+
+# Screenshots of the HTML recovery report at 1400 and 800 px with headless
+# Chromium, every table expanded, into build/screenshots/report-*.png: a
+# sample report made to stress the layout (four currencies, seven-digit
+# revenue, long flow names), or REPORT_JSON=file from
+# `cartlift report --format json`. `make test` does not need Chromium.
+report-screenshots:
+	command -v $${CHROMIUM:-chromium} >/dev/null || { echo "needs chromium: apt-get install -y chromium"; exit 1; }
+	$(GO) run ./analytics/reportpreview -out build/screenshots -chromium $${CHROMIUM:-chromium} -widths 1400,800 $${REPORT_JSON:+-json "$$REPORT_JSON"}
+
+# Both: the report and the emails.
+screenshots: report-screenshots email-screenshots
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

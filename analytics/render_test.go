@@ -226,11 +226,236 @@ func TestHTMLSelfContainedAndEscaped(t *testing.T) {
 	}
 
 	// Headline cards: the recovery rate (50 of 100), the revenue per
-	// currency, the lift.
+	// currency, one line each, with thousands separators, the lift.
 	text := html.UnescapeString(page)
-	for _, want := range []string{"50.0%", "1234.56 EUR · 1500 JPY", "+20.0 pp", "[5.2, 33.4]", "significant at 95%"} {
+	for _, want := range []string{"50.0%", "<span>1,234.56 EUR</span><span>1,500 JPY</span>", "+20.0 pp", "[5.2, 33.4]", "significant at 95%"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("page lacks %q", want)
+		}
+	}
+}
+
+// htmlTable is one <table> of a page: its id (that of the enclosing
+// <details>), its header cells, and per body row its cells with their
+// data-label.
+type htmlTable struct {
+	id     string
+	head   []string
+	rows   [][]string
+	labels [][]string
+}
+
+// htmlTables parses page as HTML (encoding/xml in its lenient HTML mode)
+// and returns its tables.
+func htmlTables(t *testing.T, page string) []htmlTable {
+	t.Helper()
+	dec := xml.NewDecoder(strings.NewReader(page))
+	dec.Strict, dec.AutoClose, dec.Entity = false, xml.HTMLAutoClose, xml.HTMLEntity
+	var (
+		tables  []htmlTable
+		cur     *htmlTable
+		details string
+		inCell  bool
+		text    strings.Builder
+		inHead  bool
+	)
+	for {
+		tok, err := dec.Token()
+		if errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			t.Fatalf("page does not parse: %v", err)
+		}
+		switch tok := tok.(type) {
+		case xml.StartElement:
+			attr := func(name string) string {
+				for _, a := range tok.Attr {
+					if a.Name.Local == name {
+						return a.Value
+					}
+				}
+				return ""
+			}
+			switch tok.Name.Local {
+			case "details":
+				details = attr("id")
+			case "table":
+				tables = append(tables, htmlTable{id: details})
+				cur = &tables[len(tables)-1]
+			case "thead":
+				inHead = true
+			case "tbody":
+				inHead = false
+			case "tr":
+				if cur != nil && !inHead {
+					cur.rows = append(cur.rows, nil)
+					cur.labels = append(cur.labels, nil)
+				}
+			case "th", "td":
+				if cur == nil {
+					t.Fatalf("<%s> outside a table", tok.Name.Local)
+				}
+				inCell = true
+				text.Reset()
+				if tok.Name.Local == "td" {
+					if len(cur.rows) == 0 {
+						t.Fatalf("table %s: <td> outside a body row", cur.id)
+					}
+					cur.labels[len(cur.labels)-1] = append(cur.labels[len(cur.labels)-1], attr("data-label"))
+				}
+			}
+		case xml.CharData:
+			if inCell {
+				text.Write(tok)
+			}
+		case xml.EndElement:
+			switch tok.Name.Local {
+			case "th":
+				cur.head = append(cur.head, text.String())
+				inCell = false
+			case "td":
+				cur.rows[len(cur.rows)-1] = append(cur.rows[len(cur.rows)-1], text.String())
+				inCell = false
+			case "table":
+				cur = nil
+			}
+		}
+	}
+	return tables
+}
+
+// Every table of the page has as many header cells as each of its rows
+// has cells, each cell is labelled with its column's header (the narrow
+// layout shows it), and the numbers sit under their headers.
+func TestHTMLTablesHeadersMatchCells(t *testing.T) {
+	page := renderHTML(t, handReport())
+	tables := htmlTables(t, page)
+	var ids []string
+	byID := map[string]htmlTable{}
+	for _, tb := range tables {
+		ids = append(ids, tb.id)
+		byID[tb.id] = tb
+		if len(tb.head) == 0 || len(tb.rows) == 0 {
+			t.Errorf("table %s: %d header cells, %d rows", tb.id, len(tb.head), len(tb.rows))
+		}
+		for i, row := range tb.rows {
+			if len(row) != len(tb.head) {
+				t.Errorf("table %s row %d: %d cells, %d header cells\nhead %q\nrow  %q", tb.id, i, len(row), len(tb.head), tb.head, row)
+			}
+			if !reflect.DeepEqual(tb.labels[i], tb.head) {
+				t.Errorf("table %s row %d: labels %q, headers %q", tb.id, i, tb.labels[i], tb.head)
+			}
+		}
+	}
+	if want := []string{"table-totals", "table-steps", "table-lift", "table-daily", "table-detail"}; !reflect.DeepEqual(ids, want) {
+		t.Fatalf("tables %q, want %q", ids, want)
+	}
+	// cellUnder is the cell of row i under the header h.
+	cellUnder := func(tb htmlTable, i int, h string) string {
+		t.Helper()
+		for j, head := range tb.head {
+			if head == h && j < len(tb.rows[i]) {
+				return tb.rows[i][j]
+			}
+		}
+		t.Fatalf("table %s has no column %q: %q", tb.id, h, tb.head)
+		return ""
+	}
+	for _, c := range []struct {
+		table string
+		row   int
+		head  string
+		want  string
+	}{
+		{"table-totals", 0, "Currency", "EUR"},
+		{"table-totals", 0, "Carts", "150"},
+		{"table-totals", 0, "Treated", "70"},
+		{"table-totals", 0, "Holdout", "80"},
+		{"table-totals", 0, "Decisions", "0"},
+		{"table-totals", 0, "Recovered", "56"},
+		{"table-totals", 0, "Rate", "80.0%"},
+		{"table-totals", 0, "Revenue", "1,234.56"},
+		{"table-totals", 0, "Median", "1h6m"},
+		{"table-totals", 0, "P90", "1d1h"},
+		{"table-totals", 1, "Revenue", "1,500"},
+		{"table-steps", 0, "Flow", evilFlow},
+		{"table-steps", 0, "Step", "first"},
+		{"table-steps", 0, "Currency", "EUR"},
+		{"table-steps", 0, "Recovered", "56"},
+		{"table-steps", 0, "Rate", "80.0%"},
+		{"table-lift", 0, "Treated", "56/70 (80.0%)"},
+		{"table-lift", 0, "Holdout", "48/80 (60.0%)"},
+		{"table-daily", 0, "Revenue", "1,000.00"},
+		{"table-detail", 0, "Channel", "<b>web</b>"},
+		{"table-detail", 0, "Holdout rate", "–"},
+	} {
+		if got := cellUnder(byID[c.table], c.row, c.head); got != c.want {
+			t.Errorf("%s row %d under %q: %q, want %q", c.table, c.row, c.head, got, c.want)
+		}
+	}
+}
+
+// The header shows the period exactly as queried, to the second when it
+// is not whole minutes, and when the report was generated, to the second.
+func TestPeriodShownExactly(t *testing.T) {
+	since := time.Date(2026, 12, 3, 9, 5, 2, 0, time.UTC)
+	r := &analytics.Report{Since: since, Until: since.Add(112 * time.Second), GeneratedAt: since.Add(113 * time.Second),
+		TimeToRecovery: analytics.TimeToRecoveryBuckets()}
+	var tab bytes.Buffer
+	if err := r.WriteTable(&tab); err != nil {
+		t.Fatal(err)
+	}
+	page := html.UnescapeString(renderHTML(t, r))
+	for _, want := range []string{"2026-12-03 09:05:02 – 2026-12-03 09:06:54 UTC (1m52s)", "2026-12-03 09:06:55 UTC"} {
+		if !strings.Contains(tab.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, tab.String())
+		}
+		if !strings.Contains(page, want) {
+			t.Errorf("html lacks %q", want)
+		}
+	}
+}
+
+// The terminal report: no line ends in a space, numbers have thousands
+// separators and are right-aligned under their headers.
+func TestTableAlignedAndGrouped(t *testing.T) {
+	r := handReport()
+	r.Funnel.AbandonedCarts = 1234567
+	r.Totals[0].Sent = 98765
+	var buf bytes.Buffer
+	if err := r.WriteTable(&buf); err != nil {
+		t.Fatal(err)
+	}
+	text := buf.String()
+	lines := strings.Split(strings.TrimSuffix(text, "\n"), "\n")
+	for i, l := range lines {
+		if strings.TrimRight(l, " \t") != l {
+			t.Errorf("line %d ends in white space: %q", i+1, l)
+		}
+	}
+	for _, want := range []string{"abandoned     1,234,567", "98,765", "1,234.56", "1,500", "1,000.00"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("table lacks %q:\n%s", want, text)
+		}
+	}
+	// The header line of the totals and the EUR row: each number ends
+	// where its header ends.
+	var head, eur string
+	for i, l := range lines {
+		if strings.HasPrefix(l, "CURRENCY ") {
+			head, eur = l, lines[i+1]
+			break
+		}
+	}
+	if !strings.HasPrefix(eur, "EUR ") {
+		t.Fatalf("no totals header and EUR row in\n%s", text)
+	}
+	runes := func(s string) int { return len([]rune(s)) }
+	for _, c := range []struct{ head, value string }{{"CARTS", "150"}, {"SENT", "98,765"}, {"RECOVERED", "56"}, {"REVENUE", "1,234.56"}} {
+		h := strings.Index(head, " "+c.head+" ") + 1 + len(c.head)
+		v := strings.Index(eur, " "+c.value+" ") + 1 + len(c.value)
+		if h <= len(c.head) || v <= len(c.value) || runes(head[:h]) != runes(eur[:v]) {
+			t.Errorf("%s ends at %d, its value %s at %d:\n%s\n%s", c.head, runes(head[:h]), c.value, runes(eur[:v]), head, eur)
 		}
 	}
 }
@@ -296,26 +521,26 @@ func TestRenderKnownDataset(t *testing.T) {
 		t.Errorf("header:\n%s", text)
 	}
 	// EUR totals: 7 carts, 5 treated, 2 control, 8 treated decisions, 5 sent, 2 clicked, 4
-	// recovered, 80.0%, 373.00 EUR, 20.00 EUR, median 7200 s = 2h, p90
-	// 259200 s = 3d, control 50.0% (1/2).
-	want := []string{"EUR", "7", "5", "2", "8", "5", "2", "4", "80.0%", "373.00", "EUR", "20.00", "EUR", "2h", "3d", "50.0%", "(1/2)"}
+	// recovered, 80.0%, 373.00 (EUR, the row's currency), 20.00, median
+	// 7200 s = 2h, p90 259200 s = 3d, control 50.0% (1/2).
+	want := []string{"EUR", "7", "5", "2", "8", "5", "2", "4", "80.0%", "373.00", "20.00", "2h", "3d", "50.0%", "(1/2)"}
 	if got := line("EUR", "7"); !reflect.DeepEqual(got, want) {
 		t.Errorf("EUR totals %q, want %q", got, want)
 	}
 	// abandoned/reminder/EUR: 4 treated decisions, 25.0%, 48.00 EUR, no discount, 30m.
-	want = []string{"abandoned", "reminder", "EUR", "6", "4", "2", "4", "2", "2", "1", "25.0%", "48.00", "EUR", "0.00", "EUR", "30m", "30m", "50.0%", "(1/2)"}
+	want = []string{"abandoned", "reminder", "EUR", "6", "4", "2", "4", "2", "2", "1", "25.0%", "48.00", "0.00", "30m", "30m", "50.0%", "(1/2)"}
 	if got := line("abandoned", "reminder", "EUR"); !reflect.DeepEqual(got, want) {
 		t.Errorf("step row %q, want %q", got, want)
 	}
 	// No recovery: no quantiles.
-	if got := line("abandoned", "reminder", "USD"); got[15] != "–" || got[16] != "–" {
+	if got := line("abandoned", "reminder", "USD"); got[13] != "–" || got[14] != "–" {
 		t.Errorf("USD reminder quantiles %q", got)
 	}
-	want = []string{"abandoned", "4/6", "(66.7%)", "1/3", "(33.3%)", "+33.3", "pp", "[-25.4,", "69.4]", "+100.0%", "+2.0", "carts"}
+	want = []string{"abandoned", "4/6", "(66.7%)", "1/3", "(33.3%)", "+33.3", "pp", "[-25.4,", "69.4]", "+100.0%", "+2.0"}
 	if got := line("abandoned", "4/6"); !reflect.DeepEqual(got, want) {
 		t.Errorf("lift row %q, want %q", got, want)
 	}
-	if got, want := line("2024-03-01", "EUR"), []string{"2024-03-01", "EUR", "3", "172.99", "EUR"}; !reflect.DeepEqual(got, want) {
+	if got, want := line("2024-03-01", "EUR"), []string{"2024-03-01", "EUR", "3", "172.99"}; !reflect.DeepEqual(got, want) {
 		t.Errorf("daily row %q, want %q", got, want)
 	}
 	if got := line("≥7d"); got[1] != "1" {
@@ -358,7 +583,7 @@ func TestRenderKnownDataset(t *testing.T) {
 		}
 	}
 	pageText := html.UnescapeString(page)
-	for _, want := range []string{"75.0%", "6 of 8 treated carts recovered", "373.00 EUR · 95.00 USD", "+33.3 pp"} {
+	for _, want := range []string{"75.0%", "6 of 8 treated carts recovered", "<span>373.00 EUR</span><span>95.00 USD</span>", "+33.3 pp"} {
 		if !strings.Contains(pageText, want) {
 			t.Errorf("page lacks %q", want)
 		}

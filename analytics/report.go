@@ -46,7 +46,9 @@ type Report struct {
 	Until time.Time `json:"until"`
 	// Flow is the flow filter, "" for all flows.
 	Flow string `json:"flow"`
-	// GeneratedAt is when BuildReport ran, UTC, whole seconds.
+	// GeneratedAt is when BuildReport ran, UTC, rounded up to whole
+	// seconds like the period: a period that ends "now" never ends after
+	// it.
 	GeneratedAt time.Time `json:"generated_at"`
 	// Totals has one row per currency, by currency code.
 	Totals []TotalRow `json:"totals"`
@@ -357,7 +359,7 @@ func BuildReport(ctx context.Context, conn driver.Conn, opt ReportOptions) (*Rep
 	}
 	r := &Report{
 		Since: since, Until: until, Flow: opt.Flow,
-		GeneratedAt:    time.Now().UTC().Truncate(time.Second),
+		GeneratedAt:    ceilSecond(time.Now()),
 		Totals:         []TotalRow{},
 		Steps:          []StepRow{},
 		Detail:         []DetailRow{},

@@ -14,17 +14,64 @@ func TestMoney(t *testing.T) {
 		currency string
 		want     string
 	}{
-		{123456, "EUR", "1234.56 EUR"},
+		{123456, "EUR", "1,234.56 EUR"},
 		{5, "EUR", "0.05 EUR"},
 		{-5, "USD", "-0.05 USD"},
-		{1500, "JPY", "1500 JPY"},
-		{1234567, "KWD", "1234.567 KWD"},
+		{-123456789, "USD", "-1,234,567.89 USD"},
+		{1500, "JPY", "1,500 JPY"},
+		{999, "JPY", "999 JPY"},
+		{1234567, "KWD", "1,234.567 KWD"},
 		{100, "XXX", "1.00 XXX"}, // unknown: two digits
-		{math.MinInt64, "EUR", "-92233720368547758.08 EUR"},
+		{math.MinInt64, "EUR", "-92,233,720,368,547,758.08 EUR"},
 	} {
 		if got := money(c.minor, c.currency); got != c.want {
 			t.Errorf("money(%d, %s) = %q, want %q", c.minor, c.currency, got, c.want)
 		}
+	}
+}
+
+func TestGroup(t *testing.T) {
+	for in, want := range map[string]string{
+		"0": "0", "999": "999", "1000": "1,000", "-1000": "-1,000", "+1234.5": "+1,234.5",
+		"123456": "123,456", "1234567.891": "1,234,567.891", "-12.3": "-12.3",
+	} {
+		if got := group(in); got != want {
+			t.Errorf("group(%q) = %q, want %q", in, got, want)
+		}
+	}
+	if got := signed(-1234.56); got != "-1,234.6" {
+		t.Errorf("signed(-1234.56) = %q", got)
+	}
+	if got := percent(12.345); got != "1,234.5%" {
+		t.Errorf("percent(12.345) = %q", got)
+	}
+}
+
+// The revenue axis: round steps of whole currency units, at most five,
+// the top at or above the peak.
+func TestMoneyTicks(t *testing.T) {
+	for _, c := range []struct {
+		peak     int64
+		currency string
+		top      int64
+		steps    int
+	}{
+		{100000, "EUR", 100000, 5},     // 1,000 EUR: steps of 200
+		{1500, "JPY", 1500, 3},         // steps of 500 yen
+		{1, "EUR", 100, 1},             // one cent: one step of 1 EUR
+		{15216746, "EUR", 20000000, 4}, // 152,167.46 EUR: steps of 50,000
+		{123456789, "KWD", 125000000, 5},
+	} {
+		top, ticks := moneyTicks(c.peak, c.currency)
+		if top != c.top || len(ticks) != c.steps+1 || ticks[0] != 0 || ticks[len(ticks)-1] != top {
+			t.Errorf("moneyTicks(%d, %s) = %d %v, want top %d in %d steps", c.peak, c.currency, top, ticks, c.top, c.steps)
+		}
+		if top < c.peak {
+			t.Errorf("moneyTicks(%d, %s): top %d below the peak", c.peak, c.currency, top)
+		}
+	}
+	if got := tickAmount(20000000, "EUR"); got != "200,000" {
+		t.Errorf("tickAmount = %q", got)
 	}
 }
 

@@ -209,6 +209,11 @@ func TestRunStoresDecisionsAndReports(t *testing.T) {
 	if err := json.Unmarshal(raw, &rep); err != nil {
 		t.Fatal(err)
 	}
+	// The period is the hour asked for, ending at the report's time (not a
+	// rounded-up second after it).
+	if rep.Until.Sub(rep.Since) != time.Hour || rep.Until.After(rep.GeneratedAt) {
+		t.Errorf("period %v – %v, generated %v: want one hour ending no later than generated", rep.Since, rep.Until, rep.GeneratedAt)
+	}
 	// Carts of 10, 20, 30 and 40 EUR; the first two bought back.
 	if rep.Funnel.TreatedCarts != 4 || rep.Funnel.RecoveredCarts != 2 || len(rep.Totals) != 1 ||
 		rep.Totals[0].RecoveredRevenueMinor != 3000 || rep.Totals[0].RecoveryRate != 0.5 {

@@ -74,6 +74,11 @@ func TestFlowsCheckCommand(t *testing.T) {
 	if !strings.Contains(out.String(), "b2c-reminders") || !strings.Contains(out.String(), ": ok") {
 		t.Fatalf("unexpected output %q", out.String())
 	}
+	for _, want := range []string{"flow b2c-reminders: 3 steps ·", "flow b2b-follow-up: 1 step ·"} {
+		if !strings.Contains(out.String(), want) || strings.Contains(out.String(), "(s)") {
+			t.Errorf("output lacks %q (or says \"(s)\"): %q", want, out.String())
+		}
+	}
 	bad := filepath.Join(t.TempDir(), "bad.yaml")
 	os.WriteFile(bad, []byte("flows:\n  - name: a\n    steps:\n      - after: 2h\n        action: email\n      - after: 1h\n        action: sms\n"), 0o644)
 	err := run(context.Background(), []string{"flows", "check", bad}, &out, &out)
@@ -81,7 +86,7 @@ func TestFlowsCheckCommand(t *testing.T) {
 	if !errors.As(err, &ee) || ee.code != 1 {
 		t.Fatalf("invalid file: err %v, want exit code 1", err)
 	}
-	for _, want := range []string{"2 problem(s)", "bad.yaml:6", "steps[1].after", "bad.yaml:7", `"sms" is not an action`} {
+	for _, want := range []string{"2 problems:", "bad.yaml:6", "steps[1].after", "bad.yaml:7", `"sms" is not an action`} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q lacks %q", err, want)
 		}

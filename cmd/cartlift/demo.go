@@ -245,7 +245,9 @@ func demoClickHouse(ctx context.Context, dataDir string) (cfg clickhouseConfig, 
 // printDemoReport prints the recovery report of the demo's period and
 // writes its HTML next to the demo's data.
 func printDemoReport(ctx context.Context, w io.Writer, cfg clickhouseConfig, start time.Time, dataDir string) error {
-	opt := analytics.ReportOptions{Since: start.Add(-time.Minute).UTC(), Until: time.Now().Add(time.Minute).UTC()}
+	// Exactly the demo's period: from the second it started until now
+	// (the report rounds both up to whole seconds, and "Generated" too).
+	opt := analytics.ReportOptions{Since: start.UTC().Truncate(time.Second), Until: time.Now().UTC()}
 	rep, err := buildReport(ctx, cfg, opt)
 	if err != nil {
 		return err
@@ -484,8 +486,8 @@ func (t *decisionTail) sample() string {
 	if d.Discount != nil {
 		what += fmt.Sprintf(" with %d%% off", d.Discount.Percent)
 	}
-	return fmt.Sprintf("decision %s: %s/%s → %s for %s, cart %s (%d items, %s)",
-		d.ID[:10], d.Flow, d.Step, what, d.Customer.Key, d.Cart.CartID, d.Cart.ItemCount, money(d.Cart.TotalMinor, d.Cart.Currency))
+	return fmt.Sprintf("decision %s: %s/%s → %s for %s, cart %s (%s, %s)",
+		d.ID[:10], d.Flow, d.Step, what, d.Customer.Key, d.Cart.CartID, plural(d.Cart.ItemCount, "item", "items"), money(d.Cart.TotalMinor, d.Cart.Currency))
 }
 
 func printDemoSummary(w io.Writer, took time.Duration, gen genStats, consumed, rejected, open, timers int64, t *decisionTail) {
@@ -502,7 +504,7 @@ func printDemoSummary(w io.Writer, took time.Duration, gen genStats, consumed, r
 	for _, n := range t.byStep {
 		total += n
 	}
-	fmt.Fprintf(w, "  decisions          %12s   (holdout %d, duplicates seen and dropped %d)\n", num(int64(total)), t.holdout, t.dupes)
+	fmt.Fprintf(w, "  decisions          %12s   (holdout %s, duplicates seen and dropped %s)\n", num(int64(total)), num(int64(t.holdout)), num(int64(t.dupes)))
 	for _, k := range slices.Sorted(func(yield func(string) bool) {
 		for k := range t.byStep {
 			if !yield(k) {
@@ -510,13 +512,13 @@ func printDemoSummary(w io.Writer, took time.Duration, gen genStats, consumed, r
 			}
 		}
 	}) {
-		fmt.Fprintf(w, "    %-34s %6d\n", k, t.byStep[k])
+		fmt.Fprintf(w, "    %-34s %8s\n", k, num(int64(t.byStep[k])))
 	}
 	fmt.Fprintf(w, "  outcomes\n")
 	for _, k := range []string{events.OutcomeConverted, events.OutcomeRecovered, events.OutcomeConvertedHoldout,
 		events.OutcomeLost, events.OutcomeDiscarded, events.OutcomeMerged} {
 		if n := t.outcomes[k]; n > 0 {
-			fmt.Fprintf(w, "    %-34s %6d\n", k, n)
+			fmt.Fprintf(w, "    %-34s %8s\n", k, num(int64(n)))
 		}
 	}
 	var rev []string

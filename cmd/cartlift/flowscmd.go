@@ -18,12 +18,12 @@ func runFlows(args []string, stdout io.Writer) error {
 	if err != nil {
 		var fe projections.FlowErrors
 		if errors.As(err, &fe) {
-			return &exitError{1, fmt.Errorf("%s: %d problem(s):\n%w", args[1], len(fe), err)}
+			return &exitError{1, fmt.Errorf("%s: %s:\n%w", args[1], plural(int64(len(fe)), "problem", "problems"), err)}
 		}
 		return &exitError{1, err}
 	}
 	for _, f := range cfg.Flows {
-		fmt.Fprintf(stdout, "flow %s: %d step(s)", f.Name, len(f.Steps))
+		fmt.Fprintf(stdout, "flow %s: %s", f.Name, plural(int64(len(f.Steps)), "step", "steps"))
 		for _, s := range f.Steps {
 			if sc := f.Schedule; sc != nil {
 				tz := sc.TimeZone
