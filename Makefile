@@ -25,16 +25,24 @@ demo: build tools
 # against an in-process Kafka-protocol broker and subprocesses of the binary,
 # the actions tests against a real SMTP server (Mailpit, see `tools`) and
 # the analytics tests against a real ClickHouse server: CLICKHOUSE_ADDR when
-# set, else a clickhouse-server the tests start from deploy/clickhouse/.
+# set, else a clickhouse-server the tests start from deploy/clickhouse/;
+# with -tags chdb, the analytics compatibility test runs every SQL statement
+# on that server and on chDB (ClickHouse 26.7 in-process, CHDB_LIB_PATH) and
+# fails when their answers differ, or when the library cannot be loaded.
 test: lint tools
-	CARTLIFT_CLICKHOUSE_DIR=$(CURDIR)/build/clickhouse $(GO) test -count=1 -timeout 20m $(PKGS)
+	$(GO) vet -tags chdb ./analytics
+	CARTLIFT_CLICKHOUSE_DIR=$(CURDIR)/build/clickhouse CHDB_LIB_PATH=$$(deploy/clickhouse/install-chdb.sh $(CURDIR)/build/chdb) \
+		$(GO) test -tags chdb -count=1 -timeout 20m $(PKGS)
 
 # Test tools: Mailpit (the SMTP server of the actions tests), installed into
 # $(go env GOPATH)/bin when neither $PATH nor that directory has it; and
-# clickhouse-server (Debian's package) unless CLICKHOUSE_ADDR names a server.
+# clickhouse-server (Debian's package) unless CLICKHOUSE_ADDR names a server;
+# and libchdb.so (chDB, npm's @chdb/lib-linux-x64-gnu, pinned) under
+# build/chdb unless CHDB_LIB_PATH names one.
 tools:
 	command -v mailpit >/dev/null || test -x "$$($(GO) env GOPATH)/bin/mailpit" || $(GO) install github.com/axllent/mailpit@v1.33.1
 	deploy/clickhouse/install.sh
+	deploy/clickhouse/install-chdb.sh $(CURDIR)/build/chdb >/dev/null
 
 # The concurrent packages under the race detector (slower; run before a release).
 test-race:

@@ -15,26 +15,7 @@ import (
 // of cmd/cartlift), and every ClickHouse panel's SQL runs on a real server
 // with Grafana's time macro filled in.
 func TestDashboard(t *testing.T) {
-	raw, err := os.ReadFile("../deploy/grafana/cartlift.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var dash struct {
-		Panels []dashboardPanel `json:"panels"`
-	}
-	if err := json.Unmarshal(raw, &dash); err != nil {
-		t.Fatalf("the dashboard is not JSON: %v", err)
-	}
-	// A collapsed row holds its panels.
-	var panels []dashboardPanel
-	var flatten func([]dashboardPanel)
-	flatten = func(ps []dashboardPanel) {
-		for _, p := range ps {
-			panels = append(panels, p)
-			flatten(p.Panels)
-		}
-	}
-	flatten(dash.Panels)
+	panels := dashboardPanels(t)
 	registered := map[string]bool{}
 	sources, _ := filepath.Glob("../cmd/cartlift/*.go")
 	for _, f := range sources {
@@ -73,7 +54,7 @@ func TestDashboard(t *testing.T) {
 				}
 			case "grafana-clickhouse-datasource":
 				sql++
-				q := regexp.MustCompile(`\$__timeFilter\((\w+)\)`).ReplaceAllString(tg.RawSQL, "$1 >= now() - INTERVAL 7 DAY")
+				q := panelSQL(tg.RawSQL)
 				rows, err := conn.Query(context.Background(), q)
 				if err != nil {
 					t.Errorf("panel %q: %v\n%s", p.Title, err, q)
@@ -88,6 +69,39 @@ func TestDashboard(t *testing.T) {
 	if prom < 10 || sql < 3 {
 		t.Fatalf("%d Prometheus and %d ClickHouse queries; the dashboard lost panels", prom, sql)
 	}
+}
+
+// dashboardPanels returns the panels of deploy/grafana/cartlift.json,
+// those of collapsed rows included.
+func dashboardPanels(t *testing.T) []dashboardPanel {
+	t.Helper()
+	raw, err := os.ReadFile("../deploy/grafana/cartlift.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		Panels []dashboardPanel `json:"panels"`
+	}
+	if err := json.Unmarshal(raw, &dash); err != nil {
+		t.Fatalf("the dashboard is not JSON: %v", err)
+	}
+	// A collapsed row holds its panels.
+	var panels []dashboardPanel
+	var flatten func([]dashboardPanel)
+	flatten = func(ps []dashboardPanel) {
+		for _, p := range ps {
+			panels = append(panels, p)
+			flatten(p.Panels)
+		}
+	}
+	flatten(dash.Panels)
+	return panels
+}
+
+// panelSQL is a ClickHouse panel's SQL with Grafana's time macro filled in
+// (the last 7 days).
+func panelSQL(raw string) string {
+	return regexp.MustCompile(`\$__timeFilter\((\w+)\)`).ReplaceAllString(raw, "$1 >= now() - INTERVAL 7 DAY")
 }
 
 type dashboardPanel struct {

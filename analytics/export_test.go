@@ -54,3 +54,19 @@ func InsertForTest(ctx context.Context, conn driver.Conn, values [][]byte) (int,
 	}
 	return r.decisions.len() + r.outcomes.len() + r.actions.len(), nil
 }
+
+// EraseForTest applies erasures of customer keys (key → erasure time) as
+// the sink's flush does: it records them and runs the deleting mutations.
+func EraseForTest(ctx context.Context, conn driver.Conn, erased map[string]time.Time) error {
+	var es []erasure
+	for key, at := range erased {
+		es = append(es, erasure{key: key, at: at})
+	}
+	return erase(ctx, conn, es)
+}
+
+// ReadErasuresForTest reads the erasures table as the sink does when it
+// starts: key hash → latest erasure time.
+func ReadErasuresForTest(ctx context.Context, conn driver.Conn) (map[uint64]time.Time, error) {
+	return readErasures(ctx, conn)
+}

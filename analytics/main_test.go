@@ -26,8 +26,16 @@ var server struct {
 }
 
 func TestMain(m *testing.M) {
-	os.Exit(run(m))
+	code := run(m)
+	for _, f := range afterTests {
+		f()
+	}
+	os.Exit(code)
 }
+
+// afterTests run when every test has ended (the chDB session of the
+// compatibility test closes there).
+var afterTests []func()
 
 func run(m *testing.M) int {
 	if addr := os.Getenv("CLICKHOUSE_ADDR"); addr != "" {

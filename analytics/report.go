@@ -272,7 +272,7 @@ FROM (
         FROM decisions
         WHERE decided_at >= ? AND decided_at < ? AND (? = '' OR flow = ?)
         GROUP BY id
-    )
+    ) AS d
     ANY LEFT JOIN (
         SELECT
             r_decision_id AS decision_id,
@@ -288,8 +288,8 @@ FROM (
             GROUP BY id
         )
         GROUP BY r_decision_id
-    ) USING (decision_id)
-)
+    ) AS r USING (decision_id)
+) AS dr
 ANY LEFT JOIN (
     SELECT
         o_decision_id AS decision_id,
@@ -309,7 +309,7 @@ ANY LEFT JOIN (
         GROUP BY id
     )
     GROUP BY o_decision_id
-) USING (decision_id)`
+) AS o USING (decision_id)`
 
 // metricColumns are the Metrics of a grain over facts, in scanMetrics'
 // order; quantileExact is 0 over no rows, so the quantiles are read only
