@@ -941,18 +941,15 @@ func (p *scanner) item(it *Item, price *bool) {
 	}
 }
 
-// items reads an array of line items into the elements dst already has
-// (the ones a duplicate member left), then new ones; prices, when not nil,
-// follows the elements slot by slot.
-func (p *scanner) items(dst *[]Item, prices *[]bool) {
+// array reads a JSON array (or null, which sets *dst to nil) into the
+// elements *dst already has (the ones a duplicate member left), then new
+// ones, calling elem with each element's index and slot.
+func array[T any](p *scanner, dst *[]T, elem func(i int, v *T)) {
 	switch p.buf[p.pos] {
 	case '[':
 	case 'n':
 		p.literal("null")
 		*dst = nil
-		if prices != nil {
-			*prices = nil
-		}
 		return
 	default:
 		p.mistyped("slice")
@@ -961,87 +958,48 @@ func (p *scanner) items(dst *[]Item, prices *[]bool) {
 	if !p.enter() {
 		return
 	}
+	var zero T
 	full := (*dst)[:cap(*dst)]
 	n := 0
 	for first := true; p.elem(first); first = false {
 		if n == len(full) {
-			full = append(full, Item{})
+			full = append(full, zero)
 			full = full[:cap(full)]
 		}
-		var price *bool
-		if prices != nil {
-			if n == len(*prices) {
-				*prices = append(*prices, false)
-			}
-			price = &(*prices)[n]
-		}
-		p.item(&full[n], price)
+		elem(n, &full[n])
 		n++
 	}
 	if full == nil {
-		full = []Item{}
+		full = []T{}
 	}
 	*dst = full[:n]
+}
+
+// items reads an array of line items (see array); prices, when not nil,
+// follows the elements slot by slot, and is nil after a null array.
+func (p *scanner) items(dst *[]Item, prices *[]bool) {
+	isNull := p.buf[p.pos] == 'n'
+	array(p, dst, func(i int, it *Item) {
+		var price *bool
+		if prices != nil {
+			if i == len(*prices) {
+				*prices = append(*prices, false)
+			}
+			price = &(*prices)[i]
+		}
+		p.item(it, price)
+	})
+	if isNull && prices != nil {
+		*prices = nil
+	}
 }
 
 func (p *scanner) strings(dst *[]string) {
-	switch p.buf[p.pos] {
-	case '[':
-	case 'n':
-		p.literal("null")
-		*dst = nil
-		return
-	default:
-		p.mistyped("slice")
-		return
-	}
-	if !p.enter() {
-		return
-	}
-	full := (*dst)[:cap(*dst)]
-	n := 0
-	for first := true; p.elem(first); first = false {
-		if n == len(full) {
-			full = append(full, "")
-			full = full[:cap(full)]
-		}
-		p.str(&full[n])
-		n++
-	}
-	if full == nil {
-		full = []string{}
-	}
-	*dst = full[:n]
+	array(p, dst, func(_ int, s *string) { p.str(s) })
 }
 
 func (p *scanner) decisions(dst *[]AssignedRecord) {
-	switch p.buf[p.pos] {
-	case '[':
-	case 'n':
-		p.literal("null")
-		*dst = nil
-		return
-	default:
-		p.mistyped("slice")
-		return
-	}
-	if !p.enter() {
-		return
-	}
-	full := (*dst)[:cap(*dst)]
-	n := 0
-	for first := true; p.elem(first); first = false {
-		if n == len(full) {
-			full = append(full, AssignedRecord{})
-			full = full[:cap(full)]
-		}
-		p.assignedRecord(&full[n])
-		n++
-	}
-	if full == nil {
-		full = []AssignedRecord{}
-	}
-	*dst = full[:n]
+	array(p, dst, func(_ int, r *AssignedRecord) { p.assignedRecord(r) })
 }
 
 func (p *scanner) assignedRecord(r *AssignedRecord) {

@@ -49,6 +49,10 @@ const killFlows = `
 # Test customers have no profile: consent is not what these tests are about.
 guards:
   requires_consent: false
+` + remindFlows
+
+// remindFlows are the flows (without guards) of killFlows and scaleFlows.
+const remindFlows = `
 flows:
   - name: remind
     match:
@@ -81,7 +85,7 @@ flows:
     attribution_window: 1h
 `
 
-// killDelays are the delays of killFlows: every step and expire_after.
+// killDelays are the delays of remindFlows: every step and expire_after.
 var killDelays = []time.Duration{time.Minute, 4 * time.Minute, 8 * time.Minute, 30 * time.Minute}
 
 var (

@@ -103,41 +103,7 @@ const scaleFlows = `
 guards:
   frequency_cap: {max: 3, per: 1h}
   max_messages_per_cart: 3
-flows:
-  - name: remind
-    match:
-      channels: [b2c]
-    steps:
-      - name: nudge
-        after: 1m
-        action: email
-        template: reminder
-      - name: discount
-        after: 8m
-        action: email
-        template: discount
-        discount:
-          percent: 10
-          max_minor: 2500
-          valid_for: 48h
-          prefix: BACK
-    expire_after: 30m
-    attribution_window: 20m
-    holdout_percent: 10
-  - name: b2b
-    match:
-      channels: [b2b]
-    steps:
-      - name: account-manager
-        after: 4m
-        action: webhook
-    expire_after: 30m
-    attribution_window: 1h
-`
-
-// scaleDelays are the delays of scaleFlows: every step and expire_after.
-// (Closed carts are kept for the default attribution window of 7 days.)
-var scaleDelays = []time.Duration{time.Minute, 4 * time.Minute, 8 * time.Minute, 30 * time.Minute}
+` + remindFlows
 
 // scaleChunks are the input's chunks: how many events, over which span of
 // event times relative to t0. The first is the backlog; the others lie in
@@ -186,7 +152,7 @@ func newScaleInput(t *testing.T, t0 time.Time) *scaleInput {
 		recs := make([]shopper.Record, 0, ch.events)
 		for i := range ch.events {
 			at := from.Add(time.Duration(float64(to.Sub(from)) * float64(i) / float64(ch.events))).UTC()
-			for _, d := range scaleDelays {
+			for _, d := range killDelays {
 				if due := at.Add(d); due.After(t0) && !due.After(t0.Add(scaleWindow)) {
 					t.Fatalf("event time %s: due %s falls into the test's window", at, due)
 				}
