@@ -32,6 +32,7 @@ import (
 	"unsafe"
 
 	"github.com/cockroachdb/pebble"
+	"github.com/cockroachdb/pebble/bloom"
 	"github.com/cockroachdb/pebble/objstorage/objstorageprovider"
 	"github.com/cockroachdb/pebble/sstable"
 	"github.com/cockroachdb/pebble/vfs"
@@ -379,7 +380,8 @@ func (p *Processor) ingestStates(part int32, recs []stateRecord) (partitionMeta,
 			return err
 		}
 		w := sstable.NewWriter(objstorageprovider.NewFileWritable(f), sstable.WriterOptions{
-			TableFormat: p.db.FormatMajorVersion().MaxTableFormat(), Compression: sstable.SnappyCompression, BlockSize: 32 << 10})
+			TableFormat: p.db.FormatMajorVersion().MaxTableFormat(), Compression: sstable.SnappyCompression, BlockSize: 32 << 10,
+			FilterPolicy: bloom.FilterPolicy(10), FilterType: sstable.TableFilter}) // as openDB's levels
 		for i := range n {
 			k, v := kv(i)
 			if err := w.Set(k, v); err != nil {

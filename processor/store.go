@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble"
+	"github.com/cockroachdb/pebble/bloom"
 
 	"github.com/cartlift/cartlift/projections"
 )
@@ -401,10 +402,10 @@ func openDB(dir string) (*pebble.DB, error) {
 	defer opts.Cache.Unref()
 	opts.Levels = make([]pebble.LevelOptions, 7)
 	for i := range opts.Levels {
-		opts.Levels[i] = pebble.LevelOptions{Compression: pebble.SnappyCompression, BlockSize: 32 << 10}
-		if i == 0 {
-			opts.Levels[i].FilterPolicy = nil
-		}
+		// Bloom filters let a state read skip the tables that do not
+		// hold the customer (most of them, in L0 during a catch-up).
+		opts.Levels[i] = pebble.LevelOptions{Compression: pebble.SnappyCompression, BlockSize: 32 << 10,
+			FilterPolicy: bloom.FilterPolicy(10)}
 	}
 	return pebble.Open(dir, opts)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -70,9 +71,11 @@ type worker struct {
 	cacheBudget int64
 	// toCache holds the batch's new states until the batch commits.
 	toCache []cachedState
-	// Per Pebble batch: the batch (indexed, so timer scans see the timer
-	// changes made earlier in the same batch) and the states it changes;
-	// a nil state means delete.
+	// Per Pebble batch: the batch and the states it changes; a nil state
+	// means delete. The batch is not indexed (an indexed batch costs a
+	// skiplist insert per key): the timer window has its timer changes,
+	// and the rare scans of committed data (a scheduled run's sweep, an
+	// erasure's outbox purge, a window refill) commit it first.
 	b     *pebble.Batch
 	dirty map[string]*projections.CustomerState
 	// nextDue is the earliest timer due time, when nextDueKnown; it lets
@@ -84,7 +87,10 @@ type worker struct {
 	// from here instead of the start of the range skips them, which keeps
 	// a long backlog linear instead of quadratic. Zero means the start.
 	scanFrom time.Time
-	changed  bool // the batch holds changes to commit
+	// win is the head of the timer index, batch included (see
+	// timerWindow).
+	win     timerWindow
+	changed bool // the batch holds changes to commit
 	// logNeeded is set when the batch changes more than the clock (an
 	// offset, an output, a scheduled run), so that its changelog metadata
 	// record is written even if no state changed. A clock that moves alone
@@ -238,7 +244,7 @@ func takeOver(ctx context.Context, pr *Processor, part int32) (*worker, error) {
 	w.outboxNext.Store(meta.OutboxSeq)
 	// The decided metadata (and, for a store new to the changelog, every
 	// state) commits now, so that adjustOffsets reads it.
-	w.b = pr.db.NewIndexedBatch()
+	w.b = pr.db.NewBatch()
 	defer func() { w.b.Close(); w.b = nil }()
 	if snapshot {
 		n, err := w.snapshotToChangelog()
@@ -273,7 +279,7 @@ func (w *worker) stop() {
 
 func (w *worker) run() {
 	defer close(w.done)
-	w.b = w.pr.db.NewIndexedBatch()
+	w.b = w.pr.db.NewBatch()
 	defer func() { w.b.Close() }()
 	tick := time.NewTicker(w.pr.cfg.TimerTick)
 	defer tick.Stop()
@@ -383,6 +389,9 @@ func (w *worker) Run(flow int, run time.Time) error {
 	fl := &flows.Flows[flow]
 	from, to := fl.Schedule.Frame(run)
 	lower, upper := modRange(w.part, from, to)
+	if err := w.commit(); err != nil { // the sweep reads committed data
+		return err
+	}
 	keys, err := w.dueKeys(lower, upper, math.MaxInt, time.Unix(0, math.MaxInt64))
 	if err != nil {
 		return err
@@ -556,17 +565,26 @@ func (w *worker) state(key string) (*projections.CustomerState, error) {
 
 // apply records the effects of one Apply or Fire in the batch.
 func (w *worker) apply(key string, eff projections.Effects) error {
+	if eff.Erased {
+		// Before any of the erasure's effects, the outbox entries waiting
+		// for the customer go (purgeOutbox commits the batch first); the
+		// erased outcome below, which tells downstream to forget the
+		// customer, comes after the purge and survives it.
+		if err := w.purgeOutbox(key); err != nil {
+			return err
+		}
+	}
 	w.dirty[key] = eff.State
 	w.changed = true
 	for _, tc := range eff.Timers {
 		if !tc.Old.IsZero() {
-			if err := w.b.Delete(timerKey(w.part, tc.Old, key, tc.CartID), nil); err != nil {
+			if err := w.deleteTimer(timerKey(w.part, tc.Old, key, tc.CartID)); err != nil {
 				return err
 			}
 			w.meta.Timers--
 		}
 		if !tc.New.IsZero() {
-			if err := w.b.Set(timerKey(w.part, tc.New, key, tc.CartID), nil, nil); err != nil {
+			if err := w.setTimer(timerKey(w.part, tc.New, key, tc.CartID)); err != nil {
 				return err
 			}
 			w.meta.Timers++
@@ -591,13 +609,6 @@ func (w *worker) apply(key string, eff projections.Effects) error {
 		}
 	}
 	w.meta.OpenCarts += int64(eff.OpenCartsDelta)
-	if eff.Erased {
-		// Before this event's own output: the erased outcome that tells
-		// downstream to forget the customer must survive the purge.
-		if err := w.purgeOutbox(key); err != nil {
-			return err
-		}
-	}
 	for i := range eff.Decisions {
 		d := &eff.Decisions[i]
 		v, err := events.Encode(d.ID, events.Source, events.TypeDecision, d.DecidedAt, d.Cart.CartID, d)
@@ -642,12 +653,16 @@ func (w *worker) apply(key string, eff projections.Effects) error {
 	return nil
 }
 
-// purgeOutbox drops the entries for a customer that wait in the outbox
-// (committed or in this batch), except dead letters: the right to be
-// forgotten reaches output not yet handed to the producer.
+// purgeOutbox drops the entries for a customer that wait in the outbox,
+// except dead letters: the right to be forgotten reaches output not yet
+// handed to the producer. It commits the batch first, so that the scan of
+// the committed outbox sees the batch's entries too.
 func (w *worker) purgeOutbox(key string) error {
+	if err := w.commit(); err != nil { // the scan reads committed data
+		return err
+	}
 	lower, upper := partRange(w.part, kindOutbox)
-	it, err := w.b.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	it, err := w.pr.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
 	if err != nil {
 		return err
 	}
@@ -688,27 +703,19 @@ func (w *worker) fireDue(f projections.Firing) (int, error) {
 	}
 	fired := 0
 	for fired < maxFiresPerBatch {
-		// One scan gives the due keys and the first key after them, which
-		// is the next due time unless a fire below sets an earlier timer
-		// (apply lowers nextDue then).
-		want := min(1024, maxFiresPerBatch-fired)
-		keys, err := w.dueKeys(w.timerLower(), partPrefix(w.part, kindTimer+1), want+1, now)
-		if err != nil {
-			return fired, err
-		}
-		w.nextDueKnown = true
-		w.nextDue = time.Unix(0, math.MaxInt64)
-		ready := keys
-		for i, k := range keys {
-			if t := decodeDue(k[5:]); /* after the 5-byte partition prefix */ t.After(now) || i == want {
-				ready = keys[:i]
-				w.nextDue = t
-				break
+		if w.win.dry() {
+			if err := w.fillTimerWindow(); err != nil {
+				return fired, err
 			}
 		}
-		if len(ready) == 0 {
+		n := 0
+		for n < len(w.win.keys) && fired+n < maxFiresPerBatch && !decodeDue(w.win.keys[n][5:]).After(now) {
+			n++ // after the 5-byte partition prefix
+		}
+		if n == 0 {
 			break
 		}
+		ready := slices.Clone(w.win.keys[:n]) // firing edits the window
 		for _, k := range ready {
 			due, customer, cart, err := parseTimerKey(k)
 			if err != nil {
@@ -721,7 +728,7 @@ func (w *worker) fireDue(f projections.Firing) (int, error) {
 			eff := projections.Fire(st, customer, cart, f.At(due), w.pr.flows)
 			if !movesTimer(eff.Timers, cart, due) {
 				// A stale entry (its cart moved on or is gone): drop it.
-				if err := w.b.Delete(k, nil); err != nil {
+				if err := w.deleteTimer(k); err != nil {
 					return fired, err
 				}
 				w.meta.Timers--
@@ -730,7 +737,7 @@ func (w *worker) fireDue(f projections.Firing) (int, error) {
 				return fired, err
 			}
 			fired++
-			if due.After(w.scanFrom) && !due.After(now) {
+			if due.After(w.scanFrom) {
 				// Every timer before this one has fired; new timers
 				// set below it lower scanFrom again (apply).
 				w.scanFrom = due
@@ -741,15 +748,43 @@ func (w *worker) fireDue(f projections.Firing) (int, error) {
 				}
 			}
 		}
-		if w.nextDue.After(now) {
-			break
-		}
 	}
 	w.pr.stats.timersFired.Add(int64(fired))
-	if fired >= maxFiresPerBatch {
-		w.nextDueKnown = false // more may be due: the next call scans again
+	switch {
+	case fired >= maxFiresPerBatch:
+		w.nextDueKnown = false // more may be due: the next call looks again
+	case len(w.win.keys) > 0:
+		w.nextDue, w.nextDueKnown = decodeDue(w.win.keys[0][5:]), true
+	default: // the window covers the whole index, and it is empty
+		w.nextDue, w.nextDueKnown = time.Unix(0, math.MaxInt64), true
 	}
 	return fired, nil
+}
+
+// fillTimerWindow reads the head of the partition's timer index, from
+// scanFrom on, into the timer window. It commits the batch first.
+func (w *worker) fillTimerWindow() error {
+	if err := w.commit(); err != nil { // the scan reads committed data
+		return err
+	}
+	keys, err := w.dueKeys(w.timerLower(), partPrefix(w.part, kindTimer+1), timerWindowSize+1, time.Unix(0, math.MaxInt64))
+	if err != nil {
+		return err
+	}
+	w.win.fill(keys)
+	return nil
+}
+
+// setTimer and deleteTimer change the timer index, in the batch and in
+// the timer window.
+func (w *worker) setTimer(k []byte) error {
+	w.win.set(k)
+	return w.b.Set(k, nil, nil)
+}
+
+func (w *worker) deleteTimer(k []byte) error {
+	w.win.remove(k)
+	return w.b.Delete(k, nil)
 }
 
 // timerLower is the lower bound for timer scans: scanFrom, or the start of
@@ -771,10 +806,10 @@ func movesTimer(tcs []projections.TimerChange, cart string, due time.Time) bool 
 	return false
 }
 
-// dueKeys returns up to n timer keys in [lower, upper), copied, ending at
-// the first one due after now.
+// dueKeys returns up to n committed timer (or modification index) keys in
+// [lower, upper), copied, ending at the first one due after now.
 func (w *worker) dueKeys(lower, upper []byte, n int, now time.Time) ([][]byte, error) {
-	it, err := w.b.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	it, err := w.pr.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
 	if err != nil {
 		return nil, err
 	}
@@ -853,8 +888,7 @@ func (w *worker) commit() error {
 	if err := w.b.Commit(opts); err != nil {
 		return err
 	}
-	w.b.Close()
-	w.b = w.pr.db.NewIndexedBatch()
+	w.b.Reset()
 	for _, c := range w.toCache {
 		w.uncache(c.key)
 		w.cache[c.key] = c

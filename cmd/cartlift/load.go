@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	json "github.com/goccy/go-json"
@@ -104,17 +105,19 @@ func runLoad(ctx context.Context, args []string, stdout io.Writer) error {
 	fmt.Fprintf(stdout, "backlog ready in %s (event times %s to %s)\n", time.Since(t0).Round(time.Millisecond),
 		start.Format(time.RFC3339), end.Format(time.RFC3339))
 
-	var bare []float64
+	var bare, bareCPU []float64 // events/s, CPU µs per event
 	runBare := func(round int) error {
 		if !*baseline {
 			return nil
 		}
+		c0 := cpuTime()
 		rate, err := bareConsumer(ctx, addrs, topics.Events, fmt.Sprintf("cartlift-load-bare-%d%s", round, suffix), *n)
 		if err != nil {
 			return fmt.Errorf("bare consumer: %w", err)
 		}
-		fmt.Fprintf(stdout, "bare consumer (envelope only), round %d: %.0f events/s\n", round, rate)
-		bare = append(bare, rate)
+		cpu := perEvent(cpuTime()-c0, *n)
+		fmt.Fprintf(stdout, "bare consumer (envelope only), round %d: %.0f events/s, %.1f µs of CPU per event\n", round, rate, cpu)
+		bare, bareCPU = append(bare, rate), append(bareCPU, cpu)
 		return nil
 	}
 	if err := runBare(1); err != nil {
@@ -150,7 +153,7 @@ func runLoad(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	pctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	t1 := time.Now()
+	t1, c1 := time.Now(), cpuTime()
 	go func() { done <- p.Run(pctx) }()
 	first := false
 	tick := time.NewTicker(time.Second)
@@ -186,7 +189,7 @@ func runLoad(ctx context.Context, args []string, stdout io.Writer) error {
 		case <-time.After(2 * time.Millisecond):
 		}
 	}
-	took := time.Since(t1)
+	took, cpu := time.Since(t1), perEvent(cpuTime()-c1, *n)
 	pprof.StopCPUProfile()
 	s := p.Stats()
 	var ms runtime.MemStats
@@ -212,6 +215,14 @@ func runLoad(ctx context.Context, args []string, stdout io.Writer) error {
 			mean += b / float64(len(bare))
 		}
 		fmt.Fprintf(stdout, "ratio to the bare consumer (mean of %d rounds, %.0f events/s): %.2f\n", len(bare), mean, rate/mean)
+		meanCPU := 0.0
+		for _, c := range bareCPU {
+			meanCPU += c / float64(len(bareCPU))
+		}
+		// CPU time is what a busy machine does not distort: wall time
+		// waits for other processes, CPU time does not.
+		fmt.Fprintf(stdout, "CPU per event: %.1f µs, the bare consumer %.1f µs: ratio %.2f (this process only; an external broker is not counted)\n",
+			cpu, meanCPU, meanCPU/cpu)
 	}
 	fmt.Fprintf(stdout, "decisions %d (suppressed %d, deferred %d), outcomes %d, rejected %d, open carts %d, pending timers %d, sync writes %v\n",
 		s.DecisionsMade, s.DecisionsSuppressed, s.DecisionsDeferred, s.OutcomesMade, s.EventsRejected, s.OpenCarts, s.PendingTimers, *sync)
@@ -265,6 +276,20 @@ func bareConsumer(ctx context.Context, brokers []string, topic, group string, n 
 		})
 	}
 	return float64(n) / time.Since(t0).Seconds(), nil
+}
+
+// cpuTime is the user and system CPU time this process has used.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// perEvent is d per event, in microseconds.
+func perEvent(d time.Duration, n int) float64 {
+	return float64(d.Microseconds()) / float64(max(1, n))
 }
 
 // peakRSS is the process's peak resident set size (VmHWM), 0 where
