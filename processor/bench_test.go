@@ -56,7 +56,7 @@ func benchFoldPebble(b *testing.B, sync bool) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	w.b = pr.db.NewIndexedBatch()
+	w.b = pr.db.NewBatch()
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i += batch {

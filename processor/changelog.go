@@ -129,7 +129,7 @@ func (p *Processor) newTxnClient(part int32) (*kgo.Client, error) {
 		kgo.MaxBufferedRecords(2*relayBatch),
 		kgo.RecordRetries(10),
 		kgo.ProducerBatchMaxBytes(int32(min(p.messageLimit, 1<<30))),
-		kgo.ProducerBatchCompression(kgo.Lz4Compression(), kgo.NoCompression()),
+		kgo.ProducerBatchCompression(kgo.SnappyCompression(), kgo.NoCompression()),
 		kgo.RecordPartitioner(changelogPartitioner{state: p.cfg.Topics.State, keyed: kgo.StickyKeyPartitioner(nil)}),
 	)...)...)
 }

@@ -132,6 +132,9 @@ type dec struct {
 	// index decodes only what the store derives index entries from, into
 	// reused memory, with strings that share b's memory (decodeIndex).
 	index bool
+	// shared decodes all of it, with strings that share b's memory
+	// (decodeSharedState).
+	shared bool
 }
 
 func (d *dec) uvarint() uint64 {
@@ -177,7 +180,7 @@ func (d *dec) str() string {
 		return ""
 	}
 	var s string
-	if d.index && n > 0 {
+	if (d.index || d.shared) && n > 0 {
 		s = unsafe.String(&d.b[0], n)
 	} else {
 		s = string(d.b[:n])
@@ -218,6 +221,12 @@ func decodeIndex(b []byte, scratch *projections.CustomerState) error {
 
 func decodeState(b []byte) (*projections.CustomerState, error) {
 	return decodeStateWith(dec{b: b}, &projections.CustomerState{})
+}
+
+// decodeSharedState is decodeState without copying strings: they share b's
+// memory, so b must never be modified afterwards.
+func decodeSharedState(b []byte) (*projections.CustomerState, error) {
+	return decodeStateWith(dec{b: b, shared: true}, &projections.CustomerState{})
 }
 
 // decodeStateWith decodes into s (all of it, or with d.index what

@@ -123,10 +123,10 @@ type Config struct {
 	// StandbyReplicas is how many instances besides a partition's owner
 	// keep a warm copy of it (standby.go); default 0.
 	StandbyReplicas int
-	// StateCacheBytes bounds the decoded customer states the workers keep
-	// in memory, in all (each partition's worker gets an equal share of
-	// what its instance owns at most, 1/Partitions of it), measured by
-	// their encoded size times stateCacheOverhead. Default 256 MiB.
+	// StateCacheBytes bounds the customer states the workers keep in
+	// memory, encoded, in all (each partition's worker gets an equal share
+	// of what its instance owns at most, 1/Partitions of it). Default 256
+	// MiB.
 	StateCacheBytes int64
 	// CleanupDelay is how long the local copy of a partition that is
 	// neither owned nor a standby here is kept (in case it comes back)

@@ -1,6 +1,7 @@
 package processor
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -21,11 +22,10 @@ import (
 // Bounds of a worker's work per Pebble batch.
 const maxFiresPerBatch = 20_000
 
-// stateCacheOverhead estimates a decoded state's heap size from its
-// encoded size: its strings, slices, maps and times, and the decoded
-// events whose string buffers they share, take about ten times the bytes
-// of the compact codec (measured with `cartlift load`).
-const stateCacheOverhead = 10
+// cacheEntryOverhead is what a state cache entry costs beyond its key and
+// encoded bytes: the map slot, the string and slice headers, and the
+// allocator's rounding.
+const cacheEntryOverhead = 96
 
 // fetched is one fetch's records of a partition, handed to its worker.
 type fetched struct {
@@ -64,8 +64,9 @@ type worker struct {
 	meta  partitionMeta
 	relay *relay
 
-	// cache holds committed states (decoded) of recently seen customers,
-	// cacheBytes their estimated heap size, bounded by cacheBudget.
+	// cache holds the committed states of recently seen customers,
+	// encoded (compact, and nothing in them for the garbage collector to
+	// trace), cacheBytes their size, bounded by cacheBudget.
 	cache       map[string]cachedState
 	cacheBytes  int64
 	cacheBudget int64
@@ -558,9 +559,25 @@ func (w *worker) state(key string) (*projections.CustomerState, error) {
 		return st, nil
 	}
 	if c, ok := w.cache[key]; ok {
-		return c.st, nil
+		return decodeSharedState(c.enc)
 	}
-	return loadState(w.pr.db, w.part, key)
+	v, closer, err := w.pr.db.Get(stateKey(w.part, key))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	enc := bytes.Clone(v)
+	closer.Close()
+	st, err := decodeSharedState(enc)
+	if err != nil {
+		return nil, fmt.Errorf("state of %q in partition %d: %w", key, w.part, err)
+	}
+	// Committed data: it may go into the cache at once (commit evicts).
+	w.uncache(key)
+	w.addToCache(cachedState{key: key, enc: enc})
+	return st, nil
 }
 
 // apply records the effects of one Apply or Fire in the batch.
@@ -826,18 +843,24 @@ func (w *worker) dueKeys(lower, upper []byte, n int, now time.Time) ([][]byte, e
 	return keys, nil
 }
 
-// cachedState is a committed state in the worker's cache, with its
-// estimated heap size.
+// cachedState is a committed state in the worker's cache, encoded. enc is
+// never modified: the states decoded from it share its memory.
 type cachedState struct {
-	key  string
-	st   *projections.CustomerState
-	size int64
+	key string
+	enc []byte
+}
+
+func (c cachedState) size() int64 { return int64(len(c.key) + len(c.enc) + cacheEntryOverhead) }
+
+func (w *worker) addToCache(c cachedState) {
+	w.cache[c.key] = c
+	w.cacheBytes += c.size()
 }
 
 // uncache drops key's cached state.
 func (w *worker) uncache(key string) {
 	if c, ok := w.cache[key]; ok {
-		w.cacheBytes -= c.size
+		w.cacheBytes -= c.size()
 		delete(w.cache, key)
 	}
 }
@@ -866,7 +889,7 @@ func (w *worker) commit() error {
 			if err := w.b.Set(k, v, nil); err != nil {
 				return err
 			}
-			w.toCache = append(w.toCache, cachedState{key: key, st: st, size: int64(len(v)+len(key)) * stateCacheOverhead})
+			w.toCache = append(w.toCache, cachedState{key: key, enc: bytes.Clone(v)})
 		}
 		if err := w.enqueue(&outboxEntry{Topic: w.pr.cfg.Topics.State, Key: []byte(key), Value: v}); err != nil {
 			return err
@@ -891,8 +914,7 @@ func (w *worker) commit() error {
 	w.b.Reset()
 	for _, c := range w.toCache {
 		w.uncache(c.key)
-		w.cache[c.key] = c
-		w.cacheBytes += c.size
+		w.addToCache(c)
 	}
 	w.toCache = w.toCache[:0]
 	// Evict arbitrary entries (map order) down to the budget: a cache of
@@ -902,7 +924,7 @@ func (w *worker) commit() error {
 			break
 		}
 		delete(w.cache, key)
-		w.cacheBytes -= c.size
+		w.cacheBytes -= c.size()
 	}
 	clear(w.dirty)
 	w.changed = false
