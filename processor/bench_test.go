@@ -75,7 +75,7 @@ func newBenchProcessor(dir string, flows *projections.Config, sync bool) (*Proce
 	if err := cfg.fill(); err != nil {
 		return nil, err
 	}
-	db, err := openDB(dir)
+	db, err := openDB(dir, storeSizes{blockCache: cfg.BlockCacheBytes, memTable: cfg.MemTableBytes})
 	if err != nil {
 		return nil, err
 	}

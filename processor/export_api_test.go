@@ -19,7 +19,7 @@ import (
 // counts. It returns the number of open carts written; for the load
 // tests, which need millions of carts in seconds.
 func SeedStore(dir string, partitions int, states iter.Seq[*projections.CustomerState]) (openCarts int64, err error) {
-	db, err := openDB(dir)
+	db, err := openDB(dir, testStoreSizes)
 	if err != nil {
 		return 0, err
 	}
@@ -75,7 +75,7 @@ func SeedStore(dir string, partitions int, states iter.Seq[*projections.Customer
 // CheckpointStore copies the Pebble store in src to dst (which must not
 // exist), sharing its immutable tables through hard links.
 func CheckpointStore(src, dst string) error {
-	db, err := openDB(src)
+	db, err := openDB(src, testStoreSizes)
 	if err != nil {
 		return err
 	}

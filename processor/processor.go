@@ -128,6 +128,15 @@ type Config struct {
 	// of what its instance owns at most, 1/Partitions of it). Default 256
 	// MiB.
 	StateCacheBytes int64
+	// BlockCacheBytes is the Pebble block cache (uncompressed table
+	// blocks, shared by all partitions); default 128 MiB.
+	BlockCacheBytes int64
+	// MemTableBytes is the size of one Pebble memtable; up to four exist
+	// at a time while flushes run behind. Default 64 MiB.
+	MemTableBytes int64
+	// FetchMaxBytes bounds one fetch of the input (all partitions);
+	// default 32 MiB, at most 4 MiB per partition.
+	FetchMaxBytes int32
 	// CleanupDelay is how long the local copy of a partition that is
 	// neither owned nor a standby here is kept (in case it comes back)
 	// before it is dropped; default 10m.
@@ -172,6 +181,15 @@ func (c *Config) fill() error {
 	}
 	if c.StateCacheBytes == 0 {
 		c.StateCacheBytes = 256 << 20
+	}
+	if c.BlockCacheBytes == 0 {
+		c.BlockCacheBytes = 128 << 20
+	}
+	if c.MemTableBytes == 0 {
+		c.MemTableBytes = 64 << 20
+	}
+	if c.FetchMaxBytes == 0 {
+		c.FetchMaxBytes = 32 << 20
 	}
 	if c.CleanupDelay == 0 {
 		c.CleanupDelay = 10 * time.Minute
@@ -274,7 +292,7 @@ func open(cfg Config, join bool) (*Processor, error) {
 	if err := cfg.fill(); err != nil {
 		return nil, err
 	}
-	db, err := openDB(cfg.DataDir)
+	db, err := openDB(cfg.DataDir, storeSizes{blockCache: cfg.BlockCacheBytes, memTable: cfg.MemTableBytes})
 	if err != nil {
 		return nil, fmt.Errorf("open store in %s: %w", cfg.DataDir, err)
 	}
@@ -305,8 +323,8 @@ func open(cfg Config, join bool) (*Processor, error) {
 		kgo.HeartbeatInterval(min(3*time.Second, cfg.SessionTimeout/5)),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.FetchMaxBytes(32 << 20),
-		kgo.FetchMaxPartitionBytes(4 << 20),
+		kgo.FetchMaxBytes(cfg.FetchMaxBytes),
+		kgo.FetchMaxPartitionBytes(min(cfg.FetchMaxBytes, 4<<20)),
 		// Transaction markers (of the API's ingest, or of any
 		// transactional producer) take an offset each: the workers see
 		// them, so that their next offset moves past them to the end.
@@ -797,6 +815,14 @@ func (p *Processor) Stats() Stats {
 // manifests). Safe to call from any goroutine.
 func (p *Processor) DiskUsage() uint64 {
 	return p.db.Metrics().DiskSpaceUsage()
+}
+
+// StoreMemory is the memory the Pebble store holds outside the Go heap
+// accounting of the state cache: its block cache and its memtables
+// (flushing ones included).
+func (p *Processor) StoreMemory() (blockCache, memTables int64) {
+	m := p.db.Metrics()
+	return m.BlockCache.Size, int64(m.MemTable.Size)
 }
 
 // Ready reports whether the processor owns partitions and all of them

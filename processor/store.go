@@ -391,10 +391,16 @@ func (pr *Processor) ReadState(p int32, customer string) (*projections.CustomerS
 	return loadState(pr.db, p, customer)
 }
 
-func openDB(dir string) (*pebble.DB, error) {
+// storeSizes are the memory bounds of a store (see Config).
+type storeSizes struct{ blockCache, memTable int64 }
+
+// testStoreSizes are small bounds for the tests' stores.
+var testStoreSizes = storeSizes{blockCache: 16 << 20, memTable: 8 << 20}
+
+func openDB(dir string, sz storeSizes) (*pebble.DB, error) {
 	opts := &pebble.Options{
-		Cache:                       pebble.NewCache(256 << 20),
-		MemTableSize:                64 << 20,
+		Cache:                       pebble.NewCache(sz.blockCache),
+		MemTableSize:                uint64(sz.memTable),
 		MemTableStopWritesThreshold: 4,
 		MaxConcurrentCompactions:    func() int { return 2 },
 		Logger:                      quietLogger{},

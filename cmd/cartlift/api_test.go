@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -180,10 +181,16 @@ func TestRunServesAPI(t *testing.T) {
 		`cartlift_http_request_duration_seconds_count{code="4xx",method="POST",route="POST /v1/events"} 1`,
 		`cartlift_http_request_duration_seconds_count{code="4xx",method="GET",route="unmatched"} 1`,
 		"cartlift_store_bytes ",
+		`cartlift_store_memory_bytes{kind="block_cache"} `,
+		"go_memstats_heap_alloc_bytes ",
 	} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("metrics lack %s", want)
 		}
+	}
+	// The memtable in use is allocated in full: its size shows at once.
+	if m := regexp.MustCompile(`(?m)^cartlift_store_memory_bytes\{kind="memtables"\} (\S+)$`).FindStringSubmatch(metrics); m == nil || m[1] == "0" {
+		t.Errorf("metrics lack the memtables' memory: %v", m)
 	}
 	if strings.Contains(metrics, "c-1") {
 		t.Error("metrics name a customer")

@@ -79,8 +79,14 @@ type runConfig struct {
 	// CleanupDelay is how long the local copy of a partition that this
 	// instance neither owns nor keeps as a standby stays on disk.
 	CleanupDelay time.Duration `env:"CARTLIFT_STATE_CLEANUP_DELAY, default=10m"`
-	// StateCacheMiB bounds the decoded customer states kept in memory.
+	// StateCacheMiB bounds the customer states kept in memory (encoded).
 	StateCacheMiB int64 `env:"CARTLIFT_STATE_CACHE_MIB, default=256"`
+	// BlockCacheMiB is Pebble's block cache.
+	BlockCacheMiB int64 `env:"CARTLIFT_BLOCK_CACHE_MIB, default=128"`
+	// MemTableMiB is the size of one of Pebble's memtables.
+	MemTableMiB int64 `env:"CARTLIFT_MEMTABLE_MIB, default=64"`
+	// FetchMaxMiB bounds one fetch of the input topic.
+	FetchMaxMiB int64 `env:"CARTLIFT_FETCH_MAX_MIB, default=32"`
 
 	// SyncWrites fsyncs every state batch (survives machine crashes, not
 	// only process crashes).
@@ -226,6 +232,15 @@ func (c *runConfig) validate() error {
 	}
 	if c.StateCacheMiB < 1 || c.StateCacheMiB > 1<<20 {
 		return configError("CARTLIFT_STATE_CACHE_MIB", "must be between 1 and 1048576, got %d", c.StateCacheMiB)
+	}
+	if c.BlockCacheMiB < 1 || c.BlockCacheMiB > 1<<20 {
+		return configError("CARTLIFT_BLOCK_CACHE_MIB", "must be between 1 and 1048576, got %d", c.BlockCacheMiB)
+	}
+	if c.MemTableMiB < 1 || c.MemTableMiB > 4096 {
+		return configError("CARTLIFT_MEMTABLE_MIB", "must be between 1 and 4096, got %d", c.MemTableMiB)
+	}
+	if c.FetchMaxMiB < 1 || c.FetchMaxMiB > 1024 {
+		return configError("CARTLIFT_FETCH_MAX_MIB", "must be between 1 and 1024, got %d", c.FetchMaxMiB)
 	}
 	if c.CleanupDelay < time.Second {
 		return configError("CARTLIFT_STATE_CLEANUP_DELAY", "must be at least 1s, got %s", c.CleanupDelay)

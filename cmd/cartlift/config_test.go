@@ -51,6 +51,9 @@ func TestRunConfigErrorsNameTheVariable(t *testing.T) {
 		"CARTLIFT_LOG_FORMAT":      {"CARTLIFT_LOG_FORMAT": "xml"},
 		"CARTLIFT_FLOWS":           {"CARTLIFT_FLOWS": badFlows},
 		"CARTLIFT_SYNC_WRITES":     {"CARTLIFT_SYNC_WRITES": "maybe"},
+		"CARTLIFT_BLOCK_CACHE_MIB": {"CARTLIFT_BLOCK_CACHE_MIB": "0"},
+		"CARTLIFT_MEMTABLE_MIB":    {"CARTLIFT_MEMTABLE_MIB": "5000"},
+		"CARTLIFT_FETCH_MAX_MIB":   {"CARTLIFT_FETCH_MAX_MIB": "-1"},
 	}
 	for want, env := range cases {
 		t.Run(want, func(t *testing.T) {

@@ -43,6 +43,7 @@ func runLoad(ctx context.Context, args []string, stdout io.Writer) error {
 	sync := fs.Bool("sync", false, "fsync every Pebble batch (CARTLIFT_SYNC_WRITES=true)")
 	dir := fs.String("dir", "", "data directory for the processor (default: a temporary one, removed afterwards)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the processor's run to this file")
+	memProfile := fs.String("memprofile", "", "write a heap profile to this file when the backlog is processed")
 	baseline := fs.Bool("baseline", true, "also time a bare group consumer that decodes only the envelope, over the same topic before and after the processor, and print the ratio")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -195,6 +196,10 @@ func runLoad(ctx context.Context, args []string, stdout io.Writer) error {
 	var ms runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&ms)
+	var heapErr error
+	if *memProfile != "" {
+		heapErr = writeHeapProfile(*memProfile)
+	}
 	disk := p.DiskUsage()
 	cancel()
 	if err := <-done; err != nil {
@@ -202,6 +207,9 @@ func runLoad(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	p.Close()
+	if heapErr != nil {
+		return heapErr
+	}
 	if err := runBare(2); err != nil {
 		return err
 	}
@@ -276,6 +284,18 @@ func bareConsumer(ctx context.Context, brokers []string, topic, group string, n 
 		})
 	}
 	return float64(n) / time.Since(t0).Seconds(), nil
+}
+
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // cpuTime is the user and system CPU time this process has used.

@@ -94,6 +94,9 @@ func startNode(ctx context.Context, cfg runConfig, log *slog.Logger) (*node, err
 		SessionTimeout:  cfg.SessionTimeout,
 		CleanupDelay:    cfg.CleanupDelay,
 		StateCacheBytes: cfg.StateCacheMiB << 20,
+		BlockCacheBytes: cfg.BlockCacheMiB << 20,
+		MemTableBytes:   cfg.MemTableMiB << 20,
+		FetchMaxBytes:   int32(cfg.FetchMaxMiB << 20),
 		TimerTick:       cfg.TimerTick,
 		Logger:          log,
 		Hooks:           m.hooks(),
@@ -315,6 +318,17 @@ func (m *metrics) register(p *processor.Processor) {
 		gauge("cartlift_pending_timers", "Pending timers in assigned partitions.", func(s processor.Stats) int64 { return s.PendingTimers })
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cartlift_store_bytes",
 			Help: "Bytes the Pebble store occupies on disk."}, func() float64 { return float64(p.DiskUsage()) }))
+		for _, kind := range []string{"block_cache", "memtables"} {
+			m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cartlift_store_memory_bytes",
+				Help:        "Memory of the Pebble store: its block cache and its memtables (the Go heap is in go_memstats_heap_alloc_bytes).",
+				ConstLabels: prometheus.Labels{"kind": kind}}, func() float64 {
+				cache, mem := p.StoreMemory()
+				if kind == "block_cache" {
+					return float64(cache)
+				}
+				return float64(mem)
+			}))
+		}
 		gauge("cartlift_partitions_assigned", "Assigned input partitions.", func(s processor.Stats) int64 { return int64(s.Partitions) })
 		gauge("cartlift_partitions_restoring", "Partitions being restored from the changelog.", func(s processor.Stats) int64 { return int64(s.Restoring) })
 		gauge("cartlift_local_partitions", "Partitions the store holds data of: owned, standby copies, and copies kept for CARTLIFT_STATE_CLEANUP_DELAY.", func(s processor.Stats) int64 { return int64(s.LocalPartitions) })
