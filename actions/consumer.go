@@ -38,6 +38,12 @@ type ConsumerConfig struct {
 	TopicDecisions string // default events.TopicDecisions
 	TopicOutcomes  string // default events.TopicOutcomes
 	TopicDLQ       string // default "cart-actions.dlq"
+	// TopicSuppressions receives a cart.step.suppressed record (stage
+	// actions) for every decision the role drops without acting: no
+	// consent, no address, past valid_until, no channel for its action;
+	// default events.TopicSuppressions. Holdout decisions get none (they
+	// are the control group, not suppressed steps).
+	TopicSuppressions string
 
 	// A transient failure (SMTP 4xx, a network error or timeout, a webhook
 	// 5xx, 408 or 429) holds the record: it is tried again, waiting
@@ -76,6 +82,7 @@ func (c ConsumerConfig) withDefaults() ConsumerConfig {
 	def(&c.TopicDecisions, events.TopicDecisions)
 	def(&c.TopicOutcomes, events.TopicOutcomes)
 	def(&c.TopicDLQ, TopicActionsDLQ)
+	def(&c.TopicSuppressions, events.TopicSuppressions)
 	if c.BackoffBase <= 0 {
 		c.BackoffBase = DefaultBackoffBase
 	}
