@@ -436,7 +436,7 @@ func checkKnownReport(t *testing.T, r *analytics.Report) {
 	wantFunnelSteps := []analytics.StepFunnel{
 		{Flow: "abandoned", Step: "reminder", StepIndex: 0, Due: 12, Suppressed: 3, SuppressedByProcessor: 3,
 			SuppressedBy: map[string]int64{"no_consent": 1, "frequency_cap": 1, "combined": 1},
-			Holdout: 3, Decided: 6, Sent: 4, Clicked: 2, Recovered: 1},
+			Holdout:      3, Decided: 6, Sent: 4, Clicked: 2, Recovered: 1},
 		{Flow: "abandoned", Step: "discount", StepIndex: 1, Due: 5, Suppressed: 1, SuppressedByProcessor: 1,
 			SuppressedBy: map[string]int64{"cart_cap": 1}, Holdout: 1, Decided: 3, Sent: 3, Clicked: 1, Recovered: 3},
 		{Flow: "browse", Step: "nudge", StepIndex: 0, Due: 4, Suppressed: 2, SuppressedByProcessor: 1,

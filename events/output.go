@@ -226,8 +226,9 @@ type Deferral struct {
 	Channel     string `json:"channel,omitempty"`
 	Currency    string `json:"currency"`
 	ValueMinor  int64  `json:"value_minor"`
-	// Due is when the step came due, At when it was deferred (its timer
-	// ran), Until when it will be decided.
+	// Due is when the step came due and Until when it will be decided.
+	// At equals Due: a deferral is dated by its step's due time, so that
+	// every copy of one id is the same record.
 	Due   time.Time `json:"due_at"`
 	At    time.Time `json:"at"`
 	Until time.Time `json:"until"`

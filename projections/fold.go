@@ -643,7 +643,7 @@ func (f *fold) fireFlow(c *Cart, fl *Flow, fired, now time.Time) {
 			Reason:     events.DeferredQuietHours, Flow: fl.Name, Step: st.Name, StepIndex: p.last, Action: st.Action,
 			Holdout: fl.InHoldout(f.key), CustomerKey: f.key, CartID: c.ID, CartType: c.Type, Site: c.Site,
 			Channel: c.Channel, Currency: c.Currency, ValueMinor: c.TotalMinor,
-			Due: p.due, At: later(p.due, fired), Until: at})
+			Due: p.due, At: p.due, Until: at})
 		return
 	}
 	holdout := fl.InHoldout(f.key)
