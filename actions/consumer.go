@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/cartlift/cartlift/events"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -192,6 +194,7 @@ func (c *Consumer) Stats() Stats { return c.stats.snapshot() }
 // marked offsets and closes the client.
 func (c *Consumer) Run(ctx context.Context) error {
 	defer c.cl.Close()
+	ensureTopic(ctx, c.cl, c.cfg.TopicSuppressions, c.log)
 	defer func() {
 		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -316,6 +319,23 @@ func (c *Consumer) deadLetter(ctx context.Context, r *kgo.Record, reason string,
 	}
 	c.stats.deadLettered(reason)
 	return nil
+}
+
+// ensureTopic creates topic when it is missing (the brokers' default
+// partitions and replication), so that the role does not depend on the
+// processor (which creates it too) having started first, nor on the
+// brokers creating topics on first use. A failure is logged: it shows
+// again, with the reason, when a record cannot be produced there.
+func ensureTopic(ctx context.Context, cl *kgo.Client, topic string, log *slog.Logger) {
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	resp, err := kadm.NewClient(cl).CreateTopic(cctx, -1, -1, nil, topic)
+	if err == nil {
+		err = resp.Err
+	}
+	if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+		log.Warn("actions: creating a topic", "topic", topic, "err", err)
+	}
 }
 
 // tokenBucket is a small rate limiter: rate tokens per second, a burst of

@@ -151,6 +151,9 @@ func Redrive(ctx context.Context, cfg RedriveConfig, email *Handler) (RedriveSum
 		return sum, err
 	}
 	defer cl.Close()
+	if !cfg.DryRun {
+		ensureTopic(ctx, cl, ccfg.TopicSuppressions, ccfg.Logger)
+	}
 	d := &dispatcher{cfg: ccfg, email: email, log: ccfg.Logger, stats: newStats(), produce: produceSync(cl), holdCap: cfg.Hold}
 	if ccfg.EmailsPerSecond > 0 {
 		d.limiter = newTokenBucket(ccfg.EmailsPerSecond)
