@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/cartlift/cartlift/events"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -38,6 +40,12 @@ type ConsumerConfig struct {
 	TopicDecisions string // default events.TopicDecisions
 	TopicOutcomes  string // default events.TopicOutcomes
 	TopicDLQ       string // default "cart-actions.dlq"
+	// TopicSuppressions receives a cart.step.suppressed record (stage
+	// actions) for every decision the role drops without acting: no
+	// consent, no address, past valid_until, no channel for its action;
+	// default events.TopicSuppressions. Holdout decisions get none (they
+	// are the control group, not suppressed steps).
+	TopicSuppressions string
 
 	// A transient failure (SMTP 4xx, a network error or timeout, a webhook
 	// 5xx, 408 or 429) holds the record: it is tried again, waiting
@@ -76,6 +84,7 @@ func (c ConsumerConfig) withDefaults() ConsumerConfig {
 	def(&c.TopicDecisions, events.TopicDecisions)
 	def(&c.TopicOutcomes, events.TopicOutcomes)
 	def(&c.TopicDLQ, TopicActionsDLQ)
+	def(&c.TopicSuppressions, events.TopicSuppressions)
 	if c.BackoffBase <= 0 {
 		c.BackoffBase = DefaultBackoffBase
 	}
@@ -185,6 +194,7 @@ func (c *Consumer) Stats() Stats { return c.stats.snapshot() }
 // marked offsets and closes the client.
 func (c *Consumer) Run(ctx context.Context) error {
 	defer c.cl.Close()
+	ensureTopic(ctx, c.cl, c.cfg.TopicSuppressions, c.log)
 	defer func() {
 		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -309,6 +319,23 @@ func (c *Consumer) deadLetter(ctx context.Context, r *kgo.Record, reason string,
 	}
 	c.stats.deadLettered(reason)
 	return nil
+}
+
+// ensureTopic creates topic when it is missing (the brokers' default
+// partitions and replication), so that the role does not depend on the
+// processor (which creates it too) having started first, nor on the
+// brokers creating topics on first use. A failure is logged: it shows
+// again, with the reason, when a record cannot be produced there.
+func ensureTopic(ctx context.Context, cl *kgo.Client, topic string, log *slog.Logger) {
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	resp, err := kadm.NewClient(cl).CreateTopic(cctx, -1, -1, nil, topic)
+	if err == nil {
+		err = resp.Err
+	}
+	if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+		log.Warn("actions: creating a topic", "topic", topic, "err", err)
+	}
 }
 
 // tokenBucket is a small rate limiter: rate tokens per second, a burst of

@@ -17,7 +17,7 @@ import (
 func startCluster(t *testing.T) []string {
 	t.Helper()
 	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(0),
-		kfake.SeedTopics(1, events.TopicDecisions, events.TopicOutcomes, actions.TopicActionsDLQ))
+		kfake.SeedTopics(1, events.TopicDecisions, events.TopicOutcomes, actions.TopicActionsDLQ, events.TopicSuppressions))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -53,7 +53,8 @@ func (c *dispatcher) dispatch(ctx context.Context, d events.Decision) (handled, 
 		return handled{}, err
 	}
 	c.stats.result(KindSkippedAction)
-	return handled{Result: Result{DecisionID: d.ID, Kind: KindSkippedAction}}, nil
+	h := handled{Result: Result{DecisionID: d.ID, Kind: KindSkippedAction}}
+	return h, c.suppressed(ctx, d, KindSkippedAction)
 }
 
 // dispatchChannel handles a decision of the email or the webhook channel:
@@ -78,7 +79,7 @@ func (c *dispatcher) dispatchChannel(ctx context.Context, d events.Decision, cha
 			"channel", channel, "valid_until", d.ValidUntil, "err", res.Err)
 		c.stats.update(func(s *Stats) { s.ExpiredWhileHeld++ })
 		c.stats.result(KindExpired)
-		return h, nil
+		return h, c.suppressed(ctx, d, KindExpired)
 	case holdExhausted:
 		h.DeadLetter = ReasonRetriesExhausted
 		log.Warn("actions: transient failure held too long, decision to the DLQ", "channel", channel,
@@ -105,10 +106,58 @@ func (c *dispatcher) dispatchChannel(ctx context.Context, d events.Decision, cha
 		h.DeadLetter = ReasonPermanentFailure
 		log.Warn("actions: refused for good, decision to the DLQ", "channel", channel, "reason", h.DeadLetter, "err", res.Err)
 		return h, c.outcome(ctx, d, res.Kind)
-	default: // duplicate, holdout, expired, no consent, no address
+	case KindDuplicate:
 		log.Info("actions: nothing to send", "previous", res.Previous)
-		return h, nil
+		// Again, in case the first time ended before it was produced;
+		// the id is the same.
+		return h, c.suppressed(ctx, d, res.Previous)
+	default: // holdout, expired, no consent, no address
+		log.Info("actions: nothing to send")
+		return h, c.suppressed(ctx, d, res.Kind)
 	}
+}
+
+// suppressionReasons maps the result kinds of a decision dropped without
+// acting to the reason of its suppression record. Holdout decisions are
+// not suppressions: they are the control group.
+var suppressionReasons = map[string]string{
+	KindNoConsent:     events.SuppressedNoConsent,
+	KindNoAddress:     events.SuppressedNoAddress,
+	KindExpired:       events.SuppressedExpired,
+	KindSkippedAction: events.SuppressedNoChannel,
+}
+
+// Suppression is the cart.step.suppressed record (stage actions) of a
+// decision dropped with the result kind (no_consent, no_address, expired,
+// skipped_action), and false for any other kind. Its id is
+// events.SuppressionID of the decision id, and it is dated by the
+// decision (At and Due are its decided_at), so a redelivery gives the
+// same record.
+func Suppression(d events.Decision, kind string) (events.Suppression, bool) {
+	reason, ok := suppressionReasons[kind]
+	if !ok {
+		return events.Suppression{}, false
+	}
+	return events.Suppression{ID: events.SuppressionID(d.ID), DecisionID: d.ID, Reason: reason,
+		Stage: events.StageActions, Flow: d.Flow, Step: d.Step, StepIndex: d.StepIndex, Action: d.Action,
+		Holdout: d.Holdout, CustomerKey: d.Customer.Key, CartID: d.Cart.CartID, CartType: d.Cart.CartType,
+		Site: d.Cart.Site, Channel: d.Cart.Channel, Currency: d.Cart.Currency, ValueMinor: d.Cart.TotalMinor,
+		Due: d.DecidedAt.UTC(), At: d.DecidedAt.UTC()}, true
+}
+
+// suppressed produces the suppression record of d when kind is a drop
+// without acting (see Suppression); nothing otherwise.
+func (c *dispatcher) suppressed(ctx context.Context, d events.Decision, kind string) error {
+	s, ok := Suppression(d, kind)
+	if !ok {
+		return nil
+	}
+	v, err := events.Encode(s.ID, events.Source, events.TypeSuppressed, s.At, s.CartID, s)
+	if err != nil {
+		return err
+	}
+	return c.produce(ctx, &kgo.Record{Topic: c.cfg.TopicSuppressions, Key: []byte(d.Customer.Key), Value: v,
+		Headers: []kgo.RecordHeader{{Key: "ce_id", Value: []byte(s.ID)}, {Key: "ce_type", Value: []byte(events.TypeSuppressed)}}})
 }
 
 // holdEnd says how hold ended.

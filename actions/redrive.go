@@ -21,6 +21,8 @@ type RedriveConfig struct {
 	Brokers       []string
 	TopicDLQ      string // default "cart-actions.dlq"
 	TopicOutcomes string // default events.TopicOutcomes
+	// TopicSuppressions as in ConsumerConfig.
+	TopicSuppressions string
 
 	// Where to start in each partition of the DLQ: the first record at or
 	// after Since when it is set, else offset FromOffset (0: the start).
@@ -140,7 +142,7 @@ func Redrive(ctx context.Context, cfg RedriveConfig, email *Handler) (RedriveSum
 		cfg.Hold = DefaultRedriveHold
 	}
 	ccfg := ConsumerConfig{
-		Brokers: cfg.Brokers, TopicDLQ: cfg.TopicDLQ, TopicOutcomes: cfg.TopicOutcomes,
+		Brokers: cfg.Brokers, TopicDLQ: cfg.TopicDLQ, TopicOutcomes: cfg.TopicOutcomes, TopicSuppressions: cfg.TopicSuppressions,
 		BackoffBase: cfg.BackoffBase, BackoffMax: cfg.BackoffMax, EmailsPerSecond: cfg.EmailsPerSecond,
 		Webhook: cfg.Webhook, Logger: cfg.Logger, Now: cfg.Now,
 	}.withDefaults()
@@ -149,6 +151,9 @@ func Redrive(ctx context.Context, cfg RedriveConfig, email *Handler) (RedriveSum
 		return sum, err
 	}
 	defer cl.Close()
+	if !cfg.DryRun {
+		ensureTopic(ctx, cl, ccfg.TopicSuppressions, ccfg.Logger)
+	}
 	d := &dispatcher{cfg: ccfg, email: email, log: ccfg.Logger, stats: newStats(), produce: produceSync(cl), holdCap: cfg.Hold}
 	if ccfg.EmailsPerSecond > 0 {
 		d.limiter = newTokenBucket(ccfg.EmailsPerSecond)

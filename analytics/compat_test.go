@@ -286,11 +286,11 @@ func TestCompatMigrations(t *testing.T) {
 		}
 	}
 	a := sameOnBoth(t, es, "SELECT version, name FROM schema_migrations ORDER BY version")
-	wantAnswer(t, "schema_migrations", a, "1 | tables")
+	wantAnswer(t, "schema_migrations", a, "1 | tables", "2 | suppressions")
 	a = sameOnBoth(t, es, "SELECT name, engine FROM system.tables WHERE database = currentDatabase() ORDER BY name")
 	wantAnswer(t, "tables", a,
 		"action_results | ReplacingMergeTree", "decisions | ReplacingMergeTree", "erasures | ReplacingMergeTree",
-		"outcomes | ReplacingMergeTree", "schema_migrations | ReplacingMergeTree")
+		"outcomes | ReplacingMergeTree", "schema_migrations | ReplacingMergeTree", "suppressions | ReplacingMergeTree")
 	a = sameOnBoth(t, es, `SELECT table, type, count() FROM system.columns WHERE database = currentDatabase()
 		GROUP BY table, type ORDER BY table, type`)
 	wantAnswer(t, "column types", a,
@@ -298,7 +298,8 @@ func TestCompatMigrations(t *testing.T) {
 		"decisions | DateTime | 5", "decisions | Int64 | 6", "decisions | String | 13", "decisions | UInt16 | 1", "decisions | UInt8 | 2",
 		"erasures | DateTime | 2", "erasures | UInt64 | 1",
 		"outcomes | DateTime | 2", "outcomes | Int64 | 2", "outcomes | String | 12", "outcomes | UInt16 | 1", "outcomes | UInt8 | 1",
-		"schema_migrations | DateTime | 1", "schema_migrations | String | 1", "schema_migrations | UInt32 | 1")
+		"schema_migrations | DateTime | 1", "schema_migrations | String | 1", "schema_migrations | UInt32 | 1",
+		"suppressions | DateTime | 4", "suppressions | Int64 | 1", "suppressions | String | 15", "suppressions | UInt16 | 1", "suppressions | UInt8 | 1")
 	// The column order is the sink's insert order's business; compare it
 	// whole.
 	sameOnBoth(t, es, "SELECT table, name, type FROM system.columns WHERE database = currentDatabase() ORDER BY table, name")
@@ -329,7 +330,7 @@ func TestCompatReport(t *testing.T) {
 	migrateBoth(t, es)
 	period := analytics.ReportOptions{Since: periodStart, Until: periodEnd}
 	r := sameReports(t, es, period)
-	if len(r.Totals)+len(r.Steps)+len(r.Detail)+len(r.Lift)+len(r.DailyRevenue) != 0 || r.Funnel != (analytics.Funnel{}) ||
+	if len(r.Totals)+len(r.Steps)+len(r.Detail)+len(r.StepFunnel)+len(r.NotSent)+len(r.Lift)+len(r.DailyRevenue) != 0 || r.Funnel != (analytics.Funnel{}) ||
 		!reflect.DeepEqual(bucketCounts(r.TimeToRecovery), []int64{0, 0, 0, 0, 0, 0}) {
 		t.Errorf("empty database gave %s", toJSON(r))
 	}
@@ -347,6 +348,9 @@ func TestCompatReport(t *testing.T) {
 	if want := (analytics.Funnel{AbandonedCarts: 3, TreatedCarts: 3, SentCarts: 2, RecoveredCarts: 2}); r.Funnel != want || len(r.Lift) != 0 {
 		t.Errorf("browse: funnel %+v lift %s, want %+v and no lift", r.Funnel, toJSON(r.Lift), want)
 	}
+	if len(r.StepFunnel) != 1 || r.StepFunnel[0].Due != 4 || r.StepFunnel[0].Deferred != 1 || len(r.NotSent) != 2 {
+		t.Errorf("browse: step funnel %s not sent %s, want nudge due 4, deferred 1, two reasons", toJSON(r.StepFunnel), toJSON(r.NotSent))
+	}
 	abandoned := period
 	abandoned.Flow = "abandoned"
 	r = sameReports(t, es, abandoned)
@@ -363,13 +367,13 @@ func TestCompatReport(t *testing.T) {
 	wantAnswer(t, "quantileExact of [10 20 30 40]", a, "30 | 40")
 }
 
-// The README's five queries, on the dataset of TestReadmeQueriesRun.
+// The README's six queries, on the dataset of TestReadmeQueriesRun.
 func TestCompatReadmeQueries(t *testing.T) {
 	es := bothEngines(t)
 	migrateBoth(t, es)
 	qs := readmeQueries(t)
-	if len(qs) != 5 {
-		t.Fatalf("the README has %d queries, want 5", len(qs))
+	if len(qs) != 6 {
+		t.Fatalf("the README has %d queries, want 6", len(qs))
 	}
 	for _, e := range es {
 		insertReadmeDataset(t, e.conn)
@@ -442,6 +446,9 @@ func TestCompatErasure(t *testing.T) {
 		wantAnswer(t, "action results left", a, "A10", "A11", "A12", "A13", "A14", "A15", "A19", "A3", "A4", "A5", "A6", "A9")
 		a = sameOnBoth(t, es, "SELECT id FROM outcomes ORDER BY id")
 		wantAnswer(t, "outcomes left", a, "O1", "O10", "O11", "O2", "O4", "O5", "O6", "O7", "O8", "O9")
+		// S4 is c1's before 03-02, S7 c3's.
+		a = sameOnBoth(t, es, "SELECT DISTINCT id FROM suppressions ORDER BY id")
+		wantAnswer(t, "suppressions left", a, "Q1", "S1", "S2", "S3", "S5", "S6")
 		a = sameOnBoth(t, es, "SELECT key_hash, max(erased_at), count() FROM erasures GROUP BY key_hash ORDER BY key_hash")
 		keys := []string{"c1", "c3"}
 		slices.SortFunc(keys, func(a, b string) int { return cmp.Compare(analytics.KeyHash(a), analytics.KeyHash(b)) })

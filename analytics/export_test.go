@@ -20,6 +20,7 @@ func DecodeForTest(values ...[]byte) (tables map[string]map[string]any, errs []e
 		"decisions":      r.decisions.columns(time.Unix(0, 0)),
 		"outcomes":       r.outcomes.columns(time.Unix(0, 0)),
 		"action_results": r.actions.columns(time.Unix(0, 0)),
+		"suppressions":   r.suppressions.columns(time.Unix(0, 0)),
 	} {
 		tables[name] = map[string]any{}
 		for _, c := range cols {
@@ -45,6 +46,7 @@ func InsertForTest(ctx context.Context, conn driver.Conn, values [][]byte) (int,
 		{"decisions", r.decisions.len(), r.decisions.columns(now)},
 		{"outcomes", r.outcomes.len(), r.outcomes.columns(now)},
 		{"action_results", r.actions.len(), r.actions.columns(now)},
+		{"suppressions", r.suppressions.len(), r.suppressions.columns(now)},
 	} {
 		if t.n > 0 {
 			if err := insert(ctx, conn, t.name, t.cols); err != nil {
@@ -52,7 +54,7 @@ func InsertForTest(ctx context.Context, conn driver.Conn, values [][]byte) (int,
 			}
 		}
 	}
-	return r.decisions.len() + r.outcomes.len() + r.actions.len(), nil
+	return r.decisions.len() + r.outcomes.len() + r.actions.len() + r.suppressions.len(), nil
 }
 
 // EraseForTest applies erasures of customer keys (key → erasure time) as

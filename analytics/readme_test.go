@@ -16,7 +16,7 @@ import (
 	"github.com/cartlift/cartlift/events"
 )
 
-// readmeQueries are the SQL blocks of the README's "Five queries".
+// readmeQueries are the SQL blocks of the README's "Six queries".
 func readmeQueries(t *testing.T) []string {
 	t.Helper()
 	b, err := os.ReadFile("../README.md")
@@ -24,9 +24,9 @@ func readmeQueries(t *testing.T) []string {
 		t.Fatal(err)
 	}
 	s := string(b)
-	start := strings.Index(s, "### Five queries")
+	start := strings.Index(s, "### Six queries")
 	if start < 0 {
-		t.Fatal("README has no \"### Five queries\" section")
+		t.Fatal("README has no \"### Six queries\" section")
 	}
 	s = s[start:]
 	if end := strings.Index(s, "\n## "); end > 0 {
@@ -41,12 +41,12 @@ func readmeQueries(t *testing.T) []string {
 
 // TestReadmeQueriesRun runs the README's queries for data teams against a
 // real ClickHouse holding a small dataset inserted twice (as a replay
-// would), and checks queries 1, 2, 3 and 5 against the dataset and 4 for
-// its medians.
+// would), and checks queries 1, 2, 3, 5 and 6 against the dataset and 4
+// for its medians.
 func TestReadmeQueriesRun(t *testing.T) {
 	qs := readmeQueries(t)
-	if len(qs) != 5 {
-		t.Fatalf("the README has %d queries, want 5", len(qs))
+	if len(qs) != 6 {
+		t.Fatalf("the README has %d queries, want 6", len(qs))
 	}
 	conn, _ := migrated(t)
 	insertReadmeDataset(t, conn)
@@ -55,7 +55,9 @@ func TestReadmeQueriesRun(t *testing.T) {
 
 // insertReadmeDataset inserts, twice (as a replay would), ten treated carts
 // (four recovered, 25 EUR each) and four control carts (one converted),
-// decided two days ago.
+// decided two days ago, and the steps not sent at the same time: three
+// without consent and one over the frequency cap (processor), one without
+// an address (actions), one deferral (not a suppression).
 func insertReadmeDataset(t *testing.T, conn driver.Conn) {
 	t.Helper()
 	ctx := context.Background()
@@ -89,6 +91,19 @@ func insertReadmeDataset(t *testing.T, conn driver.Conn) {
 			values = append(values, enc(o.ID, events.TypeOutcome, o))
 		}
 	}
+	for i, reason := range []string{events.SuppressedNoConsent, events.SuppressedNoConsent, events.SuppressedNoConsent,
+		events.SuppressedFrequencyCap, events.SuppressedNoAddress} {
+		s := events.Suppression{ID: fmt.Sprintf("s%d", i), DecisionID: fmt.Sprintf("x%d", i), Reason: reason,
+			Stage: events.StageProcessor, Flow: "reminders", Step: "first", CustomerKey: fmt.Sprintf("n%d", i), CartID: "k",
+			Currency: "EUR", Due: at, At: at}
+		if reason == events.SuppressedNoAddress {
+			s.Stage = events.StageActions
+		}
+		values = append(values, enc(s.ID, events.TypeSuppressed, s))
+	}
+	q := events.Deferral{ID: "q0", DecisionID: "x9", Reason: events.DeferredQuietHours, Flow: "reminders", Step: "first",
+		CustomerKey: "n9", CartID: "k", Currency: "EUR", Due: at, At: at, Until: at.Add(time.Hour)}
+	values = append(values, enc(q.ID, events.TypeDeferred, q))
 	for range 2 {
 		if _, err := analytics.InsertForTest(ctx, conn, values); err != nil {
 			t.Fatal(err)
@@ -160,6 +175,14 @@ func checkReadmeResults(t *testing.T, results []string) {
 	// 5: 10 treated decisions, all sent, 4 recovered.
 	if want := "reminder 10 10 0 4 0.4 \n"; results[4] != want {
 		t.Errorf("query 5 gave %q, want %q", results[4], want)
+	}
+	// 6: the suppressed steps by reason, most first, each once despite the
+	// double insert; the deferral is not among them.
+	day := time.Now().UTC().Add(-48 * time.Hour).Truncate(24 * time.Hour).Format("2006-01-02 15:04:05 -0700 MST")
+	if want := day + " reminders first processor no_consent 3 3 \n" +
+		day + " reminders first processor frequency_cap 1 1 \n" +
+		day + " reminders first actions no_address 1 1 \n"; results[5] != want {
+		t.Errorf("query 6 gave %q, want %q", results[5], want)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"html/template"
 	"io"
+	"maps"
 	"math"
 	"slices"
 	"strconv"
@@ -51,7 +52,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 		p("\nNo decisions in this period.\n")
 	}
 
-	if !r.empty() {
+	if r.Funnel.AbandonedCarts > 0 {
 		f := r.Funnel
 		p("\nFunnel (distinct carts, all currencies)\n")
 		writeText(&buf, "  ", nil, []bool{false, true, false}, [][]string{
@@ -71,6 +72,14 @@ func (r *Report) WriteTable(w io.Writer) error {
 	if len(r.Steps) > 0 {
 		p("\nSteps\n")
 		tables.steps.writeText(&buf)
+	}
+	if len(r.StepFunnel) > 0 {
+		p("\nFunnel per step (steps due, all currencies; due = suppressed by a guard + holdout + decided)\n")
+		tables.stepFunnel.writeText(&buf)
+	}
+	if len(r.NotSent) > 0 {
+		p("\nNot sent, by reason (processor: a guard, no decision; actions: the decision was dropped)\n")
+		tables.notSent.writeText(&buf)
 	}
 	if len(r.Totals) > 0 {
 		p("Rates are recovered / treated carts; discount cost assumes every recovered order used its offer (an upper bound).\n")
@@ -262,7 +271,24 @@ var metricColumnList = []tableColumn[metricRow]{
 
 // tableSet is the report's tables, built from their column lists.
 type tableSet struct {
-	totals, steps, lift, daily, detail grid
+	totals, steps, stepFunnel, notSent, lift, daily, detail grid
+}
+
+// reasonsText is a step's suppressions by reason, most first (then by
+// reason): "no_consent 3, frequency_cap 1", or "–" for none.
+func reasonsText(by map[string]int64) string {
+	reasons := slices.Collect(maps.Keys(by))
+	slices.SortFunc(reasons, func(a, b string) int { return cmp.Or(cmp.Compare(by[b], by[a]), cmp.Compare(a, b)) })
+	var parts []string
+	for _, r := range reasons {
+		if by[r] > 0 {
+			parts = append(parts, r+" "+count(by[r]))
+		}
+	}
+	if len(parts) == 0 {
+		return "–"
+	}
+	return strings.Join(parts, ", ")
 }
 
 func (r *Report) tableSet() tableSet {
@@ -285,6 +311,31 @@ func (r *Report) tableSet() tableSet {
 		rows = append(rows, metricRow{[]string{d.Day, d.Flow, d.Step, d.CartType, d.Channel, d.Currency}, d.Currency, d.Metrics})
 	}
 	ts.detail = makeGrid(metric("Day", "Flow", "Step", "Cart type", "Channel", "Currency"), rows)
+
+	ts.stepFunnel = makeGrid([]tableColumn[StepFunnel]{
+		{"Flow", "", false, func(f StepFunnel) string { return f.Flow }, true},
+		{"Step", "", false, func(f StepFunnel) string { return f.Step }, true},
+		{"Due", "steps that came due: suppressed by a guard + holdout + decided", true, func(f StepFunnel) string { return count(f.Due) }, false},
+		{"Suppressed", "steps not sent for a reason: stopped by a guard, or decided and dropped by the actions role", true, func(f StepFunnel) string {
+			return count(f.Suppressed)
+		}, false},
+		{"Why not sent", "suppressed steps by reason", false, func(f StepFunnel) string { return reasonsText(f.SuppressedBy) }, true},
+		{"Deferred", "steps deferred by quiet hours (then decided or suppressed: counted there too)", true, func(f StepFunnel) string { return count(f.Deferred) }, false},
+		{"Holdout", "holdout decisions: the control group, nothing sent by design", true, func(f StepFunnel) string { return count(f.Holdout) }, false},
+		{"Decided", "treated decisions", true, func(f StepFunnel) string { return count(f.Decided) }, false},
+		{"Sent", "treated decisions whose email was sent or webhook delivered", true, func(f StepFunnel) string { return count(f.Sent) }, false},
+		{"Clicked", "treated decisions whose link was clicked", true, func(f StepFunnel) string { return count(f.Clicked) }, false},
+		{"Recovered", "treated decisions followed by the cart's checkout", true, func(f StepFunnel) string { return count(f.Recovered) }, false},
+	}, r.StepFunnel)
+
+	ts.notSent = makeGrid([]tableColumn[NotSentRow]{
+		{"Flow", "", false, func(n NotSentRow) string { return n.Flow }, true},
+		{"Step", "", false, func(n NotSentRow) string { return n.Step }, true},
+		{"Stage", "processor: a guard stopped the step, no decision; actions: the decision was dropped", false, func(n NotSentRow) string { return n.Stage }, false},
+		{"Reason", "", false, func(n NotSentRow) string { return n.Reason }, false},
+		{"Steps", "suppressed steps", true, func(n NotSentRow) string { return count(n.Steps) }, false},
+		{"Carts", "distinct carts among them", true, func(n NotSentRow) string { return count(n.Carts) }, false},
+	}, r.NotSent)
 
 	ts.lift = makeGrid([]tableColumn[Lift]{
 		{"Flow", "", false, func(l Lift) string { return l.Flow }, true},
@@ -317,8 +368,9 @@ func controlText(m Metrics) string {
 	return fmt.Sprintf("%s (%s/%s)", percent(m.ControlRate), count(m.ControlConverted), count(m.ControlCarts))
 }
 
-// empty reports whether the period has no decision.
-func (r *Report) empty() bool { return r.Funnel.AbandonedCarts == 0 }
+// empty reports whether the period has no decision and no suppressed or
+// deferred step.
+func (r *Report) empty() bool { return r.Funnel.AbandonedCarts == 0 && len(r.StepFunnel) == 0 }
 
 // period is the period exactly as queried, "2024-03-01 00:00 – 2024-03-03
 // 00:00 UTC (2 days)", with seconds when a bound is not a whole minute
@@ -560,6 +612,7 @@ func (r *Report) htmlView() htmlView {
 		"Discount cost assumes every recovered order used the offered discount: an upper bound.",
 		"Amounts in the tables are in the row's currency, with its minor digits; amounts in different currencies are never added up.",
 		"Daily revenue is dated by the checkout; the other figures by the decision (a recovery after the period still counts for its decision).",
+		"Funnel per step: every step that came due is counted once, as suppressed by a guard (no consent, a cap, combined into another cart's message), a holdout decision (the control group, not a suppression) or a decided one; decided steps the actions role dropped (no address, expired, no channel) are suppressed too. A deferral by quiet hours delays a step; the step is then counted where it ended.",
 	}
 	return v
 }
@@ -615,6 +668,20 @@ func (r *Report) cards() []card {
 		Label:  "Reached",
 		Values: []string{percent(ratio(f.SentCarts, f.TreatedCarts))},
 		Sub:    fmt.Sprintf("%s carts got a message, %s clicked", count(f.SentCarts), count(f.ClickedCarts)),
+		Tone:   "neutral",
+	})
+	var due, suppressed int64
+	by := map[string]int64{}
+	for _, s := range r.StepFunnel {
+		due, suppressed = due+s.Due, suppressed+s.Suppressed
+		for reason, n := range s.SuppressedBy {
+			by[reason] += n
+		}
+	}
+	cs = append(cs, card{
+		Label:  "Not sent",
+		Values: []string{count(suppressed)},
+		Sub:    fmt.Sprintf("of %s steps due were suppressed: %s", count(due), reasonsText(by)),
 		Tone:   "neutral",
 	})
 	return cs
@@ -906,6 +973,8 @@ func (r *Report) tables() []table {
 	for _, t := range []table{
 		{ID: "totals", Title: "Totals by currency", grid: g.totals},
 		{ID: "steps", Title: "Steps", grid: g.steps},
+		{ID: "step-funnel", Title: "Funnel per step: due, suppressed, sent", grid: g.stepFunnel},
+		{ID: "not-sent", Title: "Not sent, by reason", grid: g.notSent},
 		{ID: "lift", Title: "Lift over the holdout group", grid: g.lift},
 		{ID: "daily", Title: "Daily recovered revenue", Collapsed: true, grid: g.daily},
 		{ID: "detail", Title: "Detail per day, flow, step, cart type and channel", Collapsed: true, grid: g.detail},

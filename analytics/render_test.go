@@ -52,6 +52,16 @@ func handReport() *analytics.Report {
 			{Day: "2024-03-02", Currency: "EUR", Recovered: 1, RecoveredRevenueMinor: 23456},
 			{Day: "2024-03-02", Currency: "JPY", Recovered: 1, RecoveredRevenueMinor: 1500},
 		},
+		StepFunnel: []analytics.StepFunnel{
+			{Flow: evilFlow, Step: "first", Due: 1234, Suppressed: 40, SuppressedByProcessor: 35,
+				SuppressedBy: map[string]int64{"no_consent": 30, "frequency_cap": 5, "no_address": 5}, Deferred: 7,
+				Holdout: 80, Decided: 1119, Sent: 1110, Clicked: 300, Recovered: 56},
+		},
+		NotSent: []analytics.NotSentRow{
+			{Flow: evilFlow, Step: "first", Stage: "actions", Reason: "no_address", Steps: 5, Carts: 5},
+			{Flow: evilFlow, Step: "first", Stage: "processor", Reason: "frequency_cap", Steps: 5, Carts: 4},
+			{Flow: evilFlow, Step: "first", Stage: "processor", Reason: "no_consent", Steps: 30, Carts: 29},
+		},
 		TimeToRecovery: withCounts(20, 10, 5, 0, 0, 1),
 	}
 }
@@ -347,7 +357,7 @@ func TestHTMLTablesHeadersMatchCells(t *testing.T) {
 			}
 		}
 	}
-	if want := []string{"table-totals", "table-steps", "table-lift", "table-daily", "table-detail"}; !reflect.DeepEqual(ids, want) {
+	if want := []string{"table-totals", "table-steps", "table-step-funnel", "table-not-sent", "table-lift", "table-daily", "table-detail"}; !reflect.DeepEqual(ids, want) {
 		t.Fatalf("tables %q, want %q", ids, want)
 	}
 	// cellUnder is the cell of row i under the header h.
@@ -383,6 +393,21 @@ func TestHTMLTablesHeadersMatchCells(t *testing.T) {
 		{"table-steps", 0, "Currency", "EUR"},
 		{"table-steps", 0, "Recovered", "56"},
 		{"table-steps", 0, "Rate", "80.0%"},
+		{"table-step-funnel", 0, "Flow", evilFlow},
+		{"table-step-funnel", 0, "Due", "1,234"},
+		{"table-step-funnel", 0, "Suppressed", "40"},
+		{"table-step-funnel", 0, "Why not sent", "no_consent 30, frequency_cap 5, no_address 5"},
+		{"table-step-funnel", 0, "Deferred", "7"},
+		{"table-step-funnel", 0, "Holdout", "80"},
+		{"table-step-funnel", 0, "Decided", "1,119"},
+		{"table-step-funnel", 0, "Sent", "1,110"},
+		{"table-step-funnel", 0, "Clicked", "300"},
+		{"table-step-funnel", 0, "Recovered", "56"},
+		{"table-not-sent", 0, "Stage", "actions"},
+		{"table-not-sent", 0, "Reason", "no_address"},
+		{"table-not-sent", 2, "Reason", "no_consent"},
+		{"table-not-sent", 2, "Steps", "30"},
+		{"table-not-sent", 2, "Carts", "29"},
 		{"table-lift", 0, "Treated", "56/70 (80.0%)"},
 		{"table-lift", 0, "Holdout", "48/80 (60.0%)"},
 		{"table-daily", 0, "Revenue", "1,000.00"},

@@ -1,9 +1,11 @@
 package analytics
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -61,6 +63,15 @@ type Report struct {
 	// currency), by day, flow, step index, step, cart type, channel and
 	// currency. The day is the UTC day of the decision.
 	Detail []DetailRow `json:"detail"`
+	// StepFunnel has one row per (flow, step) with a step due in the
+	// period, all currencies together, by flow, step index and step: due
+	// → suppressed (by reason) → deferred → holdout → decided → sent →
+	// clicked → recovered.
+	StepFunnel []StepFunnel `json:"step_funnel"`
+	// NotSent has one row per (flow, step, stage, reason) of the
+	// suppressed steps of the period, by flow, step index, step, stage and
+	// reason: why abandoned carts were not messaged.
+	NotSent []NotSentRow `json:"not_sent"`
 	// Lift has one row per flow with control carts, by flow.
 	Lift []Lift `json:"lift"`
 	// DailyRevenue is by day and currency.
@@ -156,6 +167,56 @@ type Funnel struct {
 	SentCarts      int64 `json:"sent_carts"`
 	ClickedCarts   int64 `json:"clicked_carts"`
 	RecoveredCarts int64 `json:"recovered_carts"`
+}
+
+// StepFunnel follows the steps of one flow step that came due in the
+// period, each counted once (by its id), all currencies together. A step
+// that comes due ends in exactly one of: suppressed by a guard of the
+// processor (no decision), a holdout decision (the control group: nothing
+// is sent by design, so it is not a suppression), or a treated decision;
+// so Due = processor suppressions + Holdout + Decided. A treated decision
+// that the actions role dropped (no address, expired, ...) is in Decided
+// and in Suppressed. Suppressions and deferrals are dated by their at
+// (the decision time the step had or would have had), decisions by
+// decided_at.
+type StepFunnel struct {
+	Flow      string `json:"flow"`
+	Step      string `json:"step"`
+	StepIndex int64  `json:"step_index"`
+	// Due counts the steps that came due and were decided or suppressed
+	// by the processor.
+	Due int64 `json:"due"`
+	// Suppressed counts the steps not sent for a reason (either stage);
+	// SuppressedBy the same by reason (processor and actions together),
+	// and SuppressedByProcessor those of the processor's guards.
+	Suppressed            int64            `json:"suppressed"`
+	SuppressedByProcessor int64            `json:"suppressed_by_processor"`
+	SuppressedBy          map[string]int64 `json:"suppressed_by"`
+	// Deferred counts the distinct steps deferred by quiet hours; each is
+	// also in the other columns once it was decided (a deferral does not
+	// drop a step).
+	Deferred int64 `json:"deferred"`
+	// Holdout counts the holdout decisions, Decided the treated ones;
+	// Sent, Clicked and Recovered the treated decisions with a message
+	// sent, a click, a recovery.
+	Holdout   int64 `json:"holdout"`
+	Decided   int64 `json:"decided"`
+	Sent      int64 `json:"sent"`
+	Clicked   int64 `json:"clicked"`
+	Recovered int64 `json:"recovered"`
+}
+
+// NotSentRow counts the suppressed steps of one flow step, stage
+// (processor, actions) and reason: Steps each id once, Carts the distinct
+// carts among them.
+type NotSentRow struct {
+	Flow      string `json:"flow"`
+	Step      string `json:"step"`
+	StepIndex int64  `json:"step_index"`
+	Stage     string `json:"stage"`
+	Reason    string `json:"reason"`
+	Steps     int64  `json:"steps"`
+	Carts     int64  `json:"carts"`
 }
 
 // Lift compares a flow's treated carts with its control (holdout) carts,
@@ -363,6 +424,8 @@ func BuildReport(ctx context.Context, conn driver.Conn, opt ReportOptions) (*Rep
 		Totals:         []TotalRow{},
 		Steps:          []StepRow{},
 		Detail:         []DetailRow{},
+		StepFunnel:     []StepFunnel{},
+		NotSent:        []NotSentRow{},
 		Lift:           []Lift{},
 		DailyRevenue:   []DailyRevenue{},
 		TimeToRecovery: TimeToRecoveryBuckets(),
@@ -409,6 +472,10 @@ func BuildReport(ctx context.Context, conn driver.Conn, opt ReportOptions) (*Rep
 			return scan(&f.AbandonedCarts, &f.TreatedCarts, &f.SentCarts, &f.ClickedCarts, &f.RecoveredCarts)
 		})
 	if err != nil {
+		return nil, err
+	}
+
+	if err := r.stepFunnel(ctx, conn, factArgs, []any{since, until, opt.Flow, opt.Flow}); err != nil {
 		return nil, err
 	}
 
@@ -482,6 +549,98 @@ func BuildReport(ctx context.Context, conn driver.Conn, opt ReportOptions) (*Rep
 		return nil, err
 	}
 	return r, nil
+}
+
+// suppressionFacts is one row per suppression or deferral (each id once)
+// dated in [since, until), of the flow when set; parameters since, until,
+// flow, flow. The copies of an id are the same record (deterministic
+// content), so filtering before the GROUP BY keeps all of them or none.
+const suppressionFacts = `SELECT
+        id,
+        argMax(kind, inserted_at) AS s_kind,
+        argMax(stage, inserted_at) AS s_stage,
+        argMax(reason, inserted_at) AS s_reason,
+        argMax(flow, inserted_at) AS s_flow,
+        argMax(step, inserted_at) AS s_step,
+        argMax(step_index, inserted_at) AS s_step_index,
+        argMax(customer_key, inserted_at) AS s_customer_key,
+        argMax(cart_id, inserted_at) AS s_cart_id
+    FROM suppressions
+    WHERE at >= ? AND at < ? AND (? = '' OR flow = ?)
+    GROUP BY id`
+
+// stepFunnel fills StepFunnel and NotSent: the suppressions and deferrals
+// by flow, step, kind, stage and reason, and the decisions by flow and
+// step, merged by flow and step.
+func (r *Report) stepFunnel(ctx context.Context, conn driver.Conn, factArgs, supArgs []any) error {
+	type key struct{ flow, step string }
+	rows := map[key]*StepFunnel{}
+	row := func(flow, step string, idx int64) *StepFunnel {
+		k := key{flow, step}
+		f := rows[k]
+		if f == nil {
+			f = &StepFunnel{Flow: flow, Step: step, StepIndex: idx, SuppressedBy: map[string]int64{}}
+			rows[k] = f
+		}
+		f.StepIndex = min(f.StepIndex, idx)
+		return f
+	}
+	err := query(ctx, conn, "not sent",
+		`SELECT s_flow, s_step, toInt64(min(s_step_index)) AS step_index, s_kind, s_stage, s_reason,
+			toInt64(count()), toInt64(uniqExact(s_customer_key, s_cart_id))
+		FROM (`+suppressionFacts+`)
+		GROUP BY s_flow, s_step, s_kind, s_stage, s_reason
+		ORDER BY s_flow, step_index, s_step, s_kind, s_stage, s_reason`,
+		supArgs, func(scan func(...any) error) error {
+			var n NotSentRow
+			var kind string
+			if err := scan(&n.Flow, &n.Step, &n.StepIndex, &kind, &n.Stage, &n.Reason, &n.Steps, &n.Carts); err != nil {
+				return err
+			}
+			f := row(n.Flow, n.Step, n.StepIndex)
+			if kind == KindDeferred {
+				f.Deferred += n.Steps
+				return nil
+			}
+			f.Suppressed += n.Steps
+			f.SuppressedBy[n.Reason] += n.Steps
+			if n.Stage != "actions" {
+				f.SuppressedByProcessor += n.Steps
+			}
+			r.NotSent = append(r.NotSent, n)
+			return nil
+		})
+	if err != nil {
+		return err
+	}
+	err = query(ctx, conn, "step funnel",
+		`SELECT d_flow, d_step, toInt64(min(d_step_index)),
+			toInt64(countIf(d_holdout = 1)), toInt64(countIf(d_holdout = 0)),
+			toInt64(countIf(d_holdout = 0 AND sent = 1)), toInt64(countIf(d_holdout = 0 AND clicked = 1)),
+			toInt64(countIf(d_holdout = 0 AND recovered = 1))
+		FROM (`+facts+`)
+		GROUP BY d_flow, d_step`,
+		factArgs, func(scan func(...any) error) error {
+			var flow, step string
+			var idx, holdout, decided, sent, clicked, recovered int64
+			if err := scan(&flow, &step, &idx, &holdout, &decided, &sent, &clicked, &recovered); err != nil {
+				return err
+			}
+			f := row(flow, step, idx)
+			f.Holdout, f.Decided, f.Sent, f.Clicked, f.Recovered = holdout, decided, sent, clicked, recovered
+			return nil
+		})
+	if err != nil {
+		return err
+	}
+	for _, f := range rows {
+		f.Due = f.SuppressedByProcessor + f.Holdout + f.Decided
+		r.StepFunnel = append(r.StepFunnel, *f)
+	}
+	slices.SortFunc(r.StepFunnel, func(a, b StepFunnel) int {
+		return cmp.Or(cmp.Compare(a.Flow, b.Flow), cmp.Compare(a.StepIndex, b.StepIndex), cmp.Compare(a.Step, b.Step))
+	})
+	return nil
 }
 
 // metricRows runs a query that selects a row's grouping columns, then

@@ -59,6 +59,18 @@ import (
 //	O9  lost              c5/k5 at 03-03
 //	O10 converted         c6/k6 at 03-02, no decision        7000 EUR
 //	O11 recovered         D18  at 03-09 08:00  since 604800   1500 USD
+//
+// Suppressions (kind suppressed unless noted; at = the decision time the
+// step had or would have had):
+//
+//	S1  03-01 10:30  abandoned reminder  processor no_consent     c20/k20
+//	S2  03-01 15:00  abandoned reminder  processor frequency_cap  c21/k21
+//	S7  03-01 12:00  abandoned reminder  processor combined       c3/k30 (into D4)
+//	S3  03-02 11:00  abandoned discount  processor cart_cap       c2/k2
+//	S4  03-01 21:00  browse    nudge     actions   expired        c1/k1 (D15, not sent)
+//	S5  03-01 22:00  browse    nudge     processor no_consent     c22/k22
+//	Q1  03-01 23:00  browse    nudge     deferred  quiet_hours    c23/k23 (stored twice)
+//	S6  02-29 23:00  abandoned reminder  processor no_consent     c24/k24 before the period
 
 var (
 	periodStart = time.Date(2024, 3, 1, 0, 0, 0, 0, time.UTC)
@@ -99,10 +111,20 @@ type outcomeRow struct {
 	sinceSeconds   int64
 }
 
+type suppressionRow struct {
+	id, kind, stage, reason string
+	at                      time.Time
+	flow, step              string
+	stepIndex               uint16
+	customer, cart          string
+	decisionID, into        string
+}
+
 type reportDataset struct {
-	decisions []decisionRow
-	results   []resultRow
-	outcomes  []outcomeRow
+	decisions    []decisionRow
+	results      []resultRow
+	outcomes     []outcomeRow
+	suppressions []suppressionRow
 }
 
 func knownDataset() reportDataset {
@@ -164,6 +186,17 @@ func knownDataset() reportDataset {
 			{"O10", "converted", ts(3, 2, 0, 0, 0), "c6", "k6", "EUR", 7000, "", "", "", 0, 0},
 			{"O11", "recovered", ts(3, 9, 8, 0, 0), "c14", "k14", "USD", 1500, "D18", "browse", "nudge", 0, 604800},
 		},
+		suppressions: []suppressionRow{
+			{"S1", "suppressed", "processor", "no_consent", ts(3, 1, 10, 30, 0), "abandoned", "reminder", 0, "c20", "k20", "d-s1", ""},
+			{"S2", "suppressed", "processor", "frequency_cap", ts(3, 1, 15, 0, 0), "abandoned", "reminder", 0, "c21", "k21", "d-s2", ""},
+			{"S7", "suppressed", "processor", "combined", ts(3, 1, 12, 0, 0), "abandoned", "reminder", 0, "c3", "k30", "d-s7", "D4"},
+			{"S3", "suppressed", "processor", "cart_cap", ts(3, 2, 11, 0, 0), "abandoned", "discount", 1, "c2", "k2", "d-s3", ""},
+			{"S4", "suppressed", "actions", "expired", ts(3, 1, 21, 0, 0), "browse", "nudge", 0, "c1", "k1", "D15", ""},
+			{"S5", "suppressed", "processor", "no_consent", ts(3, 1, 22, 0, 0), "browse", "nudge", 0, "c22", "k22", "d-s5", ""},
+			{"Q1", "deferred", "", "quiet_hours", ts(3, 1, 23, 0, 0), "browse", "nudge", 0, "c23", "k23", "d-q1", ""},
+			{"Q1", "deferred", "", "quiet_hours", ts(3, 1, 23, 0, 0), "browse", "nudge", 0, "c23", "k23", "d-q1", ""},
+			{"S6", "suppressed", "processor", "no_consent", ts(2, 29, 23, 0, 0), "abandoned", "reminder", 0, "c24", "k24", "d-s6", ""},
+		},
 	}
 }
 
@@ -203,6 +236,16 @@ func (ds reportDataset) insert(t *testing.T, conn driver.Conn, insertedAt time.T
 			r := ds.results[i]
 			d := decisionOf[r.decisionID]
 			return []any{r.id, r.kind, r.at, r.decisionID, d.cart, d.flow, d.step, d.holdout, d.currency, insertedAt}
+		})
+	send("suppressions", "id, kind, reason, stage, decision_id, into_decision_id, flow, step, step_index, action, customer_key, cart_id, currency, value_minor, due_at, at, until, inserted_at",
+		len(ds.suppressions), func(i int) []any {
+			s := ds.suppressions[i]
+			until := time.Unix(0, 0).UTC()
+			if s.kind == "deferred" {
+				until = s.at.Add(8 * time.Hour)
+			}
+			return []any{s.id, s.kind, s.reason, s.stage, s.decisionID, s.into, s.flow, s.step, s.stepIndex, "email",
+				s.customer, s.cart, "EUR", int64(2500), s.at, s.at, until, insertedAt}
 		})
 	send("outcomes", "id, kind, at, customer_key, cart_id, currency, value_minor, decision_id, flow, step, holdout, since_decision_seconds, inserted_at",
 		len(ds.outcomes), func(i int) []any {
@@ -378,6 +421,40 @@ func checkKnownReport(t *testing.T, r *analytics.Report) {
 	wantFunnel := analytics.Funnel{AbandonedCarts: 11, TreatedCarts: 8, SentCarts: 7, ClickedCarts: 3, RecoveredCarts: 6}
 	if r.Funnel != wantFunnel {
 		t.Errorf("funnel %+v, want %+v", r.Funnel, wantFunnel)
+	}
+
+	// The funnel per step, each step due once (Q1 and D-ids stored once or
+	// twice alike); S6 is before the period.
+	//   abandoned/reminder: treated D1 D3 D4 D6 D8 D9 = 6, holdout D10 D11
+	//     D13 = 3; sent D1 D3 D6 D8 = 4 (D4, D9 failed); clicked D1 D3;
+	//     recovered D3; suppressed S1 S2 S7 by the processor: due 3+3+6.
+	//   abandoned/discount: treated D2 D5 D7, holdout D12; sent 3; clicked
+	//     D7; recovered D2 D5 D7; S3: due 1+1+3.
+	//   browse/nudge: treated D14 D15 D18; sent D14 D18; recovered both; S5
+	//     by the processor, S4 (D15) by the actions role: suppressed 2, due
+	//     1+0+3; deferred Q1.
+	wantFunnelSteps := []analytics.StepFunnel{
+		{Flow: "abandoned", Step: "reminder", StepIndex: 0, Due: 12, Suppressed: 3, SuppressedByProcessor: 3,
+			SuppressedBy: map[string]int64{"no_consent": 1, "frequency_cap": 1, "combined": 1},
+			Holdout:      3, Decided: 6, Sent: 4, Clicked: 2, Recovered: 1},
+		{Flow: "abandoned", Step: "discount", StepIndex: 1, Due: 5, Suppressed: 1, SuppressedByProcessor: 1,
+			SuppressedBy: map[string]int64{"cart_cap": 1}, Holdout: 1, Decided: 3, Sent: 3, Clicked: 1, Recovered: 3},
+		{Flow: "browse", Step: "nudge", StepIndex: 0, Due: 4, Suppressed: 2, SuppressedByProcessor: 1,
+			SuppressedBy: map[string]int64{"no_consent": 1, "expired": 1}, Deferred: 1, Decided: 3, Sent: 2, Recovered: 2},
+	}
+	if !reflect.DeepEqual(r.StepFunnel, wantFunnelSteps) {
+		t.Errorf("step funnel\n got %s\nwant %s", toJSON(r.StepFunnel), toJSON(wantFunnelSteps))
+	}
+	wantNotSent := []analytics.NotSentRow{
+		{Flow: "abandoned", Step: "reminder", Stage: "processor", Reason: "combined", Steps: 1, Carts: 1},
+		{Flow: "abandoned", Step: "reminder", Stage: "processor", Reason: "frequency_cap", Steps: 1, Carts: 1},
+		{Flow: "abandoned", Step: "reminder", Stage: "processor", Reason: "no_consent", Steps: 1, Carts: 1},
+		{Flow: "abandoned", Step: "discount", StepIndex: 1, Stage: "processor", Reason: "cart_cap", Steps: 1, Carts: 1},
+		{Flow: "browse", Step: "nudge", Stage: "actions", Reason: "expired", Steps: 1, Carts: 1},
+		{Flow: "browse", Step: "nudge", Stage: "processor", Reason: "no_consent", Steps: 1, Carts: 1},
+	}
+	if !reflect.DeepEqual(r.NotSent, wantNotSent) {
+		t.Errorf("not sent\n got %s\nwant %s", toJSON(r.NotSent), toJSON(wantNotSent))
 	}
 
 	// Lift: only "abandoned" has control carts. Treated carts k1–k6: n1 = 6,

@@ -46,6 +46,19 @@ type record struct {
 type recordData struct {
 	decisionData
 	outcomeData
+	suppressionData
+}
+
+// suppressionData is what events.Suppression and events.Deferral have
+// beyond the fields decisionData and outcomeData already have.
+type suppressionData struct {
+	SuppressionID string    `json:"suppression_id"`
+	DeferralID    string    `json:"deferral_id"`
+	Reason        string    `json:"reason"`
+	Stage         string    `json:"stage"`
+	Into          string    `json:"into"`
+	Due           time.Time `json:"due_at"`
+	Until         time.Time `json:"until"`
 }
 
 type decisionData struct {
@@ -273,12 +286,76 @@ func (r *actionRows) columns(insertedAt time.Time) []column {
 	}
 }
 
+// suppressionRows are suppressed and deferred steps in columns.
+type suppressionRows struct {
+	id, kind, reason, stage, decisionID, into, flow, step, action []string
+	customerKey, cartID, cartType, site, channel, currency        []string
+	dueAt, at, until                                              []time.Time
+	stepIndex                                                     []uint16
+	holdout                                                       []uint8
+	value                                                         []int64
+}
+
+// add appends a suppression (kind "suppressed") or a deferral ("deferred").
+func (r *suppressionRows) add(kind, id string, d *recordData) {
+	r.id = append(r.id, id)
+	r.kind = append(r.kind, kind)
+	r.reason = append(r.reason, d.Reason)
+	r.stage = append(r.stage, d.Stage)
+	r.decisionID = append(r.decisionID, d.DecisionID)
+	r.into = append(r.into, d.Into)
+	r.flow = append(r.flow, d.Flow)
+	r.step = append(r.step, d.Step)
+	r.stepIndex = append(r.stepIndex, uint16(min(max(d.StepIndex, 0), 65535)))
+	r.action = append(r.action, d.Action)
+	r.holdout = append(r.holdout, b2u(d.Holdout))
+	r.customerKey = append(r.customerKey, d.CustomerKey)
+	r.cartID = append(r.cartID, d.CartID)
+	r.cartType = append(r.cartType, d.CartType)
+	r.site = append(r.site, d.Site)
+	r.channel = append(r.channel, d.Channel)
+	r.currency = append(r.currency, d.Currency)
+	r.value = append(r.value, d.ValueMinor)
+	r.dueAt = append(r.dueAt, chTime(d.Due))
+	r.at = append(r.at, chTime(d.At))
+	r.until = append(r.until, chTime(d.Until))
+}
+
+func (r *suppressionRows) len() int { return len(r.id) }
+
+func (r *suppressionRows) reset() {
+	truncate(&r.id, &r.kind, &r.reason, &r.stage, &r.decisionID, &r.into, &r.flow, &r.step, &r.action,
+		&r.customerKey, &r.cartID, &r.cartType, &r.site, &r.channel, &r.currency)
+	truncate(&r.dueAt, &r.at, &r.until)
+	truncate(&r.stepIndex)
+	truncate(&r.holdout)
+	truncate(&r.value)
+}
+
+func (r *suppressionRows) columns(insertedAt time.Time) []column {
+	return []column{
+		{"id", r.id}, {"kind", r.kind}, {"reason", r.reason}, {"stage", r.stage}, {"decision_id", r.decisionID},
+		{"into_decision_id", r.into}, {"flow", r.flow}, {"step", r.step}, {"step_index", r.stepIndex},
+		{"action", r.action}, {"holdout", r.holdout}, {"customer_key", r.customerKey}, {"cart_id", r.cartID},
+		{"cart_type", r.cartType}, {"site", r.site}, {"channel", r.channel}, {"currency", r.currency},
+		{"value_minor", r.value}, {"due_at", r.dueAt}, {"at", r.at}, {"until", r.until},
+		{"inserted_at", repeatTime(insertedAt, r.len())},
+	}
+}
+
+// Kinds of the suppressions table.
+const (
+	KindSuppressed = "suppressed"
+	KindDeferred   = "deferred"
+)
+
 // rows are the rows of one batch, per table, and the batch's erasures.
 type rows struct {
-	decisions decisionRows
-	outcomes  outcomeRows
-	actions   actionRows
-	erased    []erasure
+	decisions    decisionRows
+	outcomes     outcomeRows
+	actions      actionRows
+	suppressions suppressionRows
+	erased       []erasure
 }
 
 // erasure is an erased outcome: the customer key and the erasure's time.
@@ -294,6 +371,7 @@ func (r *rows) reset() {
 	r.decisions.reset()
 	r.outcomes.reset()
 	r.actions.reset()
+	r.suppressions.reset()
 	truncate(&r.erased)
 }
 
@@ -366,8 +444,23 @@ func (r *rows) add(value []byte, erased erasedKeys) (dropped bool, err error) {
 		default:
 			r.actions.add(&o)
 		}
+	case events.TypeSuppressed, events.TypeDeferred:
+		kind, id := KindSuppressed, rec.Data.SuppressionID
+		if rec.Type == events.TypeDeferred {
+			kind, id = KindDeferred, rec.Data.DeferralID
+		}
+		switch {
+		case id == "":
+			return false, &RecordError{ReasonInvalid, fmt.Errorf("%s without its id", rec.Type)}
+		case rec.Data.Reason == "":
+			return false, &RecordError{ReasonInvalid, fmt.Errorf("%s without reason", rec.Type)}
+		case erased.erasedBy(rec.Data.CustomerKey, rec.Data.At):
+			return true, nil
+		}
+		r.suppressions.add(kind, id, &rec.Data)
 	default:
-		return false, &RecordError{ReasonUnknownType, fmt.Errorf("type %q is neither %s nor %s", rec.Type, events.TypeDecision, events.TypeOutcome)}
+		return false, &RecordError{ReasonUnknownType, fmt.Errorf("type %q is none of %s, %s, %s, %s", rec.Type,
+			events.TypeDecision, events.TypeOutcome, events.TypeSuppressed, events.TypeDeferred)}
 	}
 	return false, nil
 }

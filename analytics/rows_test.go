@@ -33,7 +33,17 @@ func TestDecodeFollowsTheContract(t *testing.T) {
 	a.ID, a.Kind, a.ValueMinor = "act-1", "email.sent", 0
 	av, _ := events.Encode(a.ID, events.Source, events.TypeOutcome, a.At, a.CartID, a)
 
-	tables, errs := analytics.DecodeForTest(dv, ov, av)
+	s := events.Suppression{ID: "s-1", DecisionID: "d-x", Reason: events.SuppressedCombined, Stage: events.StageProcessor,
+		Into: "dec-1", Flow: "reminder", Step: "second", StepIndex: 1, Action: "email", Holdout: true, CustomerKey: "cust-1",
+		CartID: "cart-8", CartType: "wishlist", Site: "de", Channel: "app", Currency: "EUR", ValueMinor: 500,
+		Due: at.Add(-time.Minute), At: at}
+	sv, _ := events.Encode(s.ID, events.Source, events.TypeSuppressed, s.At, s.CartID, s)
+	q := events.Deferral{ID: "q-1", DecisionID: "d-y", Reason: events.DeferredQuietHours, Flow: "reminder", Step: "first",
+		Action: "webhook", CustomerKey: "cust-2", CartID: "cart-7", Currency: "USD", ValueMinor: 700,
+		Due: at, At: at, Until: at.Add(8 * time.Hour)}
+	qv, _ := events.Encode(q.ID, events.Source, events.TypeDeferred, q.At, q.CartID, q)
+
+	tables, errs := analytics.DecodeForTest(dv, ov, av, sv, qv)
 	for i, err := range errs {
 		if err != nil {
 			t.Fatalf("record %d: %v", i, err)
@@ -74,6 +84,18 @@ func TestDecodeFollowsTheContract(t *testing.T) {
 		"decision_id": []string{"dec-1"}, "cart_id": []string{"cart-9"},
 		"flow": []string{"reminder"}, "step": []string{"second"}, "holdout": []uint8{0}, "currency": []string{"EUR"},
 		"value_minor": []int64{0},
+	})
+	epoch := time.Unix(0, 0).UTC()
+	check("suppressions", map[string]any{
+		"id": []string{"s-1", "q-1"}, "kind": []string{"suppressed", "deferred"},
+		"reason": []string{"combined", "quiet_hours"}, "stage": []string{"processor", ""},
+		"decision_id": []string{"d-x", "d-y"}, "into_decision_id": []string{"dec-1", ""},
+		"flow": []string{"reminder", "reminder"}, "step": []string{"second", "first"}, "step_index": []uint16{1, 0},
+		"action": []string{"email", "webhook"}, "holdout": []uint8{1, 0}, "customer_key": []string{"cust-1", "cust-2"},
+		"cart_id": []string{"cart-8", "cart-7"}, "cart_type": []string{"wishlist", ""}, "site": []string{"de", ""},
+		"channel": []string{"app", ""}, "currency": []string{"EUR", "USD"}, "value_minor": []int64{500, 700},
+		"due_at": []time.Time{at.Add(-time.Minute), at}, "at": []time.Time{at, at},
+		"until": []time.Time{epoch, at.Add(8 * time.Hour)},
 	})
 }
 

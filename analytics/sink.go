@@ -38,9 +38,11 @@ type SinkConfig struct {
 	// InstanceID, when set, makes the membership static (a restart takes
 	// the partitions back without a rebalance).
 	InstanceID string
-	// Topics read; defaults cart-decisions and cart-outcomes.
-	TopicDecisions string
-	TopicOutcomes  string
+	// Topics read; defaults cart-decisions, cart-outcomes and
+	// cart-suppressions.
+	TopicDecisions    string
+	TopicOutcomes     string
+	TopicSuppressions string
 	// TopicDLQ receives records that are not decisions or outcomes, with
 	// the reason; default cart-analytics.dlq.
 	TopicDLQ string
@@ -69,6 +71,7 @@ func (c SinkConfig) withDefaults() SinkConfig {
 	def(&c.Group, DefaultSinkGroup)
 	def(&c.TopicDecisions, events.TopicDecisions)
 	def(&c.TopicOutcomes, events.TopicOutcomes)
+	def(&c.TopicSuppressions, events.TopicSuppressions)
 	def(&c.TopicDLQ, DefaultTopicDLQ)
 	if c.BatchRows <= 0 {
 		c.BatchRows = DefaultBatchRows
@@ -94,7 +97,7 @@ func (c SinkConfig) withDefaults() SinkConfig {
 // SinkStats are the sink's counters since it started.
 type SinkStats struct {
 	// Rows inserted, per table (a retried batch counts once).
-	Decisions, Outcomes, ActionResults int64
+	Decisions, Outcomes, ActionResults, Suppressions int64
 	// Records read from the topics and records sent to the DLQ.
 	Records, DeadLettered int64
 	// Erasures are the erased outcomes applied: what the customer did up
@@ -125,8 +128,9 @@ type SinkStats struct {
 	LastBatchDuration time.Duration
 }
 
-// Sink moves decisions and outcomes from Kafka into ClickHouse: consumer
-// group cartlift-analytics on cart-decisions and cart-outcomes, batches by
+// Sink moves decisions, outcomes and suppressions from Kafka into
+// ClickHouse: consumer group cartlift-analytics on cart-decisions,
+// cart-outcomes and cart-suppressions, batches by
 // size and by time, offsets committed only after ClickHouse accepted the
 // batch. While ClickHouse is down it holds its position and retries: no
 // new records are polled, so memory stays bounded by two batches (plus the
@@ -189,7 +193,7 @@ func NewSink(cfg SinkConfig, conn driver.Conn) (*Sink, error) {
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(cfg.Brokers...),
 		kgo.ConsumerGroup(cfg.Group),
-		kgo.ConsumeTopics(cfg.TopicDecisions, cfg.TopicOutcomes),
+		kgo.ConsumeTopics(cfg.TopicDecisions, cfg.TopicOutcomes, cfg.TopicSuppressions),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.DisableAutoCommit(),
 		// A rebalance waits until the batch in hand is in ClickHouse and
@@ -419,6 +423,7 @@ func (s *Sink) flush(ctx context.Context, b *batch) error {
 		{"decisions", b.rows.decisions.len(), b.rows.decisions.columns, false},
 		{"outcomes", b.rows.outcomes.len(), b.rows.outcomes.columns, false},
 		{"action_results", b.rows.actions.len(), b.rows.actions.columns, false},
+		{"suppressions", b.rows.suppressions.len(), b.rows.suppressions.columns, false},
 	}
 	backoff := s.cfg.RetryMin
 	erasedDone := false
@@ -505,6 +510,7 @@ func (s *Sink) commit(ctx context.Context, b *batch, took time.Duration) {
 	s.stats.Decisions += int64(b.rows.decisions.len())
 	s.stats.Outcomes += int64(b.rows.outcomes.len())
 	s.stats.ActionResults += int64(b.rows.actions.len())
+	s.stats.Suppressions += int64(b.rows.suppressions.len())
 	s.stats.DeadLettered += int64(len(b.dlq))
 	s.stats.Erasures += int64(len(b.rows.erased))
 	s.stats.Batches++
@@ -598,6 +604,9 @@ func erase(ctx context.Context, conn driver.Conn, erasures []erasure) error {
 		at, atArgs := erasedBefore(chunk, "at")
 		if err := conn.Exec(ctx, "ALTER TABLE outcomes DELETE WHERE "+at, atArgs...); err != nil {
 			return fmt.Errorf("erase from outcomes: %w", err)
+		}
+		if err := conn.Exec(ctx, "ALTER TABLE suppressions DELETE WHERE "+at, atArgs...); err != nil {
+			return fmt.Errorf("erase from suppressions: %w", err)
 		}
 	}
 	return nil

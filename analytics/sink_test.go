@@ -28,7 +28,7 @@ type broker struct {
 func newBroker(t testing.TB) *broker {
 	t.Helper()
 	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(0),
-		kfake.SeedTopics(4, events.TopicDecisions, events.TopicOutcomes))
+		kfake.SeedTopics(4, events.TopicDecisions, events.TopicOutcomes, events.TopicSuppressions))
 	if err != nil {
 		t.Fatal(err)
 	}

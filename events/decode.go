@@ -135,7 +135,7 @@ func checkEnvelope(env *Envelope, size int, now time.Time) error {
 	switch {
 	case inputType(env.Type) != "":
 		return nil
-	case env.Type == TypeDecision, env.Type == TypeOutcome:
+	case env.Type == TypeDecision, env.Type == TypeOutcome, env.Type == TypeSuppressed, env.Type == TypeDeferred:
 		return invalid(ReasonNotForInput, "type", "%q is an output type of cartlift, not an input event", env.Type)
 	}
 	return &ValidationError{Reason: ReasonUnknownType, Field: "type", Msg: fmt.Sprintf("%q is not a v1 event type", env.Type), err: ErrUnknownType}

@@ -17,6 +17,9 @@ const (
 	TopicDecisions = "cart-decisions"
 	TopicOutcomes  = "cart-outcomes"
 	TopicDLQ       = "cart-events.dlq"
+	// TopicSuppressions carries the steps that came due and were not
+	// sent (cart.step.suppressed) or were deferred (cart.step.deferred).
+	TopicSuppressions = "cart-suppressions"
 )
 
 // SpecVersion is the only CloudEvents spec version accepted.
@@ -43,6 +46,11 @@ const (
 const (
 	TypeDecision = "cart.abandonment.decided"
 	TypeOutcome  = "cart.outcome"
+	// TypeSuppressed and TypeDeferred are on the suppressions topic: a
+	// step that came due and was not sent (Suppression), a step deferred
+	// by quiet hours (Deferral).
+	TypeSuppressed = "cart.step.suppressed"
+	TypeDeferred   = "cart.step.deferred"
 )
 
 // InputTypes lists every v1 input type, in a stable order.

@@ -26,7 +26,7 @@ const schemaBase = "file:///cartlift/events/schema/"
 
 // outputTypes are the types cartlift emits, which have a schema and an
 // example too.
-var outputTypes = []string{events.TypeDecision, events.TypeOutcome}
+var outputTypes = []string{events.TypeDecision, events.TypeOutcome, events.TypeSuppressed, events.TypeDeferred}
 
 // exampleKeys is the customer key (Event.Key) of each input type's example.
 // A type added to events.InputTypes without an entry here fails the tests.

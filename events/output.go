@@ -136,3 +136,103 @@ type Outcome struct {
 	At           time.Time `json:"at"`
 	SinceDecided int64     `json:"since_decision_seconds,omitempty"`
 }
+
+// Reasons a step that came due was not sent, as a Suppression carries
+// them. The processor's guards give no_consent, frequency_cap, cart_cap
+// (the flow's max_messages_per_cart) and combined; the actions role gives
+// no_consent, no_address, expired (past valid_until) and no_channel (no
+// channel of the role handles the decision's action). A deferral's reason
+// is quiet_hours.
+const (
+	SuppressedNoConsent    = "no_consent"
+	SuppressedFrequencyCap = "frequency_cap"
+	SuppressedCartCap      = "cart_cap"
+	SuppressedCombined     = "combined"
+	SuppressedNoAddress    = "no_address"
+	SuppressedExpired      = "expired"
+	SuppressedNoChannel    = "no_channel"
+	DeferredQuietHours     = "quiet_hours"
+)
+
+// Stages that suppress a step: the processor's guards (no decision was
+// made) and the actions role (the decision was made and not acted on).
+const (
+	StageProcessor = "processor"
+	StageActions   = "actions"
+)
+
+// Suppression is the data of a cart.step.suppressed event on the
+// suppressions topic: a step of a flow came due and nothing was sent for
+// it. ID is deterministic, so consumers de-duplicate on it: for the
+// processor's guards it is the id the decision would have had with the
+// prefix "s-" instead of "d-" (one per cart, life, flow, step and cart
+// version); for the actions role "s-" followed by the decision id. A
+// holdout decision is not a suppression (it is a decision with holdout
+// true); a holdout customer's step that a guard stops is one, with Holdout
+// set.
+type Suppression struct {
+	ID string `json:"suppression_id"`
+	// DecisionID is the decision the step would have had (StageProcessor)
+	// or the decision that was dropped (StageActions).
+	DecisionID string `json:"decision_id"`
+	// Reason is one of the Suppressed constants; Stage StageProcessor or
+	// StageActions.
+	Reason string `json:"reason"`
+	Stage  string `json:"stage"`
+	// Into names the decision a combined step went out with (reason
+	// combined only).
+	Into        string `json:"into,omitempty"`
+	Flow        string `json:"flow"`
+	Step        string `json:"step"`
+	StepIndex   int    `json:"step_index"`
+	Action      string `json:"action,omitempty"`
+	Holdout     bool   `json:"holdout"`
+	CustomerKey string `json:"customer_key"`
+	CartID      string `json:"cart_id"`
+	CartType    string `json:"cart_type,omitempty"`
+	Site        string `json:"site,omitempty"`
+	Channel     string `json:"channel,omitempty"`
+	Currency    string `json:"currency"`
+	// ValueMinor is the cart's total when the step came due.
+	ValueMinor int64 `json:"value_minor"`
+	// Due is when the step came due; At when it was (or would have been)
+	// decided: later than Due after a quiet-hours deferral, and for
+	// StageActions the decision's decided_at.
+	Due time.Time `json:"due_at"`
+	At  time.Time `json:"at"`
+}
+
+// Deferral is the data of a cart.step.deferred event on the suppressions
+// topic: a step came due inside the flow's quiet hours and will be decided
+// at Until instead (then a decision or a suppression follows). ID is
+// deterministic per cart, life, flow, step and due time: a step deferred
+// again (a profile change reschedules it before the window ends) has the
+// same ID, and counts once.
+type Deferral struct {
+	ID string `json:"deferral_id"`
+	// DecisionID is the id the decision will have if the cart does not
+	// change before Until.
+	DecisionID  string `json:"decision_id"`
+	Reason      string `json:"reason"` // DeferredQuietHours
+	Flow        string `json:"flow"`
+	Step        string `json:"step"`
+	StepIndex   int    `json:"step_index"`
+	Action      string `json:"action,omitempty"`
+	Holdout     bool   `json:"holdout"`
+	CustomerKey string `json:"customer_key"`
+	CartID      string `json:"cart_id"`
+	CartType    string `json:"cart_type,omitempty"`
+	Site        string `json:"site,omitempty"`
+	Channel     string `json:"channel,omitempty"`
+	Currency    string `json:"currency"`
+	ValueMinor  int64  `json:"value_minor"`
+	// Due is when the step came due and Until when it will be decided.
+	// At equals Due: a deferral is dated by its step's due time, so that
+	// every copy of one id is the same record.
+	Due   time.Time `json:"due_at"`
+	At    time.Time `json:"at"`
+	Until time.Time `json:"until"`
+}
+
+// SuppressionID is the id of the actions role's suppression of a decision.
+func SuppressionID(decisionID string) string { return "s-" + decisionID }

@@ -15,7 +15,8 @@ var schemaFiles embed.FS
 //	envelope.schema.json               the CloudEvents 1.0 envelope
 //	common.schema.json                 definitions the others share
 //	<type>.schema.json                 one per input type (InputTypes) and
-//	                                   per output type (TypeDecision, TypeOutcome)
+//	                                   per output type (TypeDecision, TypeOutcome,
+//	                                   TypeSuppressed, TypeDeferred)
 //	examples/<type>.json               a valid event of each of those types
 //
 // Schemas refer to each other by relative URI ("envelope.schema.json",

@@ -114,10 +114,8 @@ func TestExamples(t *testing.T) {
 			if err := json.Unmarshal(raw, &env); err != nil {
 				t.Fatal(err)
 			}
-			var rec any = &events.Decision{}
-			if typ == events.TypeOutcome {
-				rec = &events.Outcome{}
-			}
+			rec := map[string]any{events.TypeDecision: &events.Decision{}, events.TypeOutcome: &events.Outcome{},
+				events.TypeSuppressed: &events.Suppression{}, events.TypeDeferred: &events.Deferral{}}[typ]
 			dec := json.NewDecoder(bytes.NewReader(env.Data))
 			dec.DisallowUnknownFields()
 			if err := dec.Decode(rec); err != nil {
@@ -177,6 +175,13 @@ func TestEncodedOutputsValidate(t *testing.T) {
 	}{
 		{events.TypeDecision, full}, {events.TypeDecision, sparse},
 		{events.TypeOutcome, fullOutcome}, {events.TypeOutcome, sparseOutcome}, {events.TypeOutcome, erased},
+		{events.TypeSuppressed, events.Suppression{ID: "s-1", DecisionID: "d-1", Reason: events.SuppressedCombined,
+			Stage: events.StageProcessor, Into: "d-2", Flow: "f", Step: "s", Action: "email", Holdout: true, CustomerKey: "c-1",
+			CartID: "cart-42", CartType: "shopping", Site: "eu", Channel: "b2c", Currency: "EUR", ValueMinor: 100, Due: at, At: at}},
+		{events.TypeSuppressed, events.Suppression{ID: "s-2", DecisionID: "d-2", Reason: events.SuppressedNoAddress,
+			Stage: events.StageActions, Flow: "f", Step: "s", CustomerKey: "anon:g-1", CartID: "cart-1"}},
+		{events.TypeDeferred, events.Deferral{ID: "q-1", DecisionID: "d-1", Reason: events.DeferredQuietHours, Flow: "f",
+			Step: "s", CustomerKey: "c-1", CartID: "cart-1", Due: at, At: at, Until: at.Add(time.Hour)}},
 	} {
 		b, err := events.Encode("id-1", events.Source, c.typ, at, "cart-42", c.data)
 		if err != nil {
@@ -253,6 +258,8 @@ func TestSchemaPropertiesMatchGoTypes(t *testing.T) {
 	check("decision customer", set.node(dec, "/$defs/customer_snapshot"), reflect.TypeFor[events.CustomerSnapshot](), true)
 	check("decision discount", set.node(dec, "/$defs/discount"), reflect.TypeFor[events.Discount](), true)
 	check("outcome", set.node(schemaFile(events.TypeOutcome), "/properties/data"), reflect.TypeFor[events.Outcome](), true)
+	check("suppression", set.node(schemaFile(events.TypeSuppressed), "/properties/data"), reflect.TypeFor[events.Suppression](), true)
+	check("deferral", set.node(schemaFile(events.TypeDeferred), "/properties/data"), reflect.TypeFor[events.Deferral](), true)
 	check("envelope", set.node("envelope.schema.json", ""), reflect.TypeFor[events.Envelope](), false)
 }
 

@@ -55,8 +55,10 @@ func testTopics(t testing.TB, brokers []string) processor.Topics {
 		Outcomes:  uniqueName(t, "outcomes"),
 		DLQ:       uniqueName(t, "dlq"),
 		State:     uniqueName(t, "state"),
+		// Suppressions too: a test's records stay its own on real Kafka.
+		Suppressions: uniqueName(t, "suppressions"),
 	}
-	createTopics(t, brokers, testPartitions, tp.Events, tp.Decisions, tp.Outcomes, tp.DLQ)
+	createTopics(t, brokers, testPartitions, tp.Events, tp.Decisions, tp.Outcomes, tp.DLQ, tp.Suppressions)
 	return tp
 }
 

@@ -39,6 +39,10 @@ type Topics struct {
 	Decisions string // default events.TopicDecisions
 	Outcomes  string // default events.TopicOutcomes
 	DLQ       string // default events.TopicDLQ
+	// Suppressions receives a record of every step that came due and was
+	// not sent (a guard stopped it) or was deferred (quiet hours); default
+	// events.TopicSuppressions. Consumers of Decisions see nothing of them.
+	Suppressions string
 	// State is the changelog: compacted, one partition per input
 	// partition; default "cartlift-state" for the default group and
 	// "<group>-state" for any other.
@@ -163,6 +167,7 @@ func (c *Config) fill() error {
 	def(&c.Topics.Decisions, events.TopicDecisions)
 	def(&c.Topics.Outcomes, events.TopicOutcomes)
 	def(&c.Topics.DLQ, events.TopicDLQ)
+	def(&c.Topics.Suppressions, events.TopicSuppressions)
 	if c.Topics.State == "" {
 		// Like Kafka Streams' <application.id>-...-changelog: two
 		// groups (deployments, or a replay beside production) must never
@@ -172,7 +177,7 @@ func (c *Config) fill() error {
 			c.Topics.State = c.Group + "-state"
 		}
 	}
-	names := []string{c.Topics.Events, c.Topics.Decisions, c.Topics.Outcomes, c.Topics.DLQ, c.Topics.State}
+	names := []string{c.Topics.Events, c.Topics.Decisions, c.Topics.Outcomes, c.Topics.DLQ, c.Topics.Suppressions, c.Topics.State}
 	if len(slices.Compact(slices.Sorted(slices.Values(names)))) != len(names) {
 		return fmt.Errorf("processor: topic names must differ, got %v", names)
 	}
@@ -371,7 +376,7 @@ func (p *Processor) Run(ctx context.Context) error {
 		return errors.New("processor: a store opened with OpenStore cannot run")
 	}
 	if err := EnsureTopics(ctx, p.admin, p.cfg.Partitions,
-		p.cfg.Topics.Events, p.cfg.Topics.Decisions, p.cfg.Topics.Outcomes, p.cfg.Topics.DLQ); err != nil {
+		p.cfg.Topics.Events, p.cfg.Topics.Decisions, p.cfg.Topics.Outcomes, p.cfg.Topics.DLQ, p.cfg.Topics.Suppressions); err != nil {
 		return err
 	}
 	p.runCtx = ctx
@@ -390,7 +395,8 @@ func (p *Processor) Run(ctx context.Context) error {
 	if err := EnsureTopicsWith(ctx, p.admin, p.partitions.Load(), changelogTopicConfig, p.cfg.Topics.State); err != nil {
 		return err
 	}
-	outputs := []string{p.cfg.Topics.Events, p.cfg.Topics.Decisions, p.cfg.Topics.Outcomes, p.cfg.Topics.DLQ, p.cfg.Topics.State}
+	outputs := []string{p.cfg.Topics.Events, p.cfg.Topics.Decisions, p.cfg.Topics.Outcomes, p.cfg.Topics.DLQ,
+		p.cfg.Topics.Suppressions, p.cfg.Topics.State}
 	limit, err := readMessageLimit(ctx, p.admin, outputs...)
 	if err != nil {
 		limit = defaultMessageLimit

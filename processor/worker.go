@@ -658,6 +658,22 @@ func (w *worker) apply(key string, eff projections.Effects) error {
 			return err
 		}
 	}
+	// Suppressed and deferred steps leave a record on their own topic, so
+	// that what consumers of decisions see is unchanged. The fold may
+	// report a deferral again (same id) when the cart is rescheduled
+	// inside the window; consumers de-duplicate on the id.
+	for i := range eff.Suppressed {
+		sp := &eff.Suppressed[i]
+		if err := w.enqueueRecord(key, sp.ID, events.TypeSuppressed, sp.At, sp.CartID, sp); err != nil {
+			return err
+		}
+	}
+	for i := range eff.Deferred {
+		df := &eff.Deferred[i]
+		if err := w.enqueueRecord(key, df.ID, events.TypeDeferred, df.At, df.CartID, df); err != nil {
+			return err
+		}
+	}
 	w.pr.stats.suppressed.Add(int64(len(eff.Suppressed)))
 	w.pr.stats.deferred.Add(int64(len(eff.Deferred)))
 	if h := w.pr.cfg.Hooks.DecisionSuppressed; h != nil {
@@ -668,6 +684,16 @@ func (w *worker) apply(key string, eff projections.Effects) error {
 	w.pr.stats.decisionsMade.Add(int64(len(eff.Decisions)))
 	w.pr.stats.outcomesMade.Add(int64(len(eff.Outcomes)))
 	return nil
+}
+
+// enqueueRecord puts one record of the suppressions topic into the outbox.
+func (w *worker) enqueueRecord(key, id, typ string, t time.Time, subject string, data any) error {
+	v, err := events.Encode(id, events.Source, typ, t, subject, data)
+	if err != nil {
+		return err
+	}
+	return w.enqueue(&outboxEntry{Topic: w.pr.cfg.Topics.Suppressions, Key: []byte(key), Value: v,
+		Headers: [][2]string{{"ce_id", id}, {"ce_type", typ}}})
 }
 
 // purgeOutbox drops the entries for a customer that wait in the outbox,

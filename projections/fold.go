@@ -637,8 +637,13 @@ func (f *fold) fireFlow(c *Cart, fl *Flow, fired, now time.Time) {
 	if at.After(now) {
 		st := &fl.Steps[p.last]
 		f.deferrals = append(f.deferrals, deferral{cart: c.ID, flow: fl.Name, until: at})
-		f.eff.Deferred = append(f.eff.Deferred, Deferral{Flow: fl.Name, Step: st.Name, StepIndex: p.last,
-			CartID: c.ID, Due: p.due, Until: at})
+		f.eff.Deferred = append(f.eff.Deferred, Deferral{
+			ID:         DeferralID(f.key, c.ID, c.CreatedAt, fl.Name, st.Name, p.due),
+			DecisionID: DecisionID(f.key, c.ID, c.CreatedAt, fl.Name, st.Name, c.Version),
+			Reason:     events.DeferredQuietHours, Flow: fl.Name, Step: st.Name, StepIndex: p.last, Action: st.Action,
+			Holdout: fl.InHoldout(f.key), CustomerKey: f.key, CartID: c.ID, CartType: c.Type, Site: c.Site,
+			Channel: c.Channel, Currency: c.Currency, ValueMinor: c.TotalMinor,
+			Due: p.due, At: p.due, Until: at})
 		return
 	}
 	holdout := fl.InHoldout(f.key)
@@ -792,11 +797,17 @@ func (f *fold) suppress(p stepPlan, fl *Flow, at time.Time, holdout bool, reason
 		r.Due = p.due
 	}
 	f.record(c, r)
-	f.eff.Suppressed = append(f.eff.Suppressed, Suppression{
-		DecisionID: DecisionID(f.key, c.ID, c.CreatedAt, fl.Name, st.Name, c.Version),
-		Flow:       fl.Name, Step: st.Name, StepIndex: p.last, CartID: c.ID, Reason: reason, Into: into,
-		At: at, Holdout: holdout,
-	})
+	f.eff.Suppressed = append(f.eff.Suppressed,
+		f.suppression(c, fl, p.last, DecisionID(f.key, c.ID, c.CreatedAt, fl.Name, st.Name, c.Version), reason, into, p.due, at, holdout))
+}
+
+// suppression is the record of step j of fl suppressed for the cart.
+func (f *fold) suppression(c *Cart, fl *Flow, j int, decisionID, reason, into string, due, at time.Time, holdout bool) Suppression {
+	st := &fl.Steps[j]
+	return Suppression{ID: SuppressionID(decisionID), DecisionID: decisionID, Reason: reason,
+		Stage: events.StageProcessor, Into: into, Flow: fl.Name, Step: st.Name, StepIndex: j, Action: st.Action,
+		Holdout: holdout, CustomerKey: f.key, CartID: c.ID, CartType: c.Type, Site: c.Site, Channel: c.Channel,
+		Currency: c.Currency, ValueMinor: c.TotalMinor, Due: due, At: at}
 }
 
 func (f *fold) record(c *Cart, r DecisionRecord) {

@@ -2,8 +2,11 @@ package projections
 
 import (
 	"slices"
+	"strings"
 	"sync"
 	"time"
+
+	"github.com/cartlift/cartlift/events"
 )
 
 // Guards are the rules checked when a step of a flow comes due, across all
@@ -68,10 +71,10 @@ type QuietHours struct {
 
 // Reasons a step is suppressed.
 const (
-	ReasonNoConsent    = "no_consent"
-	ReasonFrequencyCap = "frequency_cap"
-	ReasonCartCap      = "cart_cap"
-	ReasonCombined     = "combined"
+	ReasonNoConsent    = events.SuppressedNoConsent
+	ReasonFrequencyCap = events.SuppressedFrequencyCap
+	ReasonCartCap      = events.SuppressedCartCap // the flow's max_messages_per_cart
+	ReasonCombined     = events.SuppressedCombined
 )
 
 // MaxSentTimes bounds CustomerState.Sent. A frequency cap's Max is at most
@@ -256,34 +259,25 @@ func (c *Config) longestCap() time.Duration {
 
 // Suppression is a step that came due but was not sent: a guard stopped
 // it. It is recorded in the cart's history and reported in Effects, and
-// nothing goes to the decisions topic.
-type Suppression struct {
-	// DecisionID is the id the decision would have had.
-	DecisionID string
-	Flow       string
-	Step       string
-	StepIndex  int
-	CartID     string
-	// Reason is one of the Reason constants.
-	Reason string
-	// Into names the decision a combined step went out with
-	// (ReasonCombined only).
-	Into string
-	// At is the decision time.
-	At      time.Time
-	Holdout bool
-}
+// the runtime publishes it on the suppressions topic (cart.step.suppressed)
+// as it is; nothing goes to the decisions topic. Stage is
+// events.StageProcessor, ID SuppressionID(DecisionID).
+type Suppression = events.Suppression
 
 // Deferral is a step that came due inside quiet hours: it stays pending,
 // and the cart's timer moves to Until, the end of the window. A step may
 // be reported as deferred more than once (when activity on the cart or a
-// profile change reschedules it) before it is decided.
-type Deferral struct {
-	Flow      string
-	Step      string
-	StepIndex int
-	CartID    string
-	// Due is when the step came due; Until is when it will be decided.
-	Due   time.Time
-	Until time.Time
+// profile change reschedules it) before it is decided; each report has
+// the same ID (see DeferralID). The runtime publishes it on the
+// suppressions topic (cart.step.deferred).
+type Deferral = events.Deferral
+
+// SuppressionID is the id of the suppression of the step whose decision
+// would have had decisionID: "s-" instead of "d-", the same hash.
+func SuppressionID(decisionID string) string { return "s-" + strings.TrimPrefix(decisionID, "d-") }
+
+// DeferralID is the id of the deferral of a step of a flow on a cart (in
+// the life that began at created) that came due at due.
+func DeferralID(key, cartID string, created time.Time, flow, step string, due time.Time) string {
+	return "q-" + hashID(key, cartID, idTime(created), flow, step, idTime(due))
 }

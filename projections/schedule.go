@@ -41,8 +41,7 @@ func FireSchedule(state *CustomerState, key, cartID string, fl *Flow, run time.T
 	id := RunDecisionID(key, c, fl.Name, run)
 	if reason := f.guard(c, fl, st, run); reason != "" {
 		f.record(c, DecisionRecord{Flow: fl.Name, Step: st.Name, Version: c.Version, At: run, Holdout: holdout, Suppressed: reason})
-		f.eff.Suppressed = append(f.eff.Suppressed, Suppression{DecisionID: id, Flow: fl.Name, Step: st.Name,
-			CartID: c.ID, Reason: reason, At: run, Holdout: holdout})
+		f.eff.Suppressed = append(f.eff.Suppressed, f.suppression(c, fl, 0, id, reason, "", run, run, holdout))
 		return f.end()
 	}
 	validUntil := f.expiry(c)

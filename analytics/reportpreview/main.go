@@ -184,6 +184,34 @@ func sample() *analytics.Report {
 			}
 		}
 	}
+	// The funnel per step and why steps were not sent: consent and the
+	// caps stop some steps in the processor, the actions role drops a few
+	// decisions (no address, expired).
+	for i, st := range steps {
+		m := metrics(st.carts, st.rate, 100, false)
+		consent, capped, cart := st.carts*6/100, st.carts*int64(2+i)/100, st.carts*int64(i)/100
+		noAddress, expired := m.Decisions/150, m.Decisions/400
+		idx := int64(i)
+		if i >= 3 {
+			idx = 0 // the other flows have one step
+		}
+		f := analytics.StepFunnel{Flow: st.flow, Step: st.step, StepIndex: idx,
+			Suppressed: consent + capped + cart + noAddress + expired, SuppressedByProcessor: consent + capped + cart,
+			SuppressedBy: map[string]int64{"no_consent": consent, "frequency_cap": capped, "cart_cap": cart,
+				"no_address": noAddress, "expired": expired},
+			Deferred: st.carts * 4 / 100, Holdout: m.HoldoutDecisions, Decided: m.Decisions,
+			Sent: m.Sent, Clicked: m.Clicked, Recovered: m.Recovered}
+		f.Due = f.SuppressedByProcessor + f.Holdout + f.Decided
+		r.StepFunnel = append(r.StepFunnel, f)
+		for _, n := range []analytics.NotSentRow{
+			{Stage: "processor", Reason: "no_consent", Steps: consent, Carts: consent * 97 / 100},
+			{Stage: "processor", Reason: "frequency_cap", Steps: capped, Carts: capped},
+			{Stage: "actions", Reason: "no_address", Steps: noAddress, Carts: noAddress},
+		} {
+			n.Flow, n.Step, n.StepIndex = st.flow, st.step, idx
+			r.NotSent = append(r.NotSent, n)
+		}
+	}
 	for _, t := range r.Totals {
 		r.Funnel.AbandonedCarts += t.AbandonedCarts
 		r.Funnel.TreatedCarts += t.TreatedCarts

@@ -41,6 +41,9 @@ type actionsConfig struct {
 	TopicDecisions string `env:"CARTLIFT_TOPIC_DECISIONS, default=cart-decisions"`
 	TopicOutcomes  string `env:"CARTLIFT_TOPIC_OUTCOMES, default=cart-outcomes"`
 	TopicDLQ       string `env:"CARTLIFT_TOPIC_ACTIONS_DLQ, default=cart-actions.dlq"`
+	// TopicSuppressions receives the decisions the role drops without
+	// acting (no consent, no address, expired, no channel).
+	TopicSuppressions string `env:"CARTLIFT_TOPIC_SUPPRESSIONS, default=cart-suppressions"`
 
 	SMTPHost     string        `env:"SMTP_HOST, default=localhost"`
 	SMTPPort     int           `env:"SMTP_PORT, default=587"`
@@ -349,7 +352,8 @@ func startActionsRole(ctx context.Context, cfg actionsConfig, log *slog.Logger) 
 	c, err := actions.NewConsumer(actions.ConsumerConfig{
 		Brokers: cfg.Brokers, Group: cfg.Group, InstanceID: cfg.InstanceID,
 		TopicDecisions: cfg.TopicDecisions, TopicOutcomes: cfg.TopicOutcomes, TopicDLQ: cfg.TopicDLQ,
-		BackoffBase: cfg.BackoffBase, BackoffMax: cfg.BackoffMax, MaxHold: cfg.MaxHold,
+		TopicSuppressions: cfg.TopicSuppressions,
+		BackoffBase:       cfg.BackoffBase, BackoffMax: cfg.BackoffMax, MaxHold: cfg.MaxHold,
 		EmailsPerSecond: cfg.Rate, Webhook: wh, Logger: log,
 	}, h)
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -93,8 +94,10 @@ func TestReportFlagErrors(t *testing.T) {
 
 // TestRunStoresDecisionsAndReports runs the processor with the analytics
 // role against a real ClickHouse: carts are abandoned, decided, two of
-// them bought back; the decisions and outcomes land in ClickHouse, the
-// role's metrics show on /metrics, and `cartlift report` counts them.
+// them bought back; two more, of customers without consent, are
+// suppressed by an email flow; the decisions, outcomes and suppressions
+// land in ClickHouse, the role's metrics show on /metrics, and `cartlift
+// report` counts them, the suppressed steps with their reason.
 func TestRunStoresDecisionsAndReports(t *testing.T) {
 	chdirRoot(t)
 	ctx := context.Background()
@@ -111,11 +114,18 @@ func TestRunStoresDecisionsAndReports(t *testing.T) {
 	flows := filepath.Join(dir, "flows.yaml")
 	if err := os.WriteFile(flows, []byte(`flows:
   - name: quick
+    match: {currencies: [EUR]}
     steps:
       - name: nudge
         after: 1s
         action: webhook
     attribution_window: 1h
+  - name: mail
+    match: {currencies: [USD]}
+    steps:
+      - name: hello
+        after: 1s
+        action: email
 `), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -168,7 +178,13 @@ func TestRunStoresDecisionsAndReports(t *testing.T) {
 		send("add-"+c, events.TypeItemAdded, events.ItemAdded{CartRef: events.CartRef{CustomerID: c, CartID: "k", Currency: "EUR"},
 			Item: events.Item{SKU: "A", Quantity: 1, UnitPriceMinor: 1000 * int64(i)}}, c)
 	}
+	for i := 5; i <= 6; i++ { // no profile: no consent for the email flow
+		c := fmt.Sprintf("c-%d", i)
+		send("add-"+c, events.TypeItemAdded, events.ItemAdded{CartRef: events.CartRef{CustomerID: c, CartID: "k", Currency: "USD"},
+			Item: events.Item{SKU: "A", Quantity: 1, UnitPriceMinor: 500}}, c)
+	}
 	waitUntil(t, "four decisions stored", 30*time.Second, func() bool { return n.analytics.stats().Decisions == 4 })
+	waitUntil(t, "two suppressions stored", 30*time.Second, func() bool { return n.analytics.stats().Suppressions == 2 })
 	for i := 1; i <= 2; i++ {
 		c := fmt.Sprintf("c-%d", i)
 		send("buy-"+c, events.TypeCheckoutCompleted, events.CheckoutCompleted{CartRef: events.CartRef{CustomerID: c, CartID: "k", Currency: "EUR"},
@@ -177,6 +193,7 @@ func TestRunStoresDecisionsAndReports(t *testing.T) {
 	waitUntil(t, "two outcomes stored", 30*time.Second, func() bool { return n.analytics.stats().Outcomes == 2 })
 
 	wantMetrics := []string{`cartlift_analytics_rows_total{table="decisions"} 4`, `cartlift_analytics_rows_total{table="outcomes"} 2`,
+		`cartlift_analytics_rows_total{table="suppressions"} 2`, `cartlift_decisions_suppressed_total{reason="no_consent"} 2`,
 		"cartlift_analytics_clickhouse_up 1", "cartlift_analytics_lag 0"}
 	var missing []string
 	waitUntil(t, "the analytics metrics (the lag is refreshed every 2 s)", 15*time.Second, func() bool {
@@ -218,6 +235,23 @@ func TestRunStoresDecisionsAndReports(t *testing.T) {
 	if rep.Funnel.TreatedCarts != 4 || rep.Funnel.RecoveredCarts != 2 || len(rep.Totals) != 1 ||
 		rep.Totals[0].RecoveredRevenueMinor != 3000 || rep.Totals[0].RecoveryRate != 0.5 {
 		t.Fatalf("report funnel %+v totals %+v", rep.Funnel, rep.Totals)
+	}
+	// The funnel per step: the email flow's two steps came due and were
+	// suppressed for want of consent; the webhook flow's four were decided.
+	wantSteps := []analytics.StepFunnel{
+		{Flow: "mail", Step: "hello", Due: 2, Suppressed: 2, SuppressedByProcessor: 2, SuppressedBy: map[string]int64{"no_consent": 2}},
+		{Flow: "quick", Step: "nudge", Due: 4, SuppressedBy: map[string]int64{}, Decided: 4, Recovered: 2},
+	}
+	if !reflect.DeepEqual(rep.StepFunnel, wantSteps) || len(rep.NotSent) != 1 || rep.NotSent[0].Reason != "no_consent" ||
+		rep.NotSent[0].Stage != "processor" || rep.NotSent[0].Carts != 2 {
+		t.Fatalf("step funnel %+v not sent %+v, want %+v and two no_consent carts", rep.StepFunnel, rep.NotSent, wantSteps)
+	}
+	var table strings.Builder
+	if err := run(ctx, []string{"report", "--since", "1h"}, &table, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(table.String(), "no_consent 2") || !strings.Contains(table.String(), "Not sent, by reason") {
+		t.Errorf("the terminal report does not show the suppressed steps and their reason:\n%s", table.String())
 	}
 	var html strings.Builder
 	if err := run(ctx, []string{"report", "--since", "1h", "--format", "html", "--flow", "quick"}, &html, io.Discard); err != nil {

@@ -69,7 +69,9 @@ type analyticsConfig struct {
 	Group          string `env:"CARTLIFT_ANALYTICS_GROUP, default=cartlift-analytics"`
 	TopicDecisions string `env:"CARTLIFT_TOPIC_DECISIONS, default=cart-decisions"`
 	TopicOutcomes  string `env:"CARTLIFT_TOPIC_OUTCOMES, default=cart-outcomes"`
-	TopicDLQ       string `env:"CARTLIFT_TOPIC_ANALYTICS_DLQ, default=cart-analytics.dlq"`
+	// TopicSuppressions holds the suppressed and deferred steps.
+	TopicSuppressions string `env:"CARTLIFT_TOPIC_SUPPRESSIONS, default=cart-suppressions"`
+	TopicDLQ          string `env:"CARTLIFT_TOPIC_ANALYTICS_DLQ, default=cart-analytics.dlq"`
 	// A batch is inserted at BatchRows records or BatchInterval after its
 	// first record, whichever comes first.
 	BatchRows     int           `env:"CARTLIFT_ANALYTICS_BATCH_ROWS, default=50000"`
@@ -146,8 +148,8 @@ func (r *analyticsRole) run(ctx context.Context, cfg analyticsConfig, log *slog.
 	defer conn.Close()
 	sink, err := analytics.NewSink(analytics.SinkConfig{
 		Brokers: cfg.Brokers, Group: cfg.Group,
-		TopicDecisions: cfg.TopicDecisions, TopicOutcomes: cfg.TopicOutcomes, TopicDLQ: cfg.TopicDLQ,
-		BatchRows: cfg.BatchRows, BatchInterval: cfg.BatchInterval, Logger: log,
+		TopicDecisions: cfg.TopicDecisions, TopicOutcomes: cfg.TopicOutcomes, TopicSuppressions: cfg.TopicSuppressions,
+		TopicDLQ: cfg.TopicDLQ, BatchRows: cfg.BatchRows, BatchInterval: cfg.BatchInterval, Logger: log,
 	}, conn)
 	if err != nil {
 		return err
@@ -203,7 +205,7 @@ func (r *analyticsRole) logProgress(ctx context.Context, log *slog.Logger) {
 			}
 			last = s.Records
 			log.Info("analytics: progress", "records", s.Records, "decisions", s.Decisions, "outcomes", s.Outcomes,
-				"action_results", s.ActionResults, "dead_lettered", s.DeadLettered, "batches", s.Batches,
+				"action_results", s.ActionResults, "suppressions", s.Suppressions, "dead_lettered", s.DeadLettered, "batches", s.Batches,
 				"lag", s.Lag, "clickhouse_up", s.ClickHouseUp)
 		}
 	}
@@ -231,6 +233,7 @@ func (r *analyticsRole) register(reg prometheus.Registerer) {
 	counter("cartlift_analytics_rows_total", rows, func(s analytics.SinkStats) int64 { return s.Decisions }, prometheus.Labels{"table": "decisions"})
 	counter("cartlift_analytics_rows_total", rows, func(s analytics.SinkStats) int64 { return s.Outcomes }, prometheus.Labels{"table": "outcomes"})
 	counter("cartlift_analytics_rows_total", rows, func(s analytics.SinkStats) int64 { return s.ActionResults }, prometheus.Labels{"table": "action_results"})
+	counter("cartlift_analytics_rows_total", rows, func(s analytics.SinkStats) int64 { return s.Suppressions }, prometheus.Labels{"table": "suppressions"})
 	counter("cartlift_analytics_records_total", "Records the analytics sink read.", func(s analytics.SinkStats) int64 { return s.Records }, nil)
 	counter("cartlift_analytics_dead_lettered_total", "Records sent to the analytics dead-letter topic.", func(s analytics.SinkStats) int64 { return s.DeadLettered }, nil)
 	counter("cartlift_analytics_batches_total", "Batches inserted and committed.", func(s analytics.SinkStats) int64 { return s.Batches }, nil)
@@ -297,7 +300,7 @@ func runAnalytics(ctx context.Context, args []string, stdout io.Writer) error {
 		defer srv.Close()
 		fmt.Fprintf(stdout, "analytics: metrics on http://%s/metrics\n", ln.Addr())
 	}
-	fmt.Fprintf(stdout, "analytics: %s and %s → ClickHouse %s/%s as %s\n", cfg.TopicDecisions, cfg.TopicOutcomes,
+	fmt.Fprintf(stdout, "analytics: %s, %s and %s → ClickHouse %s/%s as %s\n", cfg.TopicDecisions, cfg.TopicOutcomes, cfg.TopicSuppressions,
 		strings.Join(cfg.ClickHouse.Addr, ","), cfg.ClickHouse.Database, cfg.Group)
 	select {
 	case <-ctx.Done():

@@ -64,6 +64,9 @@ type runConfig struct {
 	TopicDecisions string `env:"CARTLIFT_TOPIC_DECISIONS, default=cart-decisions"`
 	TopicOutcomes  string `env:"CARTLIFT_TOPIC_OUTCOMES, default=cart-outcomes"`
 	TopicDLQ       string `env:"CARTLIFT_TOPIC_DLQ, default=cart-events.dlq"`
+	// TopicSuppressions receives the steps that came due and were not sent
+	// (cart.step.suppressed) or were deferred (cart.step.deferred).
+	TopicSuppressions string `env:"CARTLIFT_TOPIC_SUPPRESSIONS, default=cart-suppressions"`
 	// TopicState is the changelog (compacted) the partitions' state lives in.
 	// Empty: cartlift-state for the default group, <group>-state otherwise.
 	TopicState string `env:"CARTLIFT_TOPIC_STATE"`
@@ -213,7 +216,8 @@ func (c *runConfig) validate() error {
 		}
 	}
 	topics := map[string]string{"CARTLIFT_TOPIC_EVENTS": c.TopicEvents, "CARTLIFT_TOPIC_DECISIONS": c.TopicDecisions,
-		"CARTLIFT_TOPIC_OUTCOMES": c.TopicOutcomes, "CARTLIFT_TOPIC_DLQ": c.TopicDLQ, "CARTLIFT_TOPIC_STATE": c.TopicState}
+		"CARTLIFT_TOPIC_OUTCOMES": c.TopicOutcomes, "CARTLIFT_TOPIC_DLQ": c.TopicDLQ, "CARTLIFT_TOPIC_STATE": c.TopicState,
+		"CARTLIFT_TOPIC_SUPPRESSIONS": c.TopicSuppressions}
 	seen := map[string]string{}
 	for env, t := range topics {
 		if t == "" {

@@ -117,7 +117,7 @@ func runDemo(ctx context.Context, args []string, stdout io.Writer) error {
 		defer stopClickHouse()
 		n.analytics = startAnalyticsRole(context.WithoutCancel(procCtx), analyticsConfig{Brokers: n.brokers, ClickHouse: chCfg,
 			Group: analytics.DefaultSinkGroup, TopicDecisions: cfg.TopicDecisions, TopicOutcomes: cfg.TopicOutcomes,
-			TopicDLQ: analytics.DefaultTopicDLQ, BatchRows: analytics.DefaultBatchRows, BatchInterval: time.Second}, log, n.metrics.reg)
+			TopicSuppressions: cfg.TopicSuppressions, TopicDLQ: analytics.DefaultTopicDLQ, BatchRows: analytics.DefaultBatchRows, BatchInterval: time.Second}, log, n.metrics.reg)
 		fmt.Fprintf(stdout, "  report   ClickHouse %s, database %s (analytics; the recovery report comes at the end)\n", strings.Join(chCfg.Addr, ","), chCfg.Database)
 	}
 	fmt.Fprintf(stdout, "  logs     %s\n\n", logPath)

@@ -68,7 +68,7 @@ func runRedrive(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "redrive: %s from %s%s\n", cfg.TopicDLQ, start, mode)
 	sum, err := actions.Redrive(ctx, actions.RedriveConfig{
-		Brokers: cfg.Brokers, TopicDLQ: cfg.TopicDLQ, TopicOutcomes: cfg.TopicOutcomes,
+		Brokers: cfg.Brokers, TopicDLQ: cfg.TopicDLQ, TopicOutcomes: cfg.TopicOutcomes, TopicSuppressions: cfg.TopicSuppressions,
 		Since: from, FromOffset: *offset, DryRun: *dryRun, Hold: *hold,
 		BackoffBase: cfg.BackoffBase, BackoffMax: cfg.BackoffMax, EmailsPerSecond: cfg.Rate,
 		Webhook: parts.webhook, Logger: slog.Default(),
