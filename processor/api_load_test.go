@@ -14,6 +14,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/cartlift/cartlift/processor"
 	"github.com/cartlift/cartlift/projections"
@@ -146,6 +147,13 @@ func TestAPILoad(t *testing.T) {
 		cpuModel(), runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.GOOS, runtime.GOARCH, clients, requests)
 	t.Logf("local     %s  (%.0f req/s)", lLocal.summary(), float64(requests)/dLocal.Seconds())
 	t.Logf("forwarded %s  (%.0f req/s)", lFwd.summary(), float64(requests)/dFwd.Seconds())
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	blockCache, memTables := a.run.p.StoreMemory()
+	t.Logf("memory: Go heap %.0f MiB (both instances, and the test's %d expected answers, %.0f MiB); instance A's block cache %.0f MiB, memtables %.0f MiB",
+		float64(ms.HeapAlloc)/(1<<20), len(exp), float64(len(exp)*int(unsafe.Sizeof(expectedCustomer{})))/(1<<20),
+		float64(blockCache)/(1<<20), float64(memTables)/(1<<20))
 }
 
 // expectedCustomer is what the open list of customer i (key loadKey(i))

@@ -937,7 +937,12 @@ func (w *worker) commit() error {
 	if err := w.b.Commit(opts); err != nil {
 		return err
 	}
-	w.b.Reset()
+	// The next batch starts at this one's size: Pebble keeps a reset
+	// batch's buffer only up to 1 MB, and growing one by doubling copies
+	// it over and over.
+	size := len(w.b.Repr())
+	w.b.Close()
+	w.b = w.pr.db.NewBatchWithSize(size)
 	for _, c := range w.toCache {
 		w.uncache(c.key)
 		w.addToCache(c)
