@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -235,9 +236,31 @@ func runLoad(ctx context.Context, args []string, stdout io.Writer) error {
 	fmt.Fprintf(stdout, "decisions %d (suppressed %d, deferred %d), outcomes %d, rejected %d, open carts %d, pending timers %d, sync writes %v\n",
 		s.DecisionsMade, s.DecisionsSuppressed, s.DecisionsDeferred, s.OutcomesMade, s.EventsRejected, s.OpenCarts, s.PendingTimers, *sync)
 	perCart := float64(disk) / float64(max(1, s.OpenCarts))
-	fmt.Fprintf(stdout, "store on disk %.1f MiB (%.0f B per open cart, all customers' state, timers and outbox included); Go heap %.1f MiB, peak RSS %.0f MiB\n",
-		float64(disk)/(1<<20), perCart, float64(ms.HeapAlloc)/(1<<20), float64(peakRSS())/(1<<20))
+	allocated := allocatedBytes(filepath.Join(dataDir, "state"))
+	fmt.Fprintf(stdout, "store on disk %.1f MiB (%.0f B per open cart, all customers' state, timers and outbox included), allocated after close (du) %.1f MiB (%.0f B per open cart); Go heap %.1f MiB, peak RSS %.0f MiB\n",
+		float64(disk)/(1<<20), perCart, float64(allocated)/(1<<20), float64(allocated)/float64(max(1, s.OpenCarts)),
+		float64(ms.HeapAlloc)/(1<<20), float64(peakRSS())/(1<<20))
 	return nil
+}
+
+// allocatedBytes is what the files under dir occupy on disk, as du counts
+// it (preallocated blocks included), 0 where the file system does not tell.
+func allocatedBytes(dir string) int64 {
+	var n int64
+	_ = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil {
+			return nil
+		}
+		if st, ok := info.Sys().(*syscall.Stat_t); ok {
+			n += st.Blocks * 512
+		}
+		return nil
+	})
+	return n
 }
 
 // daytimeEnd is the latest 17:00 UTC not after t: a backlog that ends
