@@ -234,23 +234,15 @@ loop:
 	stopActions() // before the broker it consumes from
 	// The processor stops (its relay drains the outbox first), so no more
 	// decisions come; the sink, with its own context, then stores what was
-	// emitted: done once its lag (refreshed every 2 s) reads 0 and nothing
-	// new has been read for longer than that.
+	// emitted: done once it has stored as many records as the tail saw
+	// (the tail reads the same topics) and nothing new came for a second.
+	// (The sink's lag is no signal here: it stays at the partitions'
+	// last transaction markers.)
 	stopProc()
 	procErr := <-n.runErr
 	n.runErr <- procErr // for n.wait
-	deadline = time.Now().Add(20 * time.Second)
-	var lastRecords int64 = -1
-	lastChange := time.Now()
-	for withAnalytics && time.Now().Before(deadline) {
-		st := n.analytics.stats()
-		if st.Records != lastRecords {
-			lastRecords, lastChange = st.Records, time.Now()
-		}
-		if st.ClickHouseUp && st.Lag == 0 && st.Pending == 0 && time.Since(lastChange) > 3*time.Second {
-			break
-		}
-		time.Sleep(200 * time.Millisecond)
+	if withAnalytics {
+		waitSinkStored(n.analytics, tail, 20*time.Second)
 	}
 	runErr := n.wait()
 	printDemoSummary(stdout, time.Since(start), gen, s.EventsConsumed, s.EventsRejected, s.OpenCarts, s.PendingTimers, tail)
@@ -568,6 +560,33 @@ func (t *decisionTail) run(ctx context.Context) {
 			}
 		})
 	}
+}
+
+// seenIDs is the number of distinct decisions and outcomes seen.
+func (t *decisionTail) seenIDs() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.seen)
+}
+
+// waitSinkStored waits, at most timeout, until the analytics sink has
+// stored as many records as tail has seen, nothing new has come to
+// either for a second, and ClickHouse is up.
+func waitSinkStored(a *analyticsRole, tail *decisionTail, timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	var last int64 = -1
+	lastChange := time.Now()
+	for time.Now().Before(deadline) {
+		st, seen := a.stats(), int64(tail.seenIDs())
+		if st.Records+seen != last {
+			last, lastChange = st.Records+seen, time.Now()
+		}
+		if st.ClickHouseUp && st.Pending == 0 && st.Records >= seen && time.Since(lastChange) > time.Second {
+			return true
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return false
 }
 
 // clicks is the number of link.clicked outcomes seen.

@@ -41,6 +41,9 @@ const (
 	genTick = 5 * time.Millisecond
 	// genFlushTimeout bounds the wait for buffered records when stopping.
 	genFlushTimeout = 30 * time.Second
+	// genDrainQuiet: a drain (genOptions.Drain) ends once nothing is
+	// pending and no decision came for this long.
+	genDrainQuiet = 3 * time.Second
 )
 
 func runGen(ctx context.Context, args []string, stdout io.Writer) error {
@@ -181,8 +184,9 @@ type genOptions struct {
 	Reminders <-chan genReminder
 	// Drain, after the end set by Duration or Count, keeps producing for
 	// at most this long what is still to come (shopper.Sim.Drain): the
-	// sessions in flight, and the shoppers reminders bring back. 0: none.
-	// Cancelling ctx ends it too.
+	// sessions in flight, and the shoppers reminders bring back; it ends
+	// earlier once nothing is pending and no reminder came for 3 s. 0:
+	// none. Cancelling ctx ends it too.
 	Drain time.Duration
 }
 
@@ -334,10 +338,12 @@ func produceShopperTraffic(ctx context.Context, cl *kgo.Client, o genOptions, pr
 		return true
 	}
 	// remind hands the decisions that arrived to the simulation.
+	var lastReminder time.Time
 	remind := func(now time.Time) {
 		for {
 			select {
 			case r := <-o.Reminders:
+				lastReminder = now
 				a := sim.Remind(r.Reminder, now)
 				if r.Answered != nil {
 					r.Answered(a)
@@ -391,7 +397,10 @@ func produceShopperTraffic(ctx context.Context, cl *kgo.Client, o genOptions, pr
 		sim.Drain()
 		tick := time.NewTicker(genTick)
 		deadline := time.Now().Add(o.Drain)
-		for ctx.Err() == nil && time.Now().Before(deadline) && sim.Pending() > 0 {
+		// Until nothing is pending and no decision came for a while (the
+		// last sessions' carts are still to be decided), or the deadline.
+		lastReminder = time.Now()
+		for ctx.Err() == nil && time.Now().Before(deadline) && (sim.Pending() > 0 || time.Since(lastReminder) < genDrainQuiet) {
 			now := time.Now()
 			remind(now)
 			for {
