@@ -9,7 +9,7 @@ PKGS  := ./...
 DEMO_DURATION ?= 60s
 DEMO_RATE     ?= 400
 
-.PHONY: all build demo test test-short test-race bench bench-e2e lint fuzz clean tools email-screenshots report-screenshots screenshots
+.PHONY: all build demo test test-short test-race bench bench-e2e lint fuzz clean tools email-screenshots report-screenshots shop-screenshots screenshots
 
 all: build
 
@@ -82,8 +82,18 @@ report-screenshots:
 	command -v $${CHROMIUM:-chromium} >/dev/null || { echo "needs chromium: apt-get install -y chromium"; exit 1; }
 	$(GO) run ./analytics/reportpreview -out build/screenshots -chromium $${CHROMIUM:-chromium} -widths 1400,800 $${REPORT_JSON:+-json "$$REPORT_JSON"}
 
-# Both: the report and the emails.
-screenshots: report-screenshots email-screenshots
+# The demo shop's cart page (where the emails' resume links land in
+# `make demo`) at 1400 and 800 px, from TestDemoShop's page, into
+# build/screenshots/shop-*.png. `make test` does not need Chromium.
+shop-screenshots:
+	command -v $${CHROMIUM:-chromium} >/dev/null || { echo "needs chromium: apt-get install -y chromium"; exit 1; }
+	mkdir -p build/screenshots
+	CARTLIFT_SHOP_PREVIEW=$(CURDIR)/build/screenshots/shop.html $(GO) test -count=1 -run '^TestDemoShop$$' ./cmd/cartlift >/dev/null
+	for w in 1400 800; do $${CHROMIUM:-chromium} --headless --no-sandbox --disable-gpu --hide-scrollbars --screenshot=build/screenshots/shop-$$w.png --window-size=$$w,900 file://$(CURDIR)/build/screenshots/shop.html 2>/dev/null; done
+	@echo "build/screenshots/shop-1400.png build/screenshots/shop-800.png"
+
+# All three: the report, the emails and the shop page.
+screenshots: report-screenshots email-screenshots shop-screenshots
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

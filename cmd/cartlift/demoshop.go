@@ -103,7 +103,8 @@ var errNoCart = errors.New("no such cart")
 
 // cart reads a customer's cart from the processor's API.
 func (s *demoShop) cart(ctx context.Context, customer, cartID string) (processor.CartView, error) {
-	u := s.api + "/v1/customers/" + url.PathEscape(customer) + "/carts/" + url.PathEscape(cartID)
+	// The key escaped as the API documents it: anon%3Ag-17.
+	u := s.api + "/v1/customers/" + strings.ReplaceAll(url.PathEscape(customer), ":", "%3A") + "/carts/" + url.PathEscape(cartID)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return processor.CartView{}, err
