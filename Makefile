@@ -8,6 +8,8 @@ PKGS  := ./...
 # How long `make demo` runs; Ctrl-C stops it earlier, with the summary.
 DEMO_DURATION ?= 60s
 DEMO_RATE     ?= 400
+# More `cartlift demo` flags, e.g. DEMO_FLAGS='-effect 0.10'.
+DEMO_FLAGS    ?=
 
 .PHONY: all build demo test test-short test-race bench bench-e2e lint fuzz clean tools email-screenshots report-screenshots shop-screenshots screenshots
 
@@ -19,7 +21,7 @@ build:
 demo: build tools
 	CARTLIFT_FLOWS=$${CARTLIFT_FLOWS:-deploy/flows/demo.yaml} \
 	CARTLIFT_DATA_DIR=$${CARTLIFT_DATA_DIR:-./data/demo} \
-	./$(BIN) demo -duration $(DEMO_DURATION) -rate $(DEMO_RATE)
+	./$(BIN) demo -duration $(DEMO_DURATION) -rate $(DEMO_RATE) $(DEMO_FLAGS)
 
 # Every test: unit, golden, property, fuzz seeds, and the integration tests
 # against an in-process Kafka-protocol broker and subprocesses of the binary,
