@@ -8,8 +8,10 @@ PKGS  := ./...
 # How long `make demo` runs; Ctrl-C stops it earlier, with the summary.
 DEMO_DURATION ?= 60s
 DEMO_RATE     ?= 400
+# More `cartlift demo` flags, e.g. DEMO_FLAGS='-effect 0.10'.
+DEMO_FLAGS    ?=
 
-.PHONY: all build demo test test-short test-race bench bench-e2e lint fuzz clean tools email-screenshots report-screenshots screenshots
+.PHONY: all build demo test test-short test-race bench bench-e2e lint fuzz clean tools email-screenshots report-screenshots shop-screenshots screenshots
 
 all: build
 
@@ -19,7 +21,7 @@ build:
 demo: build tools
 	CARTLIFT_FLOWS=$${CARTLIFT_FLOWS:-deploy/flows/demo.yaml} \
 	CARTLIFT_DATA_DIR=$${CARTLIFT_DATA_DIR:-./data/demo} \
-	./$(BIN) demo -duration $(DEMO_DURATION) -rate $(DEMO_RATE)
+	./$(BIN) demo -duration $(DEMO_DURATION) -rate $(DEMO_RATE) $(DEMO_FLAGS)
 
 # Every test: unit, golden, property, fuzz seeds, and the integration tests
 # against an in-process Kafka-protocol broker and subprocesses of the binary,
@@ -82,8 +84,18 @@ report-screenshots:
 	command -v $${CHROMIUM:-chromium} >/dev/null || { echo "needs chromium: apt-get install -y chromium"; exit 1; }
 	$(GO) run ./analytics/reportpreview -out build/screenshots -chromium $${CHROMIUM:-chromium} -widths 1400,800 $${REPORT_JSON:+-json "$$REPORT_JSON"}
 
-# Both: the report and the emails.
-screenshots: report-screenshots email-screenshots
+# The demo shop's cart page (where the emails' resume links land in
+# `make demo`) at 1400 and 800 px, from TestDemoShop's page, into
+# build/screenshots/shop-*.png. `make test` does not need Chromium.
+shop-screenshots:
+	command -v $${CHROMIUM:-chromium} >/dev/null || { echo "needs chromium: apt-get install -y chromium"; exit 1; }
+	mkdir -p build/screenshots
+	CARTLIFT_SHOP_PREVIEW=$(CURDIR)/build/screenshots/shop.html $(GO) test -count=1 -run '^TestDemoShop$$' ./cmd/cartlift >/dev/null
+	for w in 1400 800; do $${CHROMIUM:-chromium} --headless --no-sandbox --disable-gpu --hide-scrollbars --screenshot=build/screenshots/shop-$$w.png --window-size=$$w,900 file://$(CURDIR)/build/screenshots/shop.html 2>/dev/null; done
+	@echo "build/screenshots/shop-1400.png build/screenshots/shop-800.png"
+
+# All three: the report, the emails and the shop page.
+screenshots: report-screenshots email-screenshots shop-screenshots
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -319,6 +320,7 @@ func runReport(ctx context.Context, args []string, stdout io.Writer) error {
 	flow := fs.String("flow", "", "only this flow")
 	format := fs.String("format", "table", "table, json or html")
 	out := fs.String("out", "", "write to this file instead of standard output")
+	chDir := fs.String("clickhouse-dir", "", "instead of CLICKHOUSE_ADDR: start a local clickhouse-server over this data directory (the demo's data/demo/clickhouse) for the report, and stop it after")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -347,10 +349,35 @@ func runReport(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return &exitError{2, err}
 	}
+	if *chDir != "" {
+		if len(cfg.Addr) > 0 {
+			return &exitError{2, errors.New("report: --clickhouse-dir starts a server of its own: unset CLICKHOUSE_ADDR, or leave out --clickhouse-dir")}
+		}
+		srv, err := startReportClickHouse(ctx, *chDir)
+		if err != nil {
+			return err
+		}
+		defer srv.Stop()
+		cfg.Addr = []string{srv.Addr}
+	}
 	if err := cfg.validate(); err != nil {
 		return &exitError{2, err}
 	}
 	return writeReport(ctx, cfg, opt, write, *out, stdout)
+}
+
+// startReportClickHouse starts a local clickhouse-server over the data
+// directory dir, which must hold a server's data already (a new one would
+// have no analytics tables to report on).
+func startReportClickHouse(ctx context.Context, dir string) (*analytics.LocalServer, error) {
+	if _, err := os.Stat(filepath.Join(dir, "metadata")); err != nil {
+		return nil, &exitError{2, fmt.Errorf("report: --clickhouse-dir %s holds no ClickHouse data (the demo leaves its own in data/demo/clickhouse): %w", dir, err)}
+	}
+	srv, err := analytics.StartLocal(ctx, dir)
+	if err != nil {
+		return nil, fmt.Errorf("report: --clickhouse-dir: %w", err)
+	}
+	return srv, nil
 }
 
 // writeReport builds the report from ClickHouse and writes it with write

@@ -39,8 +39,12 @@ func runDemo(ctx context.Context, args []string, stdout io.Writer) error {
 	rate := fs.Float64("rate", 400, "generated events per second")
 	customers := fs.Int("customers", 2000, "registered customers in the generated population")
 	keep := fs.Bool("keep", false, "keep the data directory of an earlier demo instead of starting fresh")
+	effect := fs.Float64("effect", demoDefaultEffect, "the reminders' true effect: treated carts come back and buy this much more often (absolute, 0.05 = +5 pp) than the holdout's base rate")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *effect < -demoResponseBase || *effect > 1-demoResponseBase {
+		return &exitError{2, fmt.Errorf("demo: -effect must be between %g and %g (the base rate is %g), got %g", -demoResponseBase, 1-demoResponseBase, demoResponseBase, *effect)}
 	}
 	cfg, err := loadRunConfig(ctx, nil)
 	if err != nil {
@@ -78,12 +82,23 @@ func runDemo(ctx context.Context, args []string, stdout io.Writer) error {
 		fmt.Fprintf(stdout, "  metrics  http://%s/metrics   readiness: http://%s/readyz\n", n.httpLn.Addr(), n.httpLn.Addr())
 		fmt.Fprintf(stdout, "  carts    curl -s http://%s/v1/customers/c-000042/carts   (a customer's open carts)\n", n.httpLn.Addr())
 	}
+	// The shop: where the emails' links land, with the cart from the API
+	// and a button that completes the order.
+	var shop *demoShop
+	if n.httpLn != nil {
+		if shop, err = startDemoShop(cfg.HTTP, n.httpLn.Addr().String(), n.brokers, cfg.TopicEvents, log); err != nil {
+			return err
+		}
+		defer shop.close()
+	}
 	// The actions role sends the email decisions to a local mail catcher,
-	// Mailpit, when it is installed (`make tools`).
+	// Mailpit, when it is installed (`make tools`), with signed links
+	// that its link server records as clicks and sends on to the shop.
 	var (
 		mp            *demoMailpit
 		stopActions   = func() {}
 		receivedHooks = func() int64 { return 0 }
+		clicker       *demoClicker
 	)
 	if bin, err := actions.FindMailpit(); err != nil {
 		fmt.Fprintf(stdout, "  emails   none: Mailpit not found (go install github.com/axllent/mailpit@v1.33.1, or make tools)\n")
@@ -97,19 +112,28 @@ func runDemo(ctx context.Context, args []string, stdout io.Writer) error {
 			return err
 		}
 		defer hooks.close()
-		role, err := startDemoActions(procCtx, cfg.Broker.DataDir, n.brokers, mp.smtpPort, hooks.url, cfg.HTTP, log)
+		links, err := demoLinks(shop)
+		if err != nil {
+			return err
+		}
+		role, err := startDemoActions(procCtx, cfg.Broker.DataDir, n.brokers, mp.smtpPort, hooks.url, links, cfg.HTTP, log)
 		if err != nil {
 			return err
 		}
 		receivedHooks = hooks.received
-		stopActions = sync.OnceFunc(func() { _ = role.stop() })
+		clicker = newDemoClicker(links)
+		stopActions = sync.OnceFunc(func() { clicker.stop(); _ = role.stop() })
 		defer stopActions()
-		fmt.Fprintf(stdout, "  emails   %s/ (Mailpit: the reminders cartlift sends)\n", mp.web)
+		fmt.Fprintf(stdout, "  emails   %s/ (Mailpit: the reminders cartlift sends; click one through to the shop)\n", mp.web)
+		if shop != nil {
+			fmt.Fprintf(stdout, "  shop     %s/cart/…   (where the emails' links land: the cart from the API, and \"Complete order\")\n", shop.url)
+			fmt.Fprintf(stdout, "  links    %s/r/… and /u/…   (signed; a click is recorded as link.clicked, an unsubscribe withdraws consent)\n", links.base)
+		}
 	}
 	// The analytics sink lands decisions and outcomes in ClickHouse
 	// (CLICKHOUSE_ADDR, else a local clickhouse-server under the data
 	// directory); the demo ends with the recovery report.
-	chCfg, stopClickHouse, err := demoClickHouse(ctx, cfg.Broker.DataDir)
+	chCfg, chDir, stopClickHouse, err := demoClickHouse(ctx, cfg.Broker.DataDir)
 	withAnalytics := err == nil
 	if !withAnalytics {
 		fmt.Fprintf(stdout, "  report   none: %v\n", err)
@@ -120,6 +144,8 @@ func runDemo(ctx context.Context, args []string, stdout io.Writer) error {
 			TopicSuppressions: cfg.TopicSuppressions, TopicDLQ: analytics.DefaultTopicDLQ, BatchRows: analytics.DefaultBatchRows, BatchInterval: time.Second}, log, n.metrics.reg)
 		fmt.Fprintf(stdout, "  report   ClickHouse %s, database %s (analytics; the recovery report comes at the end)\n", strings.Join(chCfg.Addr, ","), chCfg.Database)
 	}
+	fmt.Fprintf(stdout, "  shoppers answer reminders: %s for treated carts over the holdout's %.0f%% (-effect), %.0f%% of the other emails clicked\n",
+		signedPP(*effect), 100*demoResponseBase, 100*demoClickShare)
 	fmt.Fprintf(stdout, "  logs     %s\n\n", logPath)
 
 	genCl, err := kgo.NewClient(kgo.SeedBrokers(n.brokers...), kgo.DefaultProduceTopic(cfg.TopicEvents),
@@ -128,21 +154,39 @@ func runDemo(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	defer genCl.Close()
-	genCtx, stopGen := context.WithTimeout(ctx, *duration)
-	defer stopGen()
 	genDone := make(chan genStats, 1)
 	start := time.Now()
+	// Every decision reaches the simulated shoppers, who answer it
+	// (shopper.Response): the first one of a cart decides whether its
+	// shopper comes back and buys; clicks go through the link server.
+	reminders := make(chan genReminder, 1<<16)
+	tail := newDecisionTail(n.brokers, cfg.TopicDecisions, cfg.TopicOutcomes)
+	tail.onDecision = func(d events.Decision) {
+		r := genReminder{Reminder: shopper.Reminder{DecisionID: d.ID, CartID: d.Cart.CartID, Holdout: d.Holdout}}
+		if clicker != nil && d.Action == "email" {
+			r.Answered = func(a shopper.Answer) {
+				if a.Click {
+					clicker.click(d, a.ClickAt)
+				}
+			}
+		}
+		select {
+		case reminders <- r:
+		default: // the generator has stopped
+		}
+	}
+	go tail.run(procCtx)
+	trafficEnd := time.After(*duration)
 	go func() {
-		st, err := produceShopperTraffic(genCtx, genCl, genOptions{Rate: *rate,
-			Sim: shopper.Options{Customers: *customers, ReturnAfter: 40 * time.Second}}, io.Discard)
+		st, err := produceShopperTraffic(ctx, genCl, genOptions{Rate: *rate, Duration: *duration, Drain: demoDrain, Reminders: reminders,
+			Sim: shopper.Options{Customers: *customers, ReturnAfter: 40 * time.Second,
+				Response: shopper.Response{On: true, Base: demoResponseBase, Effect: *effect, ClickShare: demoClickShare, After: demoResponseAfter}}},
+			io.Discard)
 		if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
 			log.Error("generator", "err", err)
 		}
 		genDone <- st
 	}()
-
-	tail := newDecisionTail(n.brokers, cfg.TopicDecisions, cfg.TopicOutcomes)
-	go tail.run(procCtx)
 
 	tick := time.NewTicker(2 * time.Second)
 	defer tick.Stop()
@@ -154,6 +198,9 @@ loop:
 		select {
 		case gen = <-genDone:
 			break loop
+		case <-trafficEnd:
+			fmt.Fprintf(stdout, "\nno new shoppers; the ones reminded so far come back for up to %s…\n", demoDrain)
+			trafficEnd = nil
 		case err := <-n.runErr:
 			n.runErr <- err
 			break loop
@@ -187,34 +234,30 @@ loop:
 	stopActions() // before the broker it consumes from
 	// The processor stops (its relay drains the outbox first), so no more
 	// decisions come; the sink, with its own context, then stores what was
-	// emitted: done once its lag (refreshed every 2 s) reads 0 and nothing
-	// new has been read for longer than that.
+	// emitted: done once it has stored as many records as the tail saw
+	// (the tail reads the same topics) and nothing new came for a second.
+	// (The sink's lag is no signal here: it stays at the partitions'
+	// last transaction markers.)
 	stopProc()
 	procErr := <-n.runErr
 	n.runErr <- procErr // for n.wait
-	deadline = time.Now().Add(20 * time.Second)
-	var lastRecords int64 = -1
-	lastChange := time.Now()
-	for withAnalytics && time.Now().Before(deadline) {
-		st := n.analytics.stats()
-		if st.Records != lastRecords {
-			lastRecords, lastChange = st.Records, time.Now()
-		}
-		if st.ClickHouseUp && st.Lag == 0 && st.Pending == 0 && time.Since(lastChange) > 3*time.Second {
-			break
-		}
-		time.Sleep(200 * time.Millisecond)
+	if withAnalytics {
+		waitSinkStored(n.analytics, tail, 20*time.Second)
 	}
 	runErr := n.wait()
 	printDemoSummary(stdout, time.Since(start), gen, s.EventsConsumed, s.EventsRejected, s.OpenCarts, s.PendingTimers, tail)
 	if mp != nil {
 		fmt.Fprintf(stdout, "  emails sent        %12s   see them at %s/ (Mailpit stops with the demo)\n", num(int64(tail.emailsSent())), mp.web)
+		fmt.Fprintf(stdout, "  links clicked      %12s   by the simulated shoppers, through the link server (%s by people; failed %s)\n",
+			num(clicker.clicked.Load()), num(max(0, int64(tail.clicks())-clicker.clicked.Load())), num(clicker.failed.Load()))
 		fmt.Fprintf(stdout, "  webhooks delivered %12s   signed, verified by the demo's shop\n", num(receivedHooks()))
 	}
 	fmt.Fprintf(stdout, "  stopped by guards  %12s   deferred for quiet hours %s (no consent, caps, combined: cartlift_decisions_suppressed_total)\n",
 		num(s.DecisionsSuppressed), num(s.DecisionsDeferred))
 	if withAnalytics {
-		if err := printDemoReport(ctx, stdout, chCfg, start, cfg.Broker.DataDir); err != nil {
+		// Ctrl-C stopped the traffic, not the report: ClickHouse runs (and
+		// is asked) until the report is written.
+		if err := printDemoReport(context.WithoutCancel(ctx), stdout, chCfg, chDir, start, cfg.Broker.DataDir); err != nil {
 			fmt.Fprintf(stdout, "\nno recovery report: %v\n", err)
 		}
 	}
@@ -227,24 +270,32 @@ loop:
 // dataDir/clickhouse from deploy/clickhouse/config.xml. stop stops the
 // latter. Without either the demo runs without analytics (make demo
 // installs clickhouse-server first where it can, and stops if it cannot).
-func demoClickHouse(ctx context.Context, dataDir string) (cfg clickhouseConfig, stop func(), err error) {
+//
+// dir is the local server's data directory ("" for CLICKHOUSE_ADDR); it
+// stays when the demo ends, so that `cartlift report --clickhouse-dir`
+// reports on it again.
+func demoClickHouse(ctx context.Context, dataDir string) (cfg clickhouseConfig, dir string, stop func(), err error) {
 	if cfg, err = processEnv[clickhouseConfig](ctx, nil); err != nil {
-		return cfg, nil, err
+		return cfg, "", nil, err
 	}
 	if len(cfg.Addr) > 0 {
-		return cfg, func() {}, cfg.validate()
+		return cfg, "", func() {}, cfg.validate()
 	}
-	srv, err := analytics.StartLocal(ctx, filepath.Join(dataDir, "clickhouse"))
+	dir = filepath.Join(dataDir, "clickhouse")
+	// Not ctx: the server must outlive a Ctrl-C until the report is out.
+	srv, err := analytics.StartLocal(context.WithoutCancel(ctx), dir)
 	if err != nil {
-		return cfg, nil, fmt.Errorf("the demo needs ClickHouse for its recovery report: %w", err)
+		return cfg, "", nil, fmt.Errorf("the demo needs ClickHouse for its recovery report: %w", err)
 	}
 	cfg.Addr = []string{srv.Addr}
-	return cfg, func() { _ = srv.Stop() }, nil
+	return cfg, dir, func() { _ = srv.Stop() }, nil
 }
 
-// printDemoReport prints the recovery report of the demo's period and
-// writes its HTML next to the demo's data.
-func printDemoReport(ctx context.Context, w io.Writer, cfg clickhouseConfig, start time.Time, dataDir string) error {
+// printDemoReport prints the recovery report of the demo's period, writes
+// its HTML next to the demo's data, and prints the command that writes
+// the same report again (chDir: the local ClickHouse's data, "" for
+// CLICKHOUSE_ADDR).
+func printDemoReport(ctx context.Context, w io.Writer, cfg clickhouseConfig, chDir string, start time.Time, dataDir string) error {
 	// Exactly the demo's period: from the second it started until now
 	// (the report rounds both up to whole seconds, and "Generated" too).
 	opt := analytics.ReportOptions{Since: start.UTC().Truncate(time.Second), Until: time.Now().UTC()}
@@ -262,7 +313,39 @@ func printDemoReport(ctx context.Context, w io.Writer, cfg clickhouseConfig, sta
 	}
 	abs, _ := filepath.Abs(html)
 	fmt.Fprintf(w, "\n  the same report with charts: file://%s\n", abs)
+	fmt.Fprintf(w, "  write it again later:        %s\n", demoReportCommand(os.Args[0], chDir, cfg, rep, html))
 	return nil
+}
+
+// demoReportCommand is the command line that writes rep again, as HTML
+// to out: the same period, from the demo's local ClickHouse (chDir, which
+// the command starts and stops) or from CLICKHOUSE_ADDR.
+func demoReportCommand(bin, chDir string, cfg clickhouseConfig, rep *analytics.Report, out string) string {
+	if bin == "" || strings.HasSuffix(bin, ".test") {
+		bin = "cartlift"
+	}
+	var b strings.Builder
+	if chDir == "" {
+		fmt.Fprintf(&b, "CLICKHOUSE_ADDR=%s ", shellQuote(strings.Join(cfg.Addr, ",")))
+		if cfg.Database != analytics.DefaultDatabase {
+			fmt.Fprintf(&b, "CLICKHOUSE_DATABASE=%s ", shellQuote(cfg.Database))
+		}
+	}
+	b.WriteString(shellQuote(bin) + " report")
+	if chDir != "" {
+		b.WriteString(" --clickhouse-dir " + shellQuote(chDir))
+	}
+	fmt.Fprintf(&b, " --since %s --until %s --format html --out %s",
+		rep.Since.Format(time.RFC3339), rep.Until.Format(time.RFC3339), shellQuote(out))
+	return b.String()
+}
+
+// shellQuote quotes s for a POSIX shell when it needs it.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./:,=@") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // demoMailpit is the Mailpit subprocess of the demo: SMTP and web UI on
@@ -341,20 +424,29 @@ func (m *demoMailpit) stop() {
 // the demo, as `cartlift actions` would with them in its environment:
 // the store under dataDir/actions, emails to the demo's Mailpit without
 // TLS, links to the demo's shop, no rate limit.
-func startDemoActions(ctx context.Context, dataDir string, brokers []string, smtpPort int, webhookURL string, hcfg httpConfig, log *slog.Logger) (*actionsRole, error) {
-	cfg, err := loadActionsConfig(ctx, envconfig.MapLookuper(map[string]string{
-		"KAFKA_BROKERS":            strings.Join(brokers, ","),
-		"CARTLIFT_DATA_DIR":        dataDir,
-		"SMTP_HOST":                "127.0.0.1",
-		"SMTP_PORT":                strconv.Itoa(smtpPort),
-		"SMTP_FROM":                "shop@cartlift.example",
-		"SMTP_TLS":                 string(actions.TLSNone),
-		"CARTLIFT_RESUME_URL":      "http://127.0.0.1:8080/cart/{cart_id}?d={decision_id}",
-		"CARTLIFT_UNSUBSCRIBE_URL": "http://127.0.0.1:8080/unsubscribe?c={customer_key}&d={decision_id}",
-		"CARTLIFT_ACTIONS_RATE":    "0",
-		"CARTLIFT_WEBHOOK_URLS":    webhookURL,
-		"CARTLIFT_WEBHOOK_SECRET":  demoWebhookSecret,
-	}))
+func startDemoActions(ctx context.Context, dataDir string, brokers []string, smtpPort int, webhookURL string, links demoLinkConfig,
+	hcfg httpConfig, log *slog.Logger) (*actionsRole, error) {
+	env := map[string]string{
+		"KAFKA_BROKERS":           strings.Join(brokers, ","),
+		"CARTLIFT_DATA_DIR":       dataDir,
+		"SMTP_HOST":               "127.0.0.1",
+		"SMTP_PORT":               strconv.Itoa(smtpPort),
+		"SMTP_FROM":               "shop@cartlift.example",
+		"SMTP_TLS":                string(actions.TLSNone),
+		"CARTLIFT_SHOP_NAME":      demoShopName,
+		"CARTLIFT_ACTIONS_RATE":   "0",
+		"CARTLIFT_WEBHOOK_URLS":   webhookURL,
+		"CARTLIFT_WEBHOOK_SECRET": demoWebhookSecret,
+	}
+	if links.base != "" {
+		env["CARTLIFT_LINK_BASE_URL"] = links.base
+		env["CARTLIFT_LINK_SECRET"] = links.secret
+		env["CARTLIFT_CART_URL"] = links.cartURL
+		env["CARTLIFT_ACTIONS_HTTP_ADDR"] = links.addr
+	} else {
+		env["CARTLIFT_ACTIONS_HTTP_ADDR"] = "off"
+	}
+	cfg, err := loadActionsConfig(ctx, envconfig.MapLookuper(env))
 	if err != nil {
 		return nil, err
 	}
@@ -412,6 +504,10 @@ type decisionTail struct {
 	recovered map[string]int64 // by currency, minor units
 	latest    *events.Decision
 	dupes     int
+
+	// onDecision, when set, gets every new decision, under the lock; it
+	// must not block.
+	onDecision func(events.Decision)
 }
 
 func newDecisionTail(brokers []string, decisions, outcomes string) *decisionTail {
@@ -449,6 +545,9 @@ func (t *decisionTail) run(ctx context.Context) {
 						t.holdout++
 					}
 					t.latest = &d
+					if t.onDecision != nil {
+						t.onDecision(d)
+					}
 				}
 			case events.TypeOutcome:
 				var o events.Outcome
@@ -461,6 +560,40 @@ func (t *decisionTail) run(ctx context.Context) {
 			}
 		})
 	}
+}
+
+// seenIDs is the number of distinct decisions and outcomes seen.
+func (t *decisionTail) seenIDs() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.seen)
+}
+
+// waitSinkStored waits, at most timeout, until the analytics sink has
+// stored as many records as tail has seen, nothing new has come to
+// either for a second, and ClickHouse is up.
+func waitSinkStored(a *analyticsRole, tail *decisionTail, timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	var last int64 = -1
+	lastChange := time.Now()
+	for time.Now().Before(deadline) {
+		st, seen := a.stats(), int64(tail.seenIDs())
+		if st.Records+seen != last {
+			last, lastChange = st.Records+seen, time.Now()
+		}
+		if st.ClickHouseUp && st.Pending == 0 && st.Records >= seen && time.Since(lastChange) > time.Second {
+			return true
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return false
+}
+
+// clicks is the number of link.clicked outcomes seen.
+func (t *decisionTail) clicks() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.outcomes[actions.KindLinkClicked]
 }
 
 // emailsSent is the number of email.sent outcomes seen.

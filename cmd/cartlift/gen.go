@@ -41,6 +41,9 @@ const (
 	genTick = 5 * time.Millisecond
 	// genFlushTimeout bounds the wait for buffered records when stopping.
 	genFlushTimeout = 30 * time.Second
+	// genDrainQuiet: a drain (genOptions.Drain) ends once nothing is
+	// pending and no decision came for this long.
+	genDrainQuiet = 3 * time.Second
 )
 
 func runGen(ctx context.Context, args []string, stdout io.Writer) error {
@@ -174,6 +177,25 @@ type genOptions struct {
 	// stops; records still undelivered then are failed and counted as
 	// errors. Default 30s.
 	FlushTimeout time.Duration
+	// Reminders, when set, are cartlift's decisions as the shop hears of
+	// them: each is handed to the simulation (shopper.Sim.Remind, which
+	// needs Sim.Response.On) before the next burst, and its Answer to the
+	// reminder's Answered, from the producing goroutine.
+	Reminders <-chan genReminder
+	// Drain, after the end set by Duration or Count, keeps producing for
+	// at most this long what is still to come (shopper.Sim.Drain): the
+	// sessions in flight, and the shoppers reminders bring back; it ends
+	// earlier once nothing is pending and no reminder came for 3 s. 0:
+	// none. Cancelling ctx ends it too.
+	Drain time.Duration
+}
+
+// genReminder is a decision for the simulated shoppers (genOptions.Reminders).
+type genReminder struct {
+	shopper.Reminder
+	// Answered, when set, receives what the shopper does that the caller
+	// carries out (a click).
+	Answered func(shopper.Answer)
 }
 
 // genStats counts what produceShopperTraffic did.
@@ -248,11 +270,11 @@ func produceShopperTraffic(ctx context.Context, cl *kgo.Client, o genOptions, pr
 	}
 	// Records are produced with a context that outlives runCtx, so that
 	// stopping does not abort records already buffered. It ends
-	// flushTimeout after runCtx, which also frees a Produce blocked on a
+	// o.Drain+flushTimeout after runCtx, which also frees a Produce blocked on a
 	// full buffer when the brokers are unreachable.
 	prodCtx, cancelProd := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelProd()
-	stopAfter := context.AfterFunc(runCtx, func() { time.AfterFunc(flushTimeout, cancelProd) })
+	stopAfter := context.AfterFunc(runCtx, func() { time.AfterFunc(o.Drain+flushTimeout, cancelProd) })
 	defer stopAfter()
 
 	var produced, acked, failed atomic.Int64
@@ -302,21 +324,40 @@ func produceShopperTraffic(ctx context.Context, cl *kgo.Client, o genOptions, pr
 		}
 	}()
 
+	send := func(rec shopper.Record) {
+		stats.ByType[rec.Type]++
+		produced.Add(1)
+		cl.Produce(prodCtx, &kgo.Record{Key: []byte(rec.Key), Value: rec.Value}, promise)
+	}
 	// emit produces one event; it reports false once o.Count is reached.
 	emit := func(now time.Time) bool {
 		if o.Count > 0 && produced.Load() >= o.Count {
 			return false
 		}
-		rec := sim.Next(now)
-		stats.ByType[rec.Type]++
-		produced.Add(1)
-		cl.Produce(prodCtx, &kgo.Record{Key: []byte(rec.Key), Value: rec.Value}, promise)
+		send(sim.Next(now))
 		return true
+	}
+	// remind hands the decisions that arrived to the simulation.
+	var lastReminder time.Time
+	remind := func(now time.Time) {
+		for {
+			select {
+			case r := <-o.Reminders:
+				lastReminder = now
+				a := sim.Remind(r.Reminder, now)
+				if r.Answered != nil {
+					r.Answered(a)
+				}
+			default:
+				return
+			}
+		}
 	}
 	if o.Rate <= 0 {
 	fast:
 		for runCtx.Err() == nil {
 			now := time.Now()
+			remind(now)
 			for range 256 {
 				if !emit(now) {
 					break fast
@@ -336,6 +377,7 @@ func produceShopperTraffic(ctx context.Context, cl *kgo.Client, o genOptions, pr
 	paced:
 		for {
 			now := time.Now()
+			remind(now)
 			tokens = min(burstCap, tokens+o.Rate*now.Sub(last).Seconds())
 			last = now
 			for ; tokens >= 1; tokens-- {
@@ -349,6 +391,31 @@ func produceShopperTraffic(ctx context.Context, cl *kgo.Client, o genOptions, pr
 			case <-tick.C:
 			}
 		}
+	}
+
+	if o.Drain > 0 && ctx.Err() == nil {
+		sim.Drain()
+		tick := time.NewTicker(genTick)
+		deadline := time.Now().Add(o.Drain)
+		// Until nothing is pending and no decision came for a while (the
+		// last sessions' carts are still to be decided), or the deadline.
+		lastReminder = time.Now()
+		for ctx.Err() == nil && time.Now().Before(deadline) && (sim.Pending() > 0 || time.Since(lastReminder) < genDrainQuiet) {
+			now := time.Now()
+			remind(now)
+			for {
+				rec, ok := sim.NextPending(now)
+				if !ok {
+					break
+				}
+				send(rec)
+			}
+			select {
+			case <-ctx.Done():
+			case <-tick.C:
+			}
+		}
+		tick.Stop()
 	}
 
 	flushCtx, cancelFlush := context.WithTimeout(prodCtx, flushTimeout)

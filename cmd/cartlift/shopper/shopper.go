@@ -109,6 +109,10 @@ type Options struct {
 	// EraseShare is the share of sessions of registered customers that end
 	// with customer.erased. Default 0.002; negative means never.
 	EraseShare float64
+
+	// Response makes shoppers answer the reminders the caller reports
+	// with Sim.Remind, with a known effect; off by default (see Response).
+	Response Response
 }
 
 // Defaults of Options, applied by New.
@@ -170,6 +174,9 @@ func (o Options) WithDefaults() Options {
 	if o.ReturnAfter <= 0 {
 		o.ReturnAfter = DefaultReturnAfter
 	}
+	if o.Response.On {
+		o.Response = o.Response.withDefaults(o.ReturnAfter)
+	}
 	return o
 }
 
@@ -202,6 +209,12 @@ type Stats struct {
 	Active        int    // sessions in flight now
 	Parked        int    // abandoned carts waiting to return or be discarded
 	ParkedDropped uint64 // returns given up because the parked set was full
+
+	// With Options.Response: carts whose first reminder Remind reported,
+	// the shoppers it brings back to buy, and the clicks it asked for.
+	Reminded  uint64
+	Responses uint64
+	Clicks    uint64
 }
 
 // Sim is a running shopper simulation. It is not safe for concurrent use.
@@ -234,6 +247,12 @@ type Sim struct {
 	outKey string    // key of the event in w
 	now    time.Time // the time given to the current Next
 	nowN   int64
+
+	// With Options.Response: abandoned carts by id, oldest first in
+	// cartFIFO (see response.go); draining after Drain.
+	byCart   map[string]indexed
+	cartFIFO []string
+	draining bool
 }
 
 type customer struct {
@@ -261,6 +280,8 @@ type cart struct {
 	ref      []byte // cartRefJSON, built with the cart's first event
 	returns  int
 	metaSent bool
+	reminded bool   // Remind has decided this cart's fate
+	fate     uint32 // bumped by Remind: parked entries of an older fate are void
 }
 
 func (c *cart) total() int64 {
@@ -361,6 +382,12 @@ func New(o Options) *Sim {
 	}
 	s.active = make([]*session, 0, o.Sessions)
 	s.freeCarts = make([]*cart, 0, 64)
+	if o.Response.On {
+		// Reminders refer to carts by id, and void parked entries point
+		// to their cart: carts are not recycled.
+		s.byCart = make(map[string]indexed)
+		s.freeCarts = nil
+	}
 	return s
 }
 
@@ -423,8 +450,12 @@ func (s *Sim) unpark() (typ string, handled bool) {
 	case p.cust >= 0 && s.customers[p.cust].gen != p.gen:
 		heap.Pop(&s.parked) // the customer was erased meanwhile
 		return "", true
+	case p.fate != p.cart.fate || (s.draining && !p.respond):
+		heap.Pop(&s.parked) // a reminder decided otherwise, or draining
+		return "", true
 	case p.discard:
 		heap.Pop(&s.parked)
+		s.unindexCart(p.cart)
 		x := &s.scratch
 		*x = session{cust: p.cust, anon: p.anon, key: ownerKey(s, p.cust, p.anon), cart: p.cart}
 		s.emitDiscard(x, "cleared_by_customer")
@@ -578,6 +609,7 @@ func (s *Sim) resume(p parked) *session {
 	s.stats.Returned++
 	c := p.cart
 	c.returns++
+	s.unindexCart(c)
 	x := s.newSession()
 	x.cust, x.anon, x.cart, x.loginAt, x.key = p.cust, p.anon, c, -1, ownerKey(s, p.cust, p.anon)
 	if p.cust >= 0 {
@@ -604,6 +636,10 @@ func (s *Sim) resume(p parked) *session {
 	}
 	if p.cust < 0 && s.rng.Float64() < s.o.LoginShare {
 		x.loginAt = s.rng.IntN(x.toAdd + x.extras + 1)
+	}
+	if p.respond {
+		// Brought back by a reminder (Response): straight to the checkout.
+		x.outcome, x.extras, x.toAdd = outCheckout, 0, min(x.toAdd, 1)
 	}
 	return x
 }
@@ -787,6 +823,9 @@ func (s *Sim) abandon(x *session, now bool) bool {
 	case r < s.o.DiscardShare+s.o.ReturnShare && x.cart.returns < maxReturns:
 		s.park(x, false)
 	}
+	if !emitted {
+		s.indexCart(x)
+	}
 	s.finishVisit(x)
 	return emitted
 }
@@ -804,6 +843,7 @@ func (s *Sim) park(x *session, discard bool) {
 		cust:    x.cust,
 		anon:    x.anon,
 		discard: discard,
+		fate:    x.cart.fate,
 	}
 	if x.cust >= 0 {
 		p.gen = s.customers[x.cust].gen
@@ -870,6 +910,8 @@ type parked struct {
 	anon    string
 	gen     uint32
 	discard bool
+	respond bool   // a return a reminder caused (Response): checks out
+	fate    uint32 // the cart's fate when parked
 }
 
 type parkHeap []parked
