@@ -133,7 +133,9 @@ type Config struct {
 	// MiB.
 	StateCacheBytes int64
 	// BlockCacheBytes is the Pebble block cache (uncompressed table
-	// blocks, shared by all partitions); default 128 MiB.
+	// blocks, shared by all partitions); default 256 MiB. A smaller one
+	// makes state reads of new customers dear: their bloom filter and
+	// index blocks fall out of it.
 	BlockCacheBytes int64
 	// MemTableBytes is the size of one Pebble memtable; up to four exist
 	// at a time while flushes run behind. Default 64 MiB.
@@ -188,7 +190,7 @@ func (c *Config) fill() error {
 		c.StateCacheBytes = 256 << 20
 	}
 	if c.BlockCacheBytes == 0 {
-		c.BlockCacheBytes = 128 << 20
+		c.BlockCacheBytes = 256 << 20
 	}
 	if c.MemTableBytes == 0 {
 		c.MemTableBytes = 64 << 20

@@ -75,8 +75,9 @@ type worker struct {
 	// Per Pebble batch: the batch and the states it changes; a nil state
 	// means delete. The batch is not indexed (an indexed batch costs a
 	// skiplist insert per key): the timer window has its timer changes,
-	// and the rare scans of committed data (a scheduled run's sweep, an
-	// erasure's outbox purge, a window refill) commit it first.
+	// batchOutbox its outbox entries for an erasure's purge, and the rare
+	// scans of committed data (a scheduled run's sweep, a window refill)
+	// commit it first.
 	b     *pebble.Batch
 	dirty map[string]*projections.CustomerState
 	// nextDue is the earliest timer due time, when nextDueKnown; it lets
@@ -88,6 +89,8 @@ type worker struct {
 	// from here instead of the start of the range skips them, which keeps
 	// a long backlog linear instead of quadratic. Zero means the start.
 	scanFrom time.Time
+	// batchOutbox lists the batch's outbox entries, for an erasure's purge.
+	batchOutbox []batchOutboxEntry
 	// win is the head of the timer index, batch included (see
 	// timerWindow).
 	win     timerWindow
@@ -584,9 +587,9 @@ func (w *worker) state(key string) (*projections.CustomerState, error) {
 func (w *worker) apply(key string, eff projections.Effects) error {
 	if eff.Erased {
 		// Before any of the erasure's effects, the outbox entries waiting
-		// for the customer go (purgeOutbox commits the batch first); the
-		// erased outcome below, which tells downstream to forget the
-		// customer, comes after the purge and survives it.
+		// for the customer go; the erased outcome below, which tells
+		// downstream to forget the customer, comes after the purge and
+		// survives it.
 		if err := w.purgeOutbox(key); err != nil {
 			return err
 		}
@@ -686,6 +689,14 @@ func (w *worker) apply(key string, eff projections.Effects) error {
 	return nil
 }
 
+// batchOutboxEntry is one outbox entry of the batch: its sequence number
+// and record key (shared with the entry, not copied).
+type batchOutboxEntry struct {
+	seq        uint64
+	key        []byte
+	deadLetter bool
+}
+
 // enqueueRecord puts one record of the suppressions topic into the outbox.
 func (w *worker) enqueueRecord(key, id, typ string, t time.Time, subject string, data any) error {
 	v, err := events.Encode(id, events.Source, typ, t, subject, data)
@@ -698,11 +709,16 @@ func (w *worker) enqueueRecord(key, id, typ string, t time.Time, subject string,
 
 // purgeOutbox drops the entries for a customer that wait in the outbox,
 // except dead letters: the right to be forgotten reaches output not yet
-// handed to the producer. It commits the batch first, so that the scan of
-// the committed outbox sees the batch's entries too.
+// handed to the producer.
 func (w *worker) purgeOutbox(key string) error {
-	if err := w.commit(); err != nil { // the scan reads committed data
-		return err
+	// The batch's own entries (the batch is not indexed: the worker
+	// remembers whose they are), then the committed ones.
+	for _, e := range w.batchOutbox {
+		if string(e.key) == key && !e.deadLetter {
+			if err := w.b.Delete(outboxKey(w.part, e.seq), nil); err != nil {
+				return err
+			}
+		}
 	}
 	lower, upper := partRange(w.part, kindOutbox)
 	it, err := w.pr.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
@@ -731,6 +747,7 @@ func (w *worker) enqueue(e *outboxEntry) error {
 	w.logNeeded = w.logNeeded || e.Topic != w.pr.cfg.Topics.State
 	w.keyBuf = e.appendTo(w.keyBuf[:0])
 	err := w.b.Set(outboxKey(w.part, w.meta.OutboxSeq), w.keyBuf, nil)
+	w.batchOutbox = append(w.batchOutbox, batchOutboxEntry{seq: w.meta.OutboxSeq, key: e.Key, deadLetter: e.Topic == w.pr.cfg.Topics.DLQ})
 	w.meta.OutboxSeq++
 	w.changed = true
 	return err
@@ -958,6 +975,8 @@ func (w *worker) commit() error {
 		w.cacheBytes -= c.size()
 	}
 	clear(w.dirty)
+	clear(w.batchOutbox)
+	w.batchOutbox = w.batchOutbox[:0]
 	w.changed = false
 	w.next.Store(w.meta.NextOffset)
 	w.openCarts.Store(w.meta.OpenCarts)

@@ -136,29 +136,7 @@ func TestRunStoresDecisionsAndReports(t *testing.T) {
 		"CARTLIFT_PARTITIONS": "2", "CARTLIFT_FLOWS": flows,
 		"CLICKHOUSE_ADDR": chAddr, "CLICKHOUSE_DATABASE": database, "CARTLIFT_ANALYTICS_BATCH_INTERVAL": "200ms",
 	}
-	cfg, err := loadRunConfig(ctx, envconfig.MapLookuper(env))
-	if err != nil {
-		t.Fatal(err)
-	}
-	acfg, err := loadAnalyticsConfig(ctx, envconfig.MapLookuper(env))
-	if err != nil {
-		t.Fatal(err)
-	}
-	runCtx, cancel := context.WithCancel(ctx)
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	n, err := startNode(runCtx, cfg, log)
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	acfg.Brokers = n.brokers
-	n.analytics = startAnalyticsRole(runCtx, acfg, log, n.metrics.reg)
-	defer func() {
-		cancel()
-		if err := n.wait(); err != nil {
-			t.Errorf("node: %v", err)
-		}
-	}()
+	n, cfg := startNodeWithAnalytics(t, ctx, env)
 
 	producer, err := kgo.NewClient(kgo.SeedBrokers(n.brokers...), kgo.DefaultProduceTopic(cfg.TopicEvents))
 	if err != nil {
@@ -300,4 +278,34 @@ func waitUntil(t *testing.T, what string, timeout time.Duration, cond func() boo
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// startNodeWithAnalytics starts `cartlift run` with the analytics role, as
+// the environment env configures them; the test's cleanup stops both.
+func startNodeWithAnalytics(t *testing.T, ctx context.Context, env map[string]string) (*node, runConfig) {
+	t.Helper()
+	cfg, err := loadRunConfig(ctx, envconfig.MapLookuper(env))
+	if err != nil {
+		t.Fatal(err)
+	}
+	acfg, err := loadAnalyticsConfig(ctx, envconfig.MapLookuper(env))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	n, err := startNode(runCtx, cfg, log)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	acfg.Brokers = n.brokers
+	n.analytics = startAnalyticsRole(runCtx, acfg, log, n.metrics.reg)
+	t.Cleanup(func() {
+		cancel()
+		if err := n.wait(); err != nil {
+			t.Errorf("node: %v", err)
+		}
+	})
+	return n, cfg
 }

@@ -85,7 +85,7 @@ type runConfig struct {
 	// StateCacheMiB bounds the customer states kept in memory (encoded).
 	StateCacheMiB int64 `env:"CARTLIFT_STATE_CACHE_MIB, default=256"`
 	// BlockCacheMiB is Pebble's block cache.
-	BlockCacheMiB int64 `env:"CARTLIFT_BLOCK_CACHE_MIB, default=128"`
+	BlockCacheMiB int64 `env:"CARTLIFT_BLOCK_CACHE_MIB, default=256"`
 	// MemTableMiB is the size of one of Pebble's memtables.
 	MemTableMiB int64 `env:"CARTLIFT_MEMTABLE_MIB, default=64"`
 	// FetchMaxMiB bounds one fetch of the input topic.

@@ -3,15 +3,12 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/sethvargo/go-envconfig"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/cartlift/cartlift/analytics"
@@ -68,29 +65,7 @@ func TestSimulatedEffectIsMeasured(t *testing.T) {
 		"CARTLIFT_PARTITIONS": "4", "CARTLIFT_FLOWS": flows,
 		"CLICKHOUSE_ADDR": chAddr, "CLICKHOUSE_DATABASE": database, "CARTLIFT_ANALYTICS_BATCH_INTERVAL": "200ms",
 	}
-	cfg, err := loadRunConfig(ctx, envconfig.MapLookuper(env))
-	if err != nil {
-		t.Fatal(err)
-	}
-	acfg, err := loadAnalyticsConfig(ctx, envconfig.MapLookuper(env))
-	if err != nil {
-		t.Fatal(err)
-	}
-	runCtx, cancel := context.WithCancel(ctx)
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	n, err := startNode(runCtx, cfg, log)
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	acfg.Brokers = n.brokers
-	n.analytics = startAnalyticsRole(runCtx, acfg, log, n.metrics.reg)
-	defer func() {
-		cancel()
-		if err := n.wait(); err != nil {
-			t.Errorf("node: %v", err)
-		}
-	}()
+	n, cfg := startNodeWithAnalytics(t, ctx, env)
 
 	sims := []struct {
 		flow, site string
@@ -109,7 +84,9 @@ func TestSimulatedEffectIsMeasured(t *testing.T) {
 			t.Errorf("reminder of %s dropped", d.ID)
 		}
 	}
-	go tail.run(runCtx)
+	tailCtx, stopTail := context.WithCancel(ctx)
+	defer stopTail()
+	go tail.run(tailCtx)
 
 	cl, err := kgo.NewClient(kgo.SeedBrokers(n.brokers...), kgo.DefaultProduceTopic(cfg.TopicEvents), kgo.ProducerLinger(5*time.Millisecond))
 	if err != nil {
