@@ -412,11 +412,6 @@ func openDB(dir string, sz storeSizes) (*pebble.DB, error) {
 		// hold the customer (most of them, in L0 during a catch-up).
 		opts.Levels[i] = pebble.LevelOptions{Compression: pebble.SnappyCompression, BlockSize: 32 << 10,
 			FilterPolicy: bloom.FilterPolicy(10)}
-		if i == 0 {
-			// Flushed tables are short-lived (compacted soon, and full of
-			// outbox entries that die): not worth compressing.
-			opts.Levels[i].Compression = pebble.NoCompression
-		}
 	}
 	return pebble.Open(dir, opts)
 }
