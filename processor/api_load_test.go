@@ -72,7 +72,10 @@ func TestAPILoad(t *testing.T) {
 	group := uniqueName(t, "group")
 	a := startAPINode(t, brokers, dirA, tp, group, apiOpts{noProducer: true})
 	b := startAPINode(t, brokers, dirB, tp, group, apiOpts{noProducer: true})
-	owners := waitOwners(t, a, b)
+	// A seeded store has no changelog yet: taking it over first writes
+	// every state to the changelog (the migration), a minute per few
+	// million customers.
+	owners := waitOwnersWithin(t, time.Minute+time.Duration(cartsWanted/20_000)*time.Second, a, b)
 	var storeOpen int64
 	for _, n := range []*apiNode{a, b} {
 		storeOpen += n.run.p.Stats().OpenCarts

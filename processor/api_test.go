@@ -630,12 +630,18 @@ func TestAPIRejects(t *testing.T) {
 // nodes, each node owns some, and every node has caught up.
 func waitOwners(t testing.TB, nodes ...*apiNode) map[int32]*apiNode {
 	t.Helper()
+	return waitOwnersWithin(t, 60*time.Second, nodes...)
+}
+
+// waitOwnersWithin is waitOwners with its own timeout.
+func waitOwnersWithin(t testing.TB, timeout time.Duration, nodes ...*apiNode) map[int32]*apiNode {
+	t.Helper()
 	byAddr := map[string]*apiNode{}
 	for _, n := range nodes {
 		byAddr[n.addr] = n
 	}
 	var owners map[int32]*apiNode
-	waitFor(t, 60*time.Second, "every node to own partitions", func() bool {
+	waitFor(t, timeout, "every node to own partitions", func() bool {
 		total := 0
 		for _, n := range nodes {
 			s := n.run.p.Stats()

@@ -45,9 +45,17 @@ func runLoad(ctx context.Context, args []string, stdout io.Writer) error {
 	dir := fs.String("dir", "", "data directory for the processor (default: a temporary one, removed afterwards)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the processor's run to this file")
 	memProfile := fs.String("memprofile", "", "write a heap profile to this file when the backlog is processed")
+	stateCache := fs.Int64("state-cache-mib", 256, "CARTLIFT_STATE_CACHE_MIB of the processor")
+	blockCache := fs.Int64("block-cache-mib", 256, "CARTLIFT_BLOCK_CACHE_MIB of the processor")
+	memTable := fs.Int64("memtable-mib", 64, "CARTLIFT_MEMTABLE_MIB of the processor")
 	baseline := fs.Bool("baseline", true, "also time a bare group consumer that decodes only the envelope, over the same topic before and after the processor, and print the ratio")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	for name, v := range map[string]int64{"-state-cache-mib": *stateCache, "-block-cache-mib": *blockCache, "-memtable-mib": *memTable} {
+		if v < 1 || v > 1<<20 {
+			return fmt.Errorf("%s must be between 1 and 1048576, got %d", name, v)
+		}
 	}
 	flows, err := loadFlows(*flowsFile)
 	if err != nil {
@@ -138,6 +146,7 @@ func runLoad(ctx context.Context, args []string, stdout io.Writer) error {
 	p, err := processor.New(processor.Config{
 		Brokers: addrs, Group: "cartlift-load" + suffix, Topics: topics, Partitions: int32(*partitions),
 		DataDir: filepath.Join(dataDir, "state"), Flows: flows, SyncWrites: *sync,
+		StateCacheBytes: *stateCache << 20, BlockCacheBytes: *blockCache << 20, MemTableBytes: *memTable << 20,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})
 	if err != nil {
