@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"testing"
@@ -153,6 +154,18 @@ func TestAPILoad(t *testing.T) {
 	var ms runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&ms)
+	if path := os.Getenv("CARTLIFT_API_LOAD_HEAPPROFILE"); path != "" {
+		// The in-process broker's log is in this heap too: the profile
+		// tells the two apart.
+		f, err := os.Create(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pprof.WriteHeapProfile(f); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+	}
 	blockCache, memTables := a.run.p.StoreMemory()
 	t.Logf("memory: Go heap %.0f MiB (both instances, and the test's %d expected answers, %.0f MiB); instance A's block cache %.0f MiB, memtables %.0f MiB",
 		float64(ms.HeapAlloc)/(1<<20), len(exp), float64(len(exp)*int(unsafe.Sizeof(expectedCustomer{})))/(1<<20),

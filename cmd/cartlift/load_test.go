@@ -1,0 +1,45 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// TestLoadReportsRatesAndRatios runs `cartlift load` on a small backlog
+// against its in-process broker and checks what it prints: the processed
+// count, the bare consumer's rounds, the ratios by rate and by CPU, and
+// the memory and disk figures.
+func TestLoadReportsRatesAndRatios(t *testing.T) {
+	chdirRoot(t)
+	var out bytes.Buffer
+	err := runLoad(context.Background(), []string{"-events", "3000", "-customers", "300", "-partitions", "2",
+		"-state-cache-mib", "8", "-block-cache-mib", "16", "-memtable-mib", "4"}, &out)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	for _, want := range []*regexp.Regexp{
+		regexp.MustCompile(`(?m)^bare consumer \(envelope only\), round 1: \d+ events/s, [\d.]+ µs of CPU per event$`),
+		regexp.MustCompile(`(?m)^bare consumer \(envelope only\), round 2: `),
+		regexp.MustCompile(`(?m)^processed 3000 events in `),
+		regexp.MustCompile(`(?m)^ratio to the bare consumer \(mean of 2 rounds, \d+ events/s\): [\d.]+$`),
+		regexp.MustCompile(`(?m)^CPU per event: [\d.]+ µs, the bare consumer [\d.]+ µs: ratio [\d.]+ `),
+		regexp.MustCompile(`allocated after close \(du\) [\d.]+ MiB \(\d+ B per open cart\); Go heap [\d.]+ MiB, peak RSS \d+ MiB`),
+	} {
+		if !want.MatchString(out.String()) {
+			t.Errorf("the output lacks %s:\n%s", want, out.String())
+		}
+	}
+	if strings.Contains(out.String(), "allocated after close (du) 0.0 MiB") {
+		t.Errorf("the store's allocated size is 0:\n%s", out.String())
+	}
+}
+
+func TestLoadRefusesBadSizes(t *testing.T) {
+	err := runLoad(context.Background(), []string{"-memtable-mib", "0"}, &bytes.Buffer{})
+	if err == nil || !strings.Contains(err.Error(), "-memtable-mib") {
+		t.Fatalf("got %v, want an error naming -memtable-mib", err)
+	}
+}
