@@ -436,8 +436,16 @@ func (w *worker) enqueueChangelogMeta() error {
 	return w.enqueue(&outboxEntry{Topic: w.pr.cfg.Topics.State, Key: []byte(changelogMetaKey), Value: cm.appendTo(nil)})
 }
 
+// snapshotChunk is how many states the migration to the changelog puts
+// in one Pebble batch: its memory is bounded, not the partition's size.
+const snapshotChunk = 8192
+
 // snapshotToChangelog enqueues every local state of the partition and its
-// metadata: the migration of a store that predates the changelog.
+// metadata: the migration of a store that predates the changelog. It
+// commits the outbox entries in chunks; the caller commits the last one
+// with the partition's metadata, so a crash before that repeats the whole
+// migration (the entries already written are overwritten, being at the
+// same outbox sequence numbers).
 func (w *worker) snapshotToChangelog() (int, error) {
 	lower, upper := partRange(w.part, kindState)
 	it, err := w.pr.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
@@ -453,6 +461,15 @@ func (w *worker) snapshotToChangelog() (int, error) {
 			return n, err
 		}
 		n++
+		if n%snapshotChunk == 0 {
+			if err := w.b.Commit(pebble.NoSync); err != nil {
+				it.Close()
+				return n, err
+			}
+			w.b.Reset()
+			clear(w.batchOutbox)
+			w.batchOutbox = w.batchOutbox[:0]
+		}
 	}
 	if err := it.Close(); err != nil {
 		return n, err

@@ -265,6 +265,7 @@ func takeOver(ctx context.Context, pr *Processor, part int32) (*worker, error) {
 	if err := w.b.Commit(pebble.NoSync); err != nil {
 		return nil, err
 	}
+	w.batchOutbox = nil
 	return w, nil
 }
 
