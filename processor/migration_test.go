@@ -24,7 +24,9 @@ func TestMigrationWritesEveryStateToTheChangelog(t *testing.T) {
 	tp := testTopics(t, brokers)
 	a := startAPINode(t, brokers, dir, tp, uniqueName(t, "group"), apiOpts{noProducer: true})
 	waitOwnersWithin(t, 2*time.Minute, a)
-	waitDrained(t, a.run, time.Minute)
+	waitFor(t, time.Minute, "the migration to reach the changelog", func() bool {
+		return a.run.p.Stats().ChangelogLag == 0
+	})
 
 	keys := map[string]bool{}
 	metas := 0

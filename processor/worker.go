@@ -266,6 +266,7 @@ func takeOver(ctx context.Context, pr *Processor, part int32) (*worker, error) {
 		return nil, err
 	}
 	w.batchOutbox = nil
+	w.outboxNext.Store(w.meta.OutboxSeq) // a migration added entries
 	return w, nil
 }
 

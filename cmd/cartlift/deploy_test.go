@@ -31,7 +31,7 @@ func TestDeployFilesSetOnlyKnownVariables(t *testing.T) {
 		envNames(reflect.TypeOf(c), known)
 	}
 	// Knobs of tests and benchmarks, which the README documents too.
-	for _, v := range []string{"CARTLIFT_API_LOAD", "CARTLIFT_TEST_OUTAGE", "CARTLIFT_TIMER_LOAD",
+	for _, v := range []string{"CARTLIFT_API_LOAD", "CARTLIFT_API_LOAD_CARTS", "CARTLIFT_API_LOAD_HEAPPROFILE", "CARTLIFT_TEST_OUTAGE", "CARTLIFT_TIMER_LOAD",
 		"CARTLIFT_TIMER_LOAD_TIMERS", "CARTLIFT_RESTORE_CUSTOMERS"} {
 		known[v] = true
 	}
