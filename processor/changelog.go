@@ -467,8 +467,7 @@ func (w *worker) snapshotToChangelog() (int, error) {
 				return n, err
 			}
 			w.b.Reset()
-			clear(w.batchOutbox)
-			w.batchOutbox = w.batchOutbox[:0]
+			w.resetBatchOutbox()
 		}
 	}
 	if err := it.Close(); err != nil {

@@ -1,6 +1,7 @@
 package processor
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -130,15 +131,6 @@ func timerKey(p int32, due time.Time, customer, cart string) []byte {
 	k = append(k, customer...)
 	k = append(k, 0)
 	return append(k, cart...)
-}
-
-// timerUpTo returns the exclusive upper bound of the timers of partition p
-// due at or before t.
-func timerUpTo(p int32, t time.Time) []byte {
-	if t.UnixNano() == math.MaxInt64 {
-		return partPrefix(p, kindTimer+1)
-	}
-	return encodeDue(partPrefix(p, kindTimer), t.Add(1))
 }
 
 // parseTimerKey splits a timer key of any partition.
@@ -370,19 +362,28 @@ func storeMeta(b *pebble.Batch, p int32, m partitionMeta) error {
 
 // loadState reads a customer's state; nil when there is none.
 func loadState(r pebble.Reader, p int32, customer string) (*projections.CustomerState, error) {
+	st, _, err := loadStateBytes(r, p, customer)
+	return st, err
+}
+
+// loadStateBytes is loadState that also returns the state's encoded bytes,
+// a copy that the state's strings share (see decodeSharedState); nil and
+// no error when the customer has no state.
+func loadStateBytes(r pebble.Reader, p int32, customer string) (*projections.CustomerState, []byte, error) {
 	v, closer, err := r.Get(stateKey(p, customer))
 	if errors.Is(err, pebble.ErrNotFound) {
-		return nil, nil
+		return nil, nil, nil
 	}
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	defer closer.Close()
-	s, err := decodeState(v)
+	enc := bytes.Clone(v)
+	closer.Close()
+	s, err := decodeSharedState(enc)
 	if err != nil {
-		return nil, fmt.Errorf("state of %q in partition %d: %w", customer, p, err)
+		return nil, nil, fmt.Errorf("state of %q in partition %d: %w", customer, p, err)
 	}
-	return s, nil
+	return s, enc, nil
 }
 
 // ReadState returns the stored state of a customer in partition p, or nil.

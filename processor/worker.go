@@ -398,7 +398,7 @@ func (w *worker) Run(flow int, run time.Time) error {
 	if err := w.commit(); err != nil { // the sweep reads committed data
 		return err
 	}
-	keys, err := w.dueKeys(lower, upper, math.MaxInt, time.Unix(0, math.MaxInt64))
+	keys, err := w.committedKeys(lower, upper, math.MaxInt)
 	if err != nil {
 		return err
 	}
@@ -566,18 +566,9 @@ func (w *worker) state(key string) (*projections.CustomerState, error) {
 	if c, ok := w.cache[key]; ok {
 		return decodeSharedState(c.enc)
 	}
-	v, closer, err := w.pr.db.Get(stateKey(w.part, key))
-	if errors.Is(err, pebble.ErrNotFound) {
-		return nil, nil
-	}
-	if err != nil {
+	st, enc, err := loadStateBytes(w.pr.db, w.part, key)
+	if st == nil || err != nil {
 		return nil, err
-	}
-	enc := bytes.Clone(v)
-	closer.Close()
-	st, err := decodeSharedState(enc)
-	if err != nil {
-		return nil, fmt.Errorf("state of %q in partition %d: %w", key, w.part, err)
 	}
 	// Committed data: it may go into the cache at once (commit evicts).
 	w.uncache(key)
@@ -697,6 +688,12 @@ type batchOutboxEntry struct {
 	seq        uint64
 	key        []byte
 	deadLetter bool
+}
+
+// resetBatchOutbox forgets the entries of a committed batch.
+func (w *worker) resetBatchOutbox() {
+	clear(w.batchOutbox)
+	w.batchOutbox = w.batchOutbox[:0]
 }
 
 // enqueueRecord puts one record of the suppressions topic into the outbox.
@@ -829,7 +826,7 @@ func (w *worker) fillTimerWindow() error {
 	if err := w.commit(); err != nil { // the scan reads committed data
 		return err
 	}
-	keys, err := w.dueKeys(w.timerLower(), partPrefix(w.part, kindTimer+1), timerWindowSize+1, time.Unix(0, math.MaxInt64))
+	keys, err := w.committedKeys(w.timerLower(), partPrefix(w.part, kindTimer+1), timerWindowSize+1)
 	if err != nil {
 		return err
 	}
@@ -868,9 +865,9 @@ func movesTimer(tcs []projections.TimerChange, cart string, due time.Time) bool 
 	return false
 }
 
-// dueKeys returns up to n committed timer (or modification index) keys in
-// [lower, upper), copied, ending at the first one due after now.
-func (w *worker) dueKeys(lower, upper []byte, n int, now time.Time) ([][]byte, error) {
+// committedKeys returns the first n committed keys in [lower, upper),
+// copied.
+func (w *worker) committedKeys(lower, upper []byte, n int) ([][]byte, error) {
 	it, err := w.pr.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
 	if err != nil {
 		return nil, err
@@ -878,9 +875,6 @@ func (w *worker) dueKeys(lower, upper []byte, n int, now time.Time) ([][]byte, e
 	var keys [][]byte
 	for ok := it.First(); ok && len(keys) < n; ok = it.Next() {
 		keys = append(keys, append([]byte(nil), it.Key()...))
-		if decodeDue(it.Key()[5:]).After(now) {
-			break
-		}
 	}
 	if err := it.Close(); err != nil {
 		return nil, err
@@ -977,8 +971,7 @@ func (w *worker) commit() error {
 		w.cacheBytes -= c.size()
 	}
 	clear(w.dirty)
-	clear(w.batchOutbox)
-	w.batchOutbox = w.batchOutbox[:0]
+	w.resetBatchOutbox()
 	w.changed = false
 	w.next.Store(w.meta.NextOffset)
 	w.openCarts.Store(w.meta.OpenCarts)

@@ -104,13 +104,7 @@ func TestRunStoresDecisionsAndReports(t *testing.T) {
 	chdirRoot(t)
 	ctx := context.Background()
 	chAddr := testClickHouse(t)
-	database := fmt.Sprintf("run_test_%d", time.Now().UnixNano())
-	t.Cleanup(func() {
-		if conn, err := analytics.Open(ctx, analytics.ClickHouseConfig{Addr: []string{chAddr}, Database: "default"}); err == nil {
-			_ = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+database)
-			conn.Close()
-		}
-	})
+	database := testDatabase(t, chAddr, "run_test")
 
 	dir := t.TempDir()
 	flows := filepath.Join(dir, "flows.yaml")
@@ -308,4 +302,18 @@ func startNodeWithAnalytics(t *testing.T, ctx context.Context, env map[string]st
 		}
 	})
 	return n, cfg
+}
+
+// testDatabase names a ClickHouse database of its own for the test (the
+// sink creates it), dropped when the test ends.
+func testDatabase(t *testing.T, chAddr, prefix string) string {
+	database := fmt.Sprintf("%s_%d", prefix, time.Now().UnixNano())
+	t.Cleanup(func() {
+		ctx := context.Background()
+		if conn, err := analytics.Open(ctx, analytics.ClickHouseConfig{Addr: []string{chAddr}, Database: "default"}); err == nil {
+			_ = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+database)
+			conn.Close()
+		}
+	})
+	return database
 }

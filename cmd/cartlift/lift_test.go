@@ -37,13 +37,7 @@ func TestSimulatedEffectIsMeasured(t *testing.T) {
 	chdirRoot(t)
 	ctx := context.Background()
 	chAddr := testClickHouse(t)
-	database := fmt.Sprintf("lift_test_%d", time.Now().UnixNano())
-	t.Cleanup(func() {
-		if conn, err := analytics.Open(ctx, analytics.ClickHouseConfig{Addr: []string{chAddr}, Database: "default"}); err == nil {
-			_ = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+database)
-			conn.Close()
-		}
-	})
+	database := testDatabase(t, chAddr, "lift_test")
 	dir := t.TempDir()
 	flows := filepath.Join(dir, "flows.yaml")
 	flow := func(name, site string) string {
