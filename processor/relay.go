@@ -131,8 +131,10 @@ func (r *relay) run() {
 // back its neighbours for at most two rounds. It returns how many entries
 // it committed and the first transient error.
 func (r *relay) drainOnce() (int, error) {
-	lower, upper := partRange(r.part, kindOutbox)
-	it, err := r.pr.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	// From the head on: below it lie the range tombstones of the entries
+	// already committed, which an iterator would have to step over.
+	_, upper := partRange(r.part, kindOutbox)
+	it, err := r.pr.db.NewIter(&pebble.IterOptions{LowerBound: outboxKey(r.part, r.head.Load()), UpperBound: upper})
 	if err != nil {
 		return 0, err
 	}

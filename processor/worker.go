@@ -9,6 +9,7 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -101,6 +102,17 @@ type worker struct {
 	// is not logged: a restore from an older clock fires nothing twice,
 	// since every timer that fired changed a state.
 	logNeeded bool
+
+	// known filters the keys the store holds a state for (nil until
+	// its first build ends), so that a new customer costs no read.
+	// While a build runs (building), the keys the worker writes are kept
+	// in knownSince, to be added to the build when it arrives on
+	// knownBuild: the build reads a snapshot taken when it started.
+	known      *keyFilter
+	building   bool
+	knownSince []string
+	knownBuild chan keyFilterBuild
+	bg         sync.WaitGroup
 
 	keyBuf   []byte
 	stateBuf []byte
@@ -238,7 +250,8 @@ func takeOver(ctx context.Context, pr *Processor, part int32) (*worker, error) {
 		quit:  make(chan struct{}),
 		done:  make(chan struct{}),
 		cache: make(map[string]cachedState), cacheBudget: pr.cfg.StateCacheBytes / int64(max(1, pr.cfg.Partitions)),
-		dirty: make(map[string]*projections.CustomerState),
+		dirty:      make(map[string]*projections.CustomerState),
+		knownBuild: make(chan keyFilterBuild, 1),
 	}
 	w.next.Store(w.meta.NextOffset)
 	w.end.Store(-1)
@@ -280,11 +293,61 @@ func (w *worker) start() {
 func (w *worker) stop() {
 	close(w.quit)
 	<-w.done
+	w.bg.Wait() // a key filter build reads the store
 	w.relay.stop()
+}
+
+// keyFilterBuild is the outcome of a key filter build.
+type keyFilterBuild struct {
+	f   *keyFilter
+	err error
+}
+
+// buildKeyFilter starts building a key filter of the store's state keys
+// in the background, from a snapshot of what is committed now.
+func (w *worker) buildKeyFilter() {
+	snap := w.pr.db.NewSnapshot()
+	w.building, w.knownSince = true, nil
+	w.bg.Add(1)
+	go func() {
+		defer w.bg.Done()
+		f, err := buildKeyFilter(snap, w.part, w.quit)
+		w.knownBuild <- keyFilterBuild{f, err}
+	}()
+}
+
+// useKeyFilter takes a finished build over, if one has arrived.
+func (w *worker) useKeyFilter() {
+	select {
+	case r := <-w.knownBuild:
+		w.building = false
+		switch {
+		case r.err != nil:
+			w.log.Warn("building the filter of stored keys failed; new customers cost a read", "err", r.err)
+		case r.f != nil:
+			for _, k := range w.knownSince {
+				r.f.add(k)
+			}
+			w.known = r.f
+		}
+		w.knownSince = nil
+	default:
+	}
+}
+
+// rememberKey records that the batch stores a state under key.
+func (w *worker) rememberKey(key string) {
+	if w.known != nil {
+		w.known.add(key)
+	}
+	if w.building {
+		w.knownSince = append(w.knownSince, key)
+	}
 }
 
 func (w *worker) run() {
 	defer close(w.done)
+	w.buildKeyFilter()
 	w.b = w.pr.db.NewBatch()
 	defer func() { w.b.Close() }()
 	tick := time.NewTicker(w.pr.cfg.TimerTick)
@@ -566,6 +629,12 @@ func (w *worker) state(key string) (*projections.CustomerState, error) {
 	if c, ok := w.cache[key]; ok {
 		return decodeSharedState(c.enc)
 	}
+	if w.building {
+		w.useKeyFilter()
+	}
+	if w.known != nil && !w.known.mayContain(key) {
+		return nil, nil // certainly not stored: a new customer
+	}
 	st, enc, err := loadStateBytes(w.pr.db, w.part, key)
 	if st == nil || err != nil {
 		return nil, err
@@ -720,6 +789,9 @@ func (w *worker) purgeOutbox(key string) error {
 		}
 	}
 	lower, upper := partRange(w.part, kindOutbox)
+	if w.relay != nil {
+		lower = outboxKey(w.part, w.relay.head.Load()) // the rest is relayed
+	}
 	it, err := w.pr.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
 	if err != nil {
 		return err
@@ -929,6 +1001,7 @@ func (w *worker) commit() error {
 				return err
 			}
 			w.toCache = append(w.toCache, cachedState{key: key, enc: bytes.Clone(v)})
+			w.rememberKey(key)
 		}
 		if err := w.enqueue(&outboxEntry{Topic: w.pr.cfg.Topics.State, Key: []byte(key), Value: v}); err != nil {
 			return err
@@ -971,6 +1044,9 @@ func (w *worker) commit() error {
 		w.cacheBytes -= c.size()
 	}
 	clear(w.dirty)
+	if w.known != nil && w.known.full() && !w.building {
+		w.buildKeyFilter() // a larger one
+	}
 	w.resetBatchOutbox()
 	w.changed = false
 	w.next.Store(w.meta.NextOffset)

@@ -241,6 +241,8 @@ func runLoad(ctx context.Context, args []string, stdout io.Writer) error {
 		// waits for other processes, CPU time does not.
 		fmt.Fprintf(stdout, "CPU per event: %.1f µs, the bare consumer %.1f µs: ratio %.2f (this process only; an external broker is not counted)\n",
 			cpu, meanCPU, meanCPU/cpu)
+	} else {
+		fmt.Fprintf(stdout, "CPU per event: %.1f µs (this process only; an external broker is not counted)\n", cpu)
 	}
 	fmt.Fprintf(stdout, "decisions %d (suppressed %d, deferred %d), outcomes %d, rejected %d, open carts %d, pending timers %d, sync writes %v\n",
 		s.DecisionsMade, s.DecisionsSuppressed, s.DecisionsDeferred, s.OutcomesMade, s.EventsRejected, s.OpenCarts, s.PendingTimers, *sync)
