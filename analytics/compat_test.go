@@ -493,3 +493,26 @@ func waitMutations(t *testing.T, e engine) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// The report's variant query, on the variants dataset inserted twice (a
+// replay): the same tests on both engines, equal to the known ones, for
+// all flows and for one.
+func TestCompatVariants(t *testing.T) {
+	es := bothEngines(t)
+	migrateBoth(t, es)
+	for _, e := range es {
+		insertVariantDataset(t, e.conn, time.Date(2024, 3, 10, 0, 0, 0, 0, time.UTC))
+		insertVariantDataset(t, e.conn, time.Date(2024, 3, 11, 0, 0, 0, 0, time.UTC))
+	}
+	r := sameReports(t, es, analytics.ReportOptions{Since: periodStart, Until: periodEnd})
+	if want := wantVariantTests(); !reflect.DeepEqual(r.VariantTests, want) {
+		t.Errorf("variant tests\n got  %+v\n want %+v", r.VariantTests, want)
+	}
+	r = sameReports(t, es, analytics.ReportOptions{Since: periodStart, Until: periodEnd, Flow: "ab"})
+	if want := wantVariantTests()[:1]; !reflect.DeepEqual(r.VariantTests, want) {
+		t.Errorf("flow ab: variant tests %+v, want %+v", r.VariantTests, want)
+	}
+	// The variant column as the sink reads it back.
+	a := sameOnBoth(t, es, "SELECT variant, toInt64(uniqExact(id)) FROM decisions GROUP BY variant ORDER BY variant")
+	wantAnswer(t, "variants", a, " | 1", "a | 6", "b | 4", "x1 | 1", "x2 | 1")
+}

@@ -77,3 +77,7 @@ func ReadErasuresForTest(ctx context.Context, conn driver.Conn) (map[uint64]time
 func ExecMigrationForTest(ctx context.Context, conn driver.Conn, stmt string) error {
 	return execMigration(ctx, conn, stmt)
 }
+
+// ComputeVariantTestForTest fills a test's rates, differences and winner
+// from its counts, as VariantTests does.
+func ComputeVariantTestForTest(t *VariantTest) { t.compute() }
