@@ -368,13 +368,13 @@ func TestCompatReport(t *testing.T) {
 	wantAnswer(t, "quantileExact of [10 20 30 40]", a, "30 | 40")
 }
 
-// The README's six queries, on the dataset of TestReadmeQueriesRun.
+// The README's seven queries, on the dataset of TestReadmeQueriesRun.
 func TestCompatReadmeQueries(t *testing.T) {
 	es := bothEngines(t)
 	migrateBoth(t, es)
 	qs := readmeQueries(t)
-	if len(qs) != 6 {
-		t.Fatalf("the README has %d queries, want 6", len(qs))
+	if len(qs) != 7 {
+		t.Fatalf("the README has %d queries, want 7", len(qs))
 	}
 	for _, e := range es {
 		insertReadmeDataset(t, e.conn)
