@@ -200,9 +200,6 @@ type Step struct {
 	// proportion to their weights (see Flow.VariantOf), and the variant
 	// may override the step's template, discount and after.
 	Variants []Variant
-	// delayed is set when a variant overrides After: the step's due time
-	// then depends on the customer.
-	delayed bool
 }
 
 // Variant is one arm of a step's A/B test: its name (in decisions and
@@ -297,8 +294,8 @@ func (f *Flow) StepFor(customerKey string, j int) (Step, string) {
 // variant's when that overrides it.
 func (f *Flow) afterFor(customerKey string, j int) time.Duration {
 	st := &f.Steps[j]
-	if !st.delayed {
-		return st.After
+	if !slices.ContainsFunc(st.Variants, func(v Variant) bool { return v.After > 0 }) {
+		return st.After // the common case: no hash
 	}
 	if v := f.VariantOf(customerKey, j); v >= 0 && st.Variants[v].After > 0 {
 		return st.Variants[v].After
@@ -1118,9 +1115,6 @@ func (p *flowParser) variants(flow string, at func(...any) []any, j int, field s
 				p.fail(flow, vat(i, "after"), vf+".after", "a scheduled flow's step takes no after: the schedule says when it runs")
 			} else {
 				v.After = p.duration(flow, vat(i, "after"), vf+".after", yv.After, 0)
-				if v.After > 0 {
-					st.delayed = true
-				}
 			}
 		}
 		out = append(out, v)
