@@ -37,8 +37,8 @@ func (r *Report) WriteJSON(w io.Writer) error {
 
 // WriteTable writes the report as aligned plain text for a terminal: the
 // period and flow, the funnel, the totals per currency, the steps, the
-// lift over the holdout group, the daily recovered revenue and the time
-// to recovery. The tables are those of the HTML report, from the same
+// lift over the holdout group, the variants of steps with an A/B test,
+// the daily recovered revenue and the time to recovery. The tables are those of the HTML report, from the same
 // column lists; numbers are right-aligned, with thousands separators, and
 // no line ends in a space. The detail rows are in the JSON and HTML only.
 func (r *Report) WriteTable(w io.Writer) error {
