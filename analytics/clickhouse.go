@@ -147,8 +147,12 @@ func Open(ctx context.Context, cfg ClickHouseConfig) (driver.Conn, error) {
 	return conn, nil
 }
 
-// codeUnknownDatabase is ClickHouse's UNKNOWN_DATABASE error code.
-const codeUnknownDatabase = 81
+// ClickHouse's error codes: UNKNOWN_DATABASE, and ILLEGAL_COLUMN (which
+// 18.16 gives an ADD COLUMN of a column that exists).
+const (
+	codeUnknownDatabase = 81
+	codeIllegalColumn   = 44
+)
 
 //go:embed migrations/*.sql
 var migrationFiles embed.FS
@@ -216,9 +220,10 @@ const createMigrationsTable = `CREATE TABLE IF NOT EXISTS schema_migrations (
 
 // Migrate applies the migrations not yet recorded in schema_migrations, in
 // order, recording each after its statements succeeded, and returns the
-// versions it applied. Every statement is idempotent (IF NOT EXISTS), so a
-// crash between applying and recording, or two instances migrating at
-// once, is harmless: running Migrate twice applies nothing the second time.
+// versions it applied. Every statement is idempotent (IF NOT EXISTS, or an
+// ADD COLUMN that execMigration skips when the column exists), so a crash
+// between applying and recording, or two instances migrating at once, is
+// harmless: running Migrate twice applies nothing the second time.
 func Migrate(ctx context.Context, conn driver.Conn) ([]uint32, error) {
 	ms, err := Migrations()
 	if err != nil {
@@ -250,7 +255,7 @@ func Migrate(ctx context.Context, conn driver.Conn) ([]uint32, error) {
 			continue
 		}
 		for i, stmt := range m.Statements {
-			if err := conn.Exec(ctx, stmt); err != nil {
+			if err := execMigration(ctx, conn, stmt); err != nil {
 				return done, fmt.Errorf("migrate: %04d_%s statement %d: %w", m.Version, m.Name, i+1, err)
 			}
 		}
@@ -269,4 +274,35 @@ func Migrate(ctx context.Context, conn driver.Conn) ([]uint32, error) {
 		done = append(done, m.Version)
 	}
 	return done, nil
+}
+
+// addColumn matches a migration's ALTER TABLE t ADD COLUMN c: ClickHouse
+// 18.16 has no IF NOT EXISTS there (current releases do), so
+// execMigration makes it idempotent itself.
+var addColumn = regexp.MustCompile(`(?is)^ALTER\s+TABLE\s+([A-Za-z_][A-Za-z0-9_]*)\s+ADD\s+COLUMN\s+([A-Za-z_][A-Za-z0-9_]*)\s`)
+
+// execMigration runs one statement of a migration. An ADD COLUMN of a
+// column the table has is skipped, and one that another instance ran
+// meanwhile (the server says the column exists) counts as done, so the
+// statement is as idempotent as the IF NOT EXISTS of the others, on
+// every release.
+func execMigration(ctx context.Context, conn driver.Conn, stmt string) error {
+	m := addColumn.FindStringSubmatch(stmt)
+	if m == nil {
+		return conn.Exec(ctx, stmt)
+	}
+	var n uint64
+	if err := conn.QueryRow(ctx, "SELECT count() FROM system.columns WHERE database = currentDatabase() AND table = ? AND name = ?",
+		m[1], m[2]).Scan(&n); err != nil {
+		return fmt.Errorf("does %s have %s: %w", m[1], m[2], err)
+	}
+	if n > 0 {
+		return nil
+	}
+	err := conn.Exec(ctx, stmt)
+	var ex *clickhouse.Exception
+	if errors.As(err, &ex) && ex.Code == codeIllegalColumn && strings.Contains(ex.Message, "already exists") {
+		return nil
+	}
+	return err
 }

@@ -72,3 +72,12 @@ func EraseForTest(ctx context.Context, conn driver.Conn, erased map[string]time.
 func ReadErasuresForTest(ctx context.Context, conn driver.Conn) (map[uint64]time.Time, error) {
 	return readErasures(ctx, conn)
 }
+
+// ExecMigrationForTest runs one migration statement as Migrate does.
+func ExecMigrationForTest(ctx context.Context, conn driver.Conn, stmt string) error {
+	return execMigration(ctx, conn, stmt)
+}
+
+// ComputeVariantTestForTest fills a test's rates, differences and winner
+// from its counts, as VariantTests does.
+func ComputeVariantTestForTest(t *VariantTest) { t.compute() }

@@ -16,7 +16,7 @@ import (
 	"github.com/cartlift/cartlift/events"
 )
 
-// readmeQueries are the SQL blocks of the README's "Six queries".
+// readmeQueries are the SQL blocks of the README's "Seven queries".
 func readmeQueries(t *testing.T) []string {
 	t.Helper()
 	b, err := os.ReadFile("../README.md")
@@ -24,9 +24,9 @@ func readmeQueries(t *testing.T) []string {
 		t.Fatal(err)
 	}
 	s := string(b)
-	start := strings.Index(s, "### Six queries")
+	start := strings.Index(s, "### Seven queries")
 	if start < 0 {
-		t.Fatal("README has no \"### Six queries\" section")
+		t.Fatal("README has no \"### Seven queries\" section")
 	}
 	s = s[start:]
 	if end := strings.Index(s, "\n## "); end > 0 {
@@ -41,12 +41,12 @@ func readmeQueries(t *testing.T) []string {
 
 // TestReadmeQueriesRun runs the README's queries for data teams against a
 // real ClickHouse holding a small dataset inserted twice (as a replay
-// would), and checks queries 1, 2, 3, 5 and 6 against the dataset and 4
-// for its medians.
+// would), and checks queries 1, 2, 3, 5, 6 and 7 against the dataset and
+// 4 for its medians.
 func TestReadmeQueriesRun(t *testing.T) {
 	qs := readmeQueries(t)
-	if len(qs) != 6 {
-		t.Fatalf("the README has %d queries, want 6", len(qs))
+	if len(qs) != 7 {
+		t.Fatalf("the README has %d queries, want 7", len(qs))
 	}
 	conn, _ := migrated(t)
 	insertReadmeDataset(t, conn)
@@ -55,6 +55,7 @@ func TestReadmeQueriesRun(t *testing.T) {
 
 // insertReadmeDataset inserts, twice (as a replay would), ten treated carts
 // (four recovered, 25 EUR each) and four control carts (one converted),
+// the even ones of variant a, the odd ones of b,
 // decided two days ago, and the steps not sent at the same time: three
 // without consent and one over the frequency cap (processor), one without
 // an address (actions), one deferral (not a suppression).
@@ -73,7 +74,7 @@ func insertReadmeDataset(t *testing.T, conn driver.Conn) {
 	for i := range 14 {
 		holdout := i >= 10
 		d := events.Decision{ID: fmt.Sprintf("d%d", i), Flow: "reminders", Step: "first", Action: "email", Template: "reminder",
-			Holdout: holdout, Cart: events.CartSnapshot{CartID: "k", Currency: "EUR", TotalMinor: 2500},
+			Variant: []string{"a", "b"}[i%2], Holdout: holdout, Cart: events.CartSnapshot{CartID: "k", Currency: "EUR", TotalMinor: 2500},
 			Customer: events.CustomerSnapshot{Key: fmt.Sprintf("c%d", i)}, DecidedAt: at}
 		values = append(values, enc(d.ID, events.TypeDecision, d))
 		o := events.Outcome{DecisionID: d.ID, CustomerKey: d.Customer.Key, CartID: "k", Currency: "EUR", Flow: d.Flow,
@@ -183,6 +184,12 @@ func checkReadmeResults(t *testing.T, results []string) {
 		day + " reminders first processor frequency_cap 1 1 \n" +
 		day + " reminders first actions no_address 1 1 \n"; results[5] != want {
 		t.Errorf("query 6 gave %q, want %q", results[5], want)
+	}
+	// 7: per variant, 5 treated carts (a: 0 2 4 6 8, b: 1 3 5 7 9), 2
+	// recovered each (0 2, 1 3); 2 control carts each (a: 10 12, b: 11 13),
+	// 10 converted.
+	if want := "reminders first a 5 2 0.4 2 1 \nreminders first b 5 2 0.4 2 0 \n"; results[6] != want {
+		t.Errorf("query 7 gave %q, want %q", results[6], want)
 	}
 }
 

@@ -37,8 +37,8 @@ func (r *Report) WriteJSON(w io.Writer) error {
 
 // WriteTable writes the report as aligned plain text for a terminal: the
 // period and flow, the funnel, the totals per currency, the steps, the
-// lift over the holdout group, the daily recovered revenue and the time
-// to recovery. The tables are those of the HTML report, from the same
+// lift over the holdout group, the variants of steps with an A/B test,
+// the daily recovered revenue and the time to recovery. The tables are those of the HTML report, from the same
 // column lists; numbers are right-aligned, with thousands separators, and
 // no line ends in a space. The detail rows are in the JSON and HTML only.
 func (r *Report) WriteTable(w io.Writer) error {
@@ -90,6 +90,11 @@ func (r *Report) WriteTable(w io.Writer) error {
 		tables.lift.writeText(&buf)
 	} else if !r.empty() {
 		p("\nLift: no flow has a holdout group in this period.\n")
+	}
+
+	if len(r.VariantTests) > 0 {
+		p("\nVariants (A/B tests of steps; 95%% CI of the difference from the first variant, Newcombe)\n")
+		r.variantGrid().writeText(&buf)
 	}
 
 	if len(r.DailyRevenue) > 0 {
@@ -614,6 +619,9 @@ func (r *Report) htmlView() htmlView {
 		"Daily revenue is dated by the checkout; the other figures by the decision (a recovery after the period still counts for its decision).",
 		"Funnel per step: every step that came due is counted once, as suppressed by a guard (no consent, a cap, combined into another cart's message), a holdout decision (the control group, not a suppression) or a decided one; decided steps the actions role dropped (no address, expired, no channel) are suppressed too. A deferral by quiet hours delays a step; the step is then counted where it ended.",
 	}
+	if len(r.VariantTests) > 0 {
+		v.Notes = append(v.Notes, "Variants: each customer gets one variant of a step with variants (the same one every time); a variant's rate is its recovered over treated carts, compared with the step's first variant (by name) with a 95% interval (Newcombe). A winner is declared only when its interval against every other variant lies above 0; otherwise there is no winner yet.")
+	}
 	return v
 }
 
@@ -976,6 +984,7 @@ func (r *Report) tables() []table {
 		{ID: "step-funnel", Title: "Funnel per step: due, suppressed, sent", grid: g.stepFunnel},
 		{ID: "not-sent", Title: "Not sent, by reason", grid: g.notSent},
 		{ID: "lift", Title: "Lift over the holdout group", grid: g.lift},
+		{ID: "variants", Title: "Variants: A/B tests of steps", grid: r.variantGrid()},
 		{ID: "daily", Title: "Daily recovered revenue", Collapsed: true, grid: g.daily},
 		{ID: "detail", Title: "Detail per day, flow, step, cart type and channel", Collapsed: true, grid: g.detail},
 	} {

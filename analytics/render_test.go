@@ -25,6 +25,7 @@ const evilFlow = `<script>alert("x")</script>`
 // not.
 func handReport() *analytics.Report {
 	d, lo, hi := analytics.NewcombeDiff(56, 70, 48, 80)
+	vd, vl, vh := analytics.NewcombeDiff(400, 1000, 300, 1000)
 	rel := (56.0/70)/(48.0/80) - 1
 	return &analytics.Report{
 		Since:       periodStart,
@@ -63,6 +64,12 @@ func handReport() *analytics.Report {
 			{Flow: evilFlow, Step: "first", Stage: "processor", Reason: "no_consent", Steps: 30, Carts: 29},
 		},
 		TimeToRecovery: withCounts(20, 10, 5, 0, 0, 1),
+		VariantTests: []analytics.VariantTest{
+			{Flow: evilFlow, Step: "first", Variants: []analytics.VariantRow{
+				{Variant: "a", Decisions: 1000, TreatedCarts: 1000, Recovered: 300, Rate: 0.3, ControlCarts: 100, ControlConverted: 20, ControlRate: 0.2},
+				{Variant: "<i>b</i>", Decisions: 1001, TreatedCarts: 1000, Recovered: 400, Rate: 0.4, Diff: vd, Low: vl, High: vh},
+			}, Winner: "<i>b</i>"},
+		},
 	}
 }
 
@@ -357,7 +364,7 @@ func TestHTMLTablesHeadersMatchCells(t *testing.T) {
 			}
 		}
 	}
-	if want := []string{"table-totals", "table-steps", "table-step-funnel", "table-not-sent", "table-lift", "table-daily", "table-detail"}; !reflect.DeepEqual(ids, want) {
+	if want := []string{"table-totals", "table-steps", "table-step-funnel", "table-not-sent", "table-lift", "table-variants", "table-daily", "table-detail"}; !reflect.DeepEqual(ids, want) {
 		t.Fatalf("tables %q, want %q", ids, want)
 	}
 	// cellUnder is the cell of row i under the header h.
@@ -410,6 +417,16 @@ func TestHTMLTablesHeadersMatchCells(t *testing.T) {
 		{"table-not-sent", 2, "Carts", "29"},
 		{"table-lift", 0, "Treated", "56/70 (80.0%)"},
 		{"table-lift", 0, "Holdout", "48/80 (60.0%)"},
+		{"table-variants", 0, "Variant", "a"},
+		{"table-variants", 0, "Vs first (95% CI)", "baseline"},
+		{"table-variants", 0, "Holdout", "20/100 (20.0%)"},
+		{"table-variants", 1, "Variant", "<i>b</i>"},
+		{"table-variants", 1, "Decisions", "1,001"},
+		{"table-variants", 1, "Recovered", "400/1,000"},
+		{"table-variants", 1, "Rate", "40.0%"},
+		{"table-variants", 1, "Vs first (95% CI)", "+10.0 pp [5.8, 14.1]"},
+		{"table-variants", 1, "Holdout", "–"},
+		{"table-variants", 1, "Test", "winner: <i>b</i>"},
 		{"table-daily", 0, "Revenue", "1,000.00"},
 		{"table-detail", 0, "Channel", "<b>web</b>"},
 		{"table-detail", 0, "Holdout rate", "–"},

@@ -79,6 +79,9 @@ type Report struct {
 	// TimeToRecovery has the six buckets of TimeToRecoveryBuckets, in
 	// order, empty ones included.
 	TimeToRecovery []Bucket `json:"time_to_recovery"`
+	// VariantTests has one test per (flow, step) with decisions naming a
+	// variant, by flow, step index and step (see VariantTests).
+	VariantTests []VariantTest `json:"variant_tests"`
 }
 
 // Metrics are the measures of one row of Totals, Steps or Detail, over the
@@ -429,6 +432,7 @@ func BuildReport(ctx context.Context, conn driver.Conn, opt ReportOptions) (*Rep
 		Lift:           []Lift{},
 		DailyRevenue:   []DailyRevenue{},
 		TimeToRecovery: TimeToRecoveryBuckets(),
+		VariantTests:   []VariantTest{},
 	}
 	factArgs := []any{since, until, opt.Flow, opt.Flow, since, since}
 
@@ -546,6 +550,9 @@ func BuildReport(ctx context.Context, conn driver.Conn, opt ReportOptions) (*Rep
 			return nil
 		})
 	if err != nil {
+		return nil, err
+	}
+	if r.VariantTests, err = VariantTests(ctx, conn, opt); err != nil {
 		return nil, err
 	}
 	return r, nil

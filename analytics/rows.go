@@ -69,6 +69,7 @@ type decisionData struct {
 	Action     string           `json:"action"`
 	Template   string           `json:"template"`
 	Discount   *events.Discount `json:"discount"`
+	Variant    string           `json:"variant"`
 	Holdout    bool             `json:"holdout"`
 	Cart       struct {
 		CartID      string    `json:"cart_id"`
@@ -129,7 +130,7 @@ type column struct {
 type decisionRows struct {
 	id, flow, step, action, template                                []string
 	customerKey, cartID, cartType, site, channel, currency, entity  []string
-	locale                                                          []string
+	locale, variant                                                 []string
 	decidedAt, validUntil, cartCreatedAt, cartModifiedAt            []time.Time
 	stepIndex                                                       []uint16
 	holdout, consent                                                []uint8
@@ -167,13 +168,14 @@ func (r *decisionRows) add(d *decisionData) {
 	r.cartModifiedAt = append(r.cartModifiedAt, chTime(d.Cart.ModifiedAt))
 	r.consent = append(r.consent, b2u(d.Customer.MarketingConsent))
 	r.locale = append(r.locale, d.Customer.Locale)
+	r.variant = append(r.variant, d.Variant)
 }
 
 func (r *decisionRows) len() int { return len(r.id) }
 
 func (r *decisionRows) reset() {
 	truncate(&r.id, &r.flow, &r.step, &r.action, &r.template, &r.customerKey, &r.cartID, &r.cartType,
-		&r.site, &r.channel, &r.currency, &r.entity, &r.locale)
+		&r.site, &r.channel, &r.currency, &r.entity, &r.locale, &r.variant)
 	truncate(&r.decidedAt, &r.validUntil, &r.cartCreatedAt, &r.cartModifiedAt)
 	truncate(&r.stepIndex)
 	truncate(&r.holdout, &r.consent)
@@ -190,7 +192,7 @@ func (r *decisionRows) columns(insertedAt time.Time) []column {
 		{"channel", r.channel}, {"currency", r.currency}, {"legal_entity", r.entity},
 		{"cart_value_minor", r.value}, {"item_count", r.itemCount}, {"cart_version", r.cartVersion},
 		{"cart_created_at", r.cartCreatedAt}, {"cart_modified_at", r.cartModifiedAt},
-		{"marketing_consent", r.consent}, {"locale", r.locale},
+		{"marketing_consent", r.consent}, {"locale", r.locale}, {"variant", r.variant},
 		{"inserted_at", repeatTime(insertedAt, r.len())},
 	}
 }

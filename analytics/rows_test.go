@@ -17,7 +17,7 @@ func TestDecodeFollowsTheContract(t *testing.T) {
 	at := time.Date(2026, 11, 3, 9, 30, 15, 0, time.UTC)
 	d := events.Decision{
 		ID: "dec-1", Flow: "reminder", Step: "second", StepIndex: 1, Action: "email", Template: "reminder-discount",
-		Discount: &events.Discount{Percent: 10, MaxMinor: 1500}, Holdout: true,
+		Discount: &events.Discount{Percent: 10, MaxMinor: 1500}, Variant: "b", Holdout: true,
 		Cart: events.CartSnapshot{CartID: "cart-9", CartType: "wishlist", Site: "de", Channel: "app", Currency: "EUR",
 			LegalEntity: "acme-de", Items: []events.Item{{SKU: "a", Quantity: 1, UnitPriceMinor: 9900}},
 			TotalMinor: 9900, ItemCount: 1, Version: 7, CreatedAt: at.Add(-2 * time.Hour), ModifiedAt: at.Add(-time.Hour)},
@@ -70,7 +70,7 @@ func TestDecodeFollowsTheContract(t *testing.T) {
 		"site": []string{"de"}, "channel": []string{"app"}, "currency": []string{"EUR"}, "legal_entity": []string{"acme-de"},
 		"cart_value_minor": []int64{9900}, "item_count": []int64{1}, "cart_version": []int64{7},
 		"cart_created_at": []time.Time{at.Add(-2 * time.Hour)}, "cart_modified_at": []time.Time{at.Add(-time.Hour)},
-		"marketing_consent": []uint8{1}, "locale": []string{"de-DE"},
+		"marketing_consent": []uint8{1}, "locale": []string{"de-DE"}, "variant": []string{"b"},
 	})
 	check("outcomes", map[string]any{
 		"id": []string{"out-1"}, "kind": []string{"recovered"}, "at": []time.Time{at.Add(time.Hour)},

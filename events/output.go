@@ -72,13 +72,18 @@ type Discount struct {
 // decisions topic. ID is deterministic: the same cart, flow, step and cart
 // version always give the same ID, so consumers de-duplicate on it.
 type Decision struct {
-	ID         string           `json:"decision_id"`
-	Flow       string           `json:"flow"`
-	Step       string           `json:"step"`
-	StepIndex  int              `json:"step_index"`
-	Action     string           `json:"action"`
-	Template   string           `json:"template,omitempty"`
-	Discount   *Discount        `json:"discount,omitempty"`
+	ID        string    `json:"decision_id"`
+	Flow      string    `json:"flow"`
+	Step      string    `json:"step"`
+	StepIndex int       `json:"step_index"`
+	Action    string    `json:"action"`
+	Template  string    `json:"template,omitempty"`
+	Discount  *Discount `json:"discount,omitempty"`
+	// Variant names the variant of the step's A/B test the customer is
+	// assigned to (the flow file's variants), whose template and discount
+	// the decision carries; empty when the step has no variants. A
+	// holdout decision names the variant the customer would have had.
+	Variant    string           `json:"variant,omitempty"`
 	Holdout    bool             `json:"holdout"`
 	Cart       CartSnapshot     `json:"cart"`
 	Customer   CustomerSnapshot `json:"customer"`

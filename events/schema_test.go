@@ -150,6 +150,7 @@ func TestEncodedOutputsValidate(t *testing.T) {
 	full := events.Decision{
 		ID: "d-1", Flow: "b2c-reminders", Step: "discount", StepIndex: 2, Action: "email", Template: "discount",
 		Discount: &events.Discount{Percent: 10, AmountMinor: 0, MaxMinor: 2500, ValidForSeconds: 3600, Prefix: "BACK"},
+		Variant:  "b",
 		Holdout:  true,
 		Cart: events.CartSnapshot{
 			CartID: "cart-42", CartType: "shopping", Site: "eu", Channel: "b2b", Currency: "EUR", LegalEntity: "Acme GmbH",

@@ -48,6 +48,10 @@ type Backtest struct {
 	Observe func(key string, eff *Effects)
 	// clock is the effective time Advance keeps (see Partition).
 	clock time.Time
+	// variants names the variant of each decision that has one, by
+	// decision id, for the outcome attributed to it: memory proportional
+	// to the decisions of steps with variants.
+	variants map[string]string
 }
 
 type btTimerKey struct{ key, cart string }
@@ -157,6 +161,18 @@ type StepReport struct {
 	RecoveredValue   map[string]int64 `json:"recovered_value_minor"`
 	ConvertedHoldout int64            `json:"converted_holdout"`
 	HoldoutValue     map[string]int64 `json:"converted_holdout_value_minor"`
+	// Variants counts the same per variant of a step with variants, by
+	// the variant's name; nil for a step without.
+	Variants map[string]VariantReport `json:"variants,omitempty"`
+}
+
+// VariantReport counts one variant of a step: decisions for the treated
+// and the control group, and the checkouts attributed to them.
+type VariantReport struct {
+	Reached          int64 `json:"reached"`
+	Holdout          int64 `json:"holdout"`
+	Recovered        int64 `json:"recovered"`
+	ConvertedHoldout int64 `json:"converted_holdout"`
 }
 
 // SuppressedTotal is the number of suppressed steps, all reasons.
@@ -171,13 +187,17 @@ func (s *StepReport) SuppressedTotal() int64 {
 // NewBacktest returns an empty backtest of the flows in cfg.
 func NewBacktest(cfg *Config) *Backtest {
 	b := &Backtest{cfg: cfg, states: map[string]*CustomerState{}, byCart: map[btTimerKey]*btTimer{},
-		deferred: map[btDeferKey]btDeferral{}, steps: map[btStepKey]*StepReport{}, lastRun: map[int]time.Time{}}
+		deferred: map[btDeferKey]btDeferral{}, steps: map[btStepKey]*StepReport{}, lastRun: map[int]time.Time{},
+		variants: map[string]string{}}
 	b.rep.Outcomes = map[string]int64{}
 	for _, fl := range cfg.Flows {
 		fr := FlowReport{Name: fl.Name, HoldoutPercent: fl.HoldoutPercent, Steps: make([]StepReport, len(fl.Steps))}
 		for j, st := range fl.Steps {
 			fr.Steps[j] = StepReport{Step: st.Name, Suppressed: map[string]int64{},
 				RecoveredValue: map[string]int64{}, HoldoutValue: map[string]int64{}}
+			if len(st.Variants) > 0 {
+				fr.Steps[j].Variants = map[string]VariantReport{}
+			}
 		}
 		if fl.Schedule != nil {
 			fr.Schedule = fl.Schedule.Cron
@@ -356,6 +376,16 @@ func (b *Backtest) store(key string, eff Effects) {
 			} else {
 				s.Reached++
 			}
+			if d.Variant != "" && s.Variants != nil {
+				b.variants[d.ID] = d.Variant
+				v := s.Variants[d.Variant]
+				if d.Holdout {
+					v.Holdout++
+				} else {
+					v.Reached++
+				}
+				s.Variants[d.Variant] = v
+			}
 		}
 	}
 	for i := range eff.Suppressed {
@@ -393,6 +423,15 @@ func (b *Backtest) store(key string, eff Effects) {
 		} else {
 			s.ConvertedHoldout++
 			s.HoldoutValue[o.Currency] += o.ValueMinor
+		}
+		if name, ok := b.variants[o.DecisionID]; ok && s.Variants != nil {
+			v := s.Variants[name]
+			if o.Kind == events.OutcomeRecovered {
+				v.Recovered++
+			} else {
+				v.ConvertedHoldout++
+			}
+			s.Variants[name] = v
 		}
 	}
 	if eff.Erased {

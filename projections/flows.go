@@ -2,11 +2,14 @@ package projections
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/fnv"
 	"io"
 	"math"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -191,6 +194,113 @@ type Step struct {
 	Action   string
 	Template string
 	Discount *events.Discount
+	// Variants, when the step has any (two or more), are the arms of an
+	// A/B test of the step: each customer is assigned one of them by a
+	// deterministic hash of customer key, flow and step index, in
+	// proportion to their weights (see Flow.VariantOf), and the variant
+	// may override the step's template, discount and after.
+	Variants []Variant
+}
+
+// Variant is one arm of a step's A/B test: its name (in decisions and
+// reports), its weight, and what it changes about the step. Zero values
+// keep the step's: Template "" is the step's template, Discount nil the
+// step's discount (unless NoDiscount), After 0 the step's after.
+type Variant struct {
+	Name     string
+	Weight   int
+	Template string
+	Discount *events.Discount
+	// NoDiscount drops the step's discount for this variant.
+	NoDiscount bool
+	After      time.Duration
+}
+
+// Bounds of a step's variants.
+const (
+	// MaxVariants is the most variants a step may have.
+	MaxVariants = 10
+	// MaxVariantWeight is the largest weight of a variant.
+	MaxVariantWeight = 10000
+)
+
+// VariantOf returns the index in the step's Variants of the variant the
+// customer is assigned to at step j of the flow, or -1 when the step has
+// no variants. It is a pure function of the flow's name, j, the weights
+// and the customer key: the same customer gets the same variant of a step
+// on every cart, after every restart and in every replay or backtest.
+// The hash (SHA-256 of "variant", flow, step index and key) is not the
+// holdout's (FNV-1a of flow and key), so the variant a customer gets is
+// independent of whether the customer is in the holdout group; a holdout
+// customer is assigned a variant too (its decision names it), and is sent
+// nothing as ever.
+func (f *Flow) VariantOf(customerKey string, j int) int {
+	if j < 0 || j >= len(f.Steps) {
+		return -1
+	}
+	vs := f.Steps[j].Variants
+	if len(vs) == 0 {
+		return -1
+	}
+	total := 0
+	for i := range vs {
+		total += vs[i].Weight
+	}
+	if total <= 0 {
+		return 0
+	}
+	h := sha256.New()
+	for _, part := range []string{"variant", f.Name, strconv.Itoa(j), customerKey} {
+		h.Write([]byte(part))
+		h.Write([]byte{0})
+	}
+	var sum [sha256.Size]byte
+	x := int(binary.BigEndian.Uint64(h.Sum(sum[:0])[:8]) % uint64(total))
+	for i := range vs {
+		if x < vs[i].Weight {
+			return i
+		}
+		x -= vs[i].Weight
+	}
+	return len(vs) - 1
+}
+
+// StepFor returns step j of the flow as the customer gets it: the step
+// with the overrides of the customer's variant applied, and the variant's
+// name ("" when the step has no variants).
+func (f *Flow) StepFor(customerKey string, j int) (Step, string) {
+	st := f.Steps[j]
+	v := f.VariantOf(customerKey, j)
+	if v < 0 {
+		return st, ""
+	}
+	va := &st.Variants[v]
+	if va.Template != "" {
+		st.Template = va.Template
+	}
+	switch {
+	case va.Discount != nil:
+		st.Discount = va.Discount
+	case va.NoDiscount:
+		st.Discount = nil
+	}
+	if va.After > 0 {
+		st.After = va.After
+	}
+	return st, va.Name
+}
+
+// afterFor is step j's after for the customer: the step's, or its
+// variant's when that overrides it.
+func (f *Flow) afterFor(customerKey string, j int) time.Duration {
+	st := &f.Steps[j]
+	if !slices.ContainsFunc(st.Variants, func(v Variant) bool { return v.After > 0 }) {
+		return st.After // the common case: no hash
+	}
+	if v := f.VariantOf(customerKey, j); v >= 0 && st.Variants[v].After > 0 {
+		return st.Variants[v].After
+	}
+	return st.After
 }
 
 // Matches reports whether the flow applies to the cart of a customer with
@@ -397,6 +507,18 @@ type yamlStep struct {
 	Action   string        `yaml:"action"`
 	Template string        `yaml:"template"`
 	Discount *yamlDiscount `yaml:"discount"`
+	Variants []yamlVariant `yaml:"variants"`
+	// AutoSwitch is recognised only to be refused with a reason.
+	AutoSwitch any `yaml:"auto_switch"`
+}
+
+type yamlVariant struct {
+	Name       string        `yaml:"name"`
+	Weight     *int          `yaml:"weight"`
+	Template   string        `yaml:"template"`
+	Discount   *yamlDiscount `yaml:"discount"`
+	NoDiscount bool          `yaml:"no_discount"`
+	After      string        `yaml:"after"`
 }
 
 type yamlDiscount struct {
@@ -455,7 +577,8 @@ func yamlError(file string, err error) FlowError {
 	if f, typ, ok := strings.Cut(fe.Msg, " not found in type "); ok {
 		where := map[string]string{"yamlFile": "the file", "yamlFlow": "a flow", "yamlMatch": "match",
 			"yamlStep": "a step", "yamlDiscount": "discount", "yamlGuards": "guards",
-			"yamlCap": "frequency_cap", "yamlQuiet": "quiet_hours", "yamlSchedule": "schedule"}[strings.TrimPrefix(typ, "projections.")]
+			"yamlCap": "frequency_cap", "yamlQuiet": "quiet_hours", "yamlSchedule": "schedule",
+			"yamlVariant": "a variant"}[strings.TrimPrefix(typ, "projections.")]
 		fe.Msg = fmt.Sprintf("unknown %s in %s", strings.Replace(f, "field ", "field ", 1), where)
 	}
 	return fe
@@ -589,6 +712,26 @@ func (p *flowParser) flows(in []yamlFlow, base Guards) []Flow {
 			}
 			if d := ys.Discount; d != nil {
 				s.Discount = p.discount(name, at("steps", j, "discount"), field+".discount", d)
+			}
+			if ys.AutoSwitch != nil {
+				p.fail(name, at("steps", j, "auto_switch"), field+".auto_switch",
+					"is not supported: a switch to the winning variant would need the counts of every customer, which the fold (one customer at a time) does not have; read the winner in cartlift report and change the weights")
+			}
+			s.Variants = p.variants(name, at, j, field, ys, &s, yf.Schedule != nil)
+			if j > 0 && s.After > 0 && s.After > f.stepAfter(j-1) {
+				// The step's own after is later than the previous step's;
+				// every variant's must be later than every variant's of
+				// the previous step too.
+				_, _, prevHi, prevBy := f.Steps[j-1].span()
+				lo, loBy, _, _ := s.span()
+				if lo <= prevHi {
+					p.fail(name, at("steps", j, "after"), field+".after", "%s%s must be later than the previous step's %s%s: every customer's steps must come in order",
+						fmtDuration(lo), variantNote(loBy), fmtDuration(prevHi), variantNote(prevBy))
+				}
+			}
+			if _, _, hi, by := s.span(); by != "" && f.ExpireAfter > 0 && hi >= f.ExpireAfter {
+				p.fail(name, at("steps", j, "variants"), field+".variants", "%s of variant %q is not before expire_after (%s): the variant could never fire",
+					fmtDuration(hi), by, fmtDuration(f.ExpireAfter))
 			}
 			f.Steps = append(f.Steps, s)
 		}
@@ -890,6 +1033,93 @@ func (m *Match) disjoint(o *Match) bool {
 		excluded(m.IncludeSKUs, o.ExcludeSKUs) || excluded(o.IncludeSKUs, m.ExcludeSKUs) ||
 		excluded(m.IncludeCategories, o.ExcludeCategories) || excluded(o.IncludeCategories, m.ExcludeCategories) ||
 		(ba != nil && bb != nil && *ba != *bb)
+}
+
+// span returns the earliest and the latest after of the step over its
+// variants (the step's own when it has none), with the names of the
+// variants that set them ("" when it is the step's own after).
+func (s *Step) span() (lo time.Duration, loBy string, hi time.Duration, hiBy string) {
+	lo, hi = s.After, s.After
+	for i, v := range s.Variants {
+		a, by := s.After, ""
+		if v.After > 0 {
+			a, by = v.After, v.Name
+		}
+		if i == 0 || a < lo {
+			lo, loBy = a, by
+		}
+		if i == 0 || a > hi {
+			hi, hiBy = a, by
+		}
+	}
+	return lo, loBy, hi, hiBy
+}
+
+// variantNote names a variant in a message: " (variant b)", or "".
+func variantNote(name string) string {
+	if name == "" {
+		return ""
+	}
+	return fmt.Sprintf(" (variant %q)", name)
+}
+
+// variantName is what a variant's name may be: a short word, as it goes
+// into decisions, ClickHouse and the report.
+var variantName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$`)
+
+// variants converts and checks step j's variants; nil when it has none.
+// st is the step as parsed so far (after, template, discount).
+func (p *flowParser) variants(flow string, at func(...any) []any, j int, field string, ys yamlStep, st *Step, scheduled bool) []Variant {
+	if ys.Variants == nil {
+		return nil
+	}
+	vat := func(i int, rest ...any) []any { return at(append([]any{"steps", j, "variants", i}, rest...)...) }
+	switch n := len(ys.Variants); {
+	case n < 2:
+		p.fail(flow, at("steps", j, "variants"), field+".variants", "a test needs at least two variants, got %d", n)
+	case n > MaxVariants:
+		p.fail(flow, at("steps", j, "variants"), field+".variants", "at most %d variants, got %d", MaxVariants, n)
+	}
+	out := make([]Variant, 0, len(ys.Variants))
+	names := map[string]bool{}
+	for i, yv := range ys.Variants {
+		vf := fmt.Sprintf("%s.variants[%d]", field, i)
+		v := Variant{Name: yv.Name, Template: yv.Template, NoDiscount: yv.NoDiscount}
+		switch {
+		case yv.Name == "":
+			p.fail(flow, vat(i), vf+".name", "is required")
+		case names[yv.Name]:
+			p.fail(flow, vat(i, "name"), vf+".name", "%q is used by an earlier variant of the step", yv.Name)
+		case !variantName.MatchString(yv.Name):
+			p.fail(flow, vat(i, "name"), vf+".name", "%q must be a letter or digit followed by letters, digits, - or _ (at most 32)", yv.Name)
+		}
+		names[yv.Name] = true
+		switch {
+		case yv.Weight == nil:
+			p.fail(flow, vat(i), vf+".weight", "is required (a positive integer; the variants split the customers in proportion to their weights)")
+		case *yv.Weight < 1 || *yv.Weight > MaxVariantWeight:
+			p.fail(flow, vat(i, "weight"), vf+".weight", "must be between 1 and %d, got %d", MaxVariantWeight, *yv.Weight)
+		default:
+			v.Weight = *yv.Weight
+		}
+		if d := yv.Discount; d != nil {
+			v.Discount = p.discount(flow, vat(i, "discount"), vf+".discount", d)
+			if yv.NoDiscount {
+				p.fail(flow, vat(i, "no_discount"), vf+".no_discount", "no_discount: true drops the step's discount; it takes no discount of its own")
+			}
+		} else if yv.NoDiscount && st.Discount == nil {
+			p.fail(flow, vat(i, "no_discount"), vf+".no_discount", "the step has no discount to drop")
+		}
+		if yv.After != "" {
+			if scheduled {
+				p.fail(flow, vat(i, "after"), vf+".after", "a scheduled flow's step takes no after: the schedule says when it runs")
+			} else {
+				v.After = p.duration(flow, vat(i, "after"), vf+".after", yv.After, 0)
+			}
+		}
+		out = append(out, v)
+	}
+	return out
 }
 
 func (f *Flow) stepAfter(j int) time.Duration {

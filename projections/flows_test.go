@@ -527,7 +527,7 @@ func TestShippedFlowsDocumentEveryOption(t *testing.T) {
 	}
 	for _, typ := range []reflect.Type{reflect.TypeFor[yamlFile](), reflect.TypeFor[yamlFlow](), reflect.TypeFor[yamlMatch](),
 		reflect.TypeFor[yamlStep](), reflect.TypeFor[yamlDiscount](), reflect.TypeFor[yamlGuards](),
-		reflect.TypeFor[yamlCap](), reflect.TypeFor[yamlQuiet](), reflect.TypeFor[yamlSchedule]()} {
+		reflect.TypeFor[yamlCap](), reflect.TypeFor[yamlQuiet](), reflect.TypeFor[yamlSchedule](), reflect.TypeFor[yamlVariant]()} {
 		for f := range typ.Fields() {
 			key := f.Tag.Get("yaml")
 			if !regexp.MustCompile(`(?m)[\s{,]` + key + `:`).Match(data) {

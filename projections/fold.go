@@ -580,14 +580,14 @@ func (f *fold) expiry(c *Cart) time.Time {
 // older version but the same due time: a late event (older than the cart's
 // last activity) bumps the version without starting a new period, and must
 // not send the period's steps again.
-func nextStep(c *Cart, fl *Flow) int {
+func nextStep(key string, c *Cart, fl *Flow) int {
 	next := 0
 	for i := range c.Decisions {
 		r := &c.Decisions[i]
 		if r.Flow != fl.Name || r.StepIndex < next {
 			continue
 		}
-		samePeriod := r.StepIndex < len(fl.Steps) && r.DueAt().Equal(c.LastActivity.Add(fl.Steps[r.StepIndex].After))
+		samePeriod := r.StepIndex < len(fl.Steps) && r.DueAt().Equal(c.LastActivity.Add(fl.afterFor(key, r.StepIndex)))
 		if r.Version == c.Version || samePeriod {
 			next = r.StepIndex + 1
 		}
@@ -607,21 +607,21 @@ type stepPlan struct {
 	due         time.Time // of step last
 }
 
-func planStep(c *Cart, fl *Flow, by time.Time) (stepPlan, bool) {
-	first := nextStep(c, fl)
+func planStep(key string, c *Cart, fl *Flow, by time.Time) (stepPlan, bool) {
+	first := nextStep(key, c, fl)
 	if first < 0 {
 		return stepPlan{}, false
 	}
 	last := -1
 	for i := first; i < len(fl.Steps); i++ {
-		if !c.LastActivity.Add(fl.Steps[i].After).After(by) {
+		if !c.LastActivity.Add(fl.afterFor(key, i)).After(by) {
 			last = i
 		}
 	}
 	if last < 0 {
 		return stepPlan{}, false
 	}
-	return stepPlan{c: c, first: first, last: last, due: c.LastActivity.Add(fl.Steps[last].After)}, true
+	return stepPlan{c: c, first: first, last: last, due: c.LastActivity.Add(fl.afterFor(key, last))}, true
 }
 
 // fireFlow decides the latest step of fl that is due by now. Earlier steps
@@ -629,7 +629,7 @@ func planStep(c *Cart, fl *Flow, by time.Time) (stepPlan, bool) {
 // not a burst of all the ones that were missed. fired is the due time of
 // the cart's timer that is running.
 func (f *fold) fireFlow(c *Cart, fl *Flow, fired, now time.Time) {
-	p, ok := planStep(c, fl, now)
+	p, ok := planStep(f.key, c, fl, now)
 	if !ok {
 		return
 	}
@@ -734,7 +734,7 @@ func (f *fold) combinable(group []stepPlan, fl *Flow, at, by time.Time) []stepPl
 			!fl.Match.Matches(&f.s.Profile, b) || !by.Before(f.expiry(b)) {
 			continue
 		}
-		bp, ok := planStep(b, fl, by)
+		bp, ok := planStep(f.key, b, fl, by)
 		if !ok || fl.Steps[bp.last].Action != action || f.guard(b, fl, &fl.Steps[bp.last], at) != "" {
 			continue
 		}
@@ -748,7 +748,7 @@ func (f *fold) skipEarlier(p stepPlan, fl *Flow) {
 	c := p.c
 	for i := p.first; i < p.last; i++ {
 		f.record(c, DecisionRecord{Flow: fl.Name, Step: fl.Steps[i].Name, StepIndex: i, Version: c.Version,
-			At: c.LastActivity.Add(fl.Steps[i].After), Skipped: true})
+			At: c.LastActivity.Add(fl.afterFor(f.key, i)), Skipped: true})
 	}
 }
 
@@ -756,10 +756,10 @@ func (f *fold) skipEarlier(p stepPlan, fl *Flow) {
 func (f *fold) decide(p stepPlan, fl *Flow, at time.Time, holdout bool) string {
 	c := p.c
 	f.skipEarlier(p, fl)
-	st := &fl.Steps[p.last]
+	st, _ := fl.StepFor(f.key, p.last)
 	validUntil := f.expiry(c)
 	if p.last+1 < len(fl.Steps) {
-		validUntil = c.LastActivity.Add(fl.Steps[p.last+1].After)
+		validUntil = c.LastActivity.Add(fl.afterFor(f.key, p.last+1))
 	}
 	id := DecisionID(f.key, c.ID, c.CreatedAt, fl.Name, st.Name, c.Version)
 	r := DecisionRecord{ID: id, Flow: fl.Name, Step: st.Name, StepIndex: p.last, Version: c.Version,
@@ -772,13 +772,15 @@ func (f *fold) decide(p stepPlan, fl *Flow, at time.Time, holdout bool) string {
 	return id
 }
 
-// emitDecision publishes the decision of step j of fl for the cart.
+// emitDecision publishes the decision of step j of fl for the cart: the
+// step as the customer's variant has it (template, discount), naming the
+// variant; a holdout decision names the variant too, and is sent nothing.
 func (f *fold) emitDecision(c *Cart, fl *Flow, j int, id string, at, validUntil time.Time, holdout bool) {
-	st := &fl.Steps[j]
+	st, variant := fl.StepFor(f.key, j)
 	pr := &f.s.Profile
 	f.eff.Decisions = append(f.eff.Decisions, events.Decision{
 		ID: id, Flow: fl.Name, Step: st.Name, StepIndex: j, Action: st.Action, Template: st.Template,
-		Discount: st.Discount, Holdout: holdout, Cart: c.Snapshot(),
+		Discount: st.Discount, Variant: variant, Holdout: holdout, Cart: c.Snapshot(),
 		Customer: events.CustomerSnapshot{Key: f.key, CustomerID: pr.CustomerID, Email: pr.Email, Name: pr.Name,
 			Locale: pr.Locale, TimeZone: pr.TimeZone, MarketingConsent: pr.MarketingConsent},
 		DecidedAt: at, ValidUntil: validUntil,
@@ -862,11 +864,11 @@ func (f *fold) schedule(c *Cart) {
 // window ends (a profile change, say), the timer goes back to the due time
 // and the next Fire defers the step again.
 func (f *fold) wake(c *Cart, fl *Flow) time.Time {
-	j := nextStep(c, fl)
+	j := nextStep(f.key, c, fl)
 	if j < 0 {
 		return time.Time{}
 	}
-	at := c.LastActivity.Add(fl.Steps[j].After)
+	at := c.LastActivity.Add(fl.afterFor(f.key, j))
 	for _, d := range f.deferrals {
 		if d.cart == c.ID && d.flow == fl.Name {
 			at = later(at, d.until)

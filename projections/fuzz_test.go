@@ -261,6 +261,9 @@ func FuzzParseFlows(f *testing.F) {
 		"  combine_window: 10m\n  max_messages_per_cart: 2\nflows:\n  - name: a\n    match: {include_skus: [A], locales: [de], b2b: false}\n" +
 		"    steps: [{after: 1h, action: email}]\n    guards: {quiet_hours: {off: true}, requires_consent: true}\n" +
 		"  - name: b\n    match: {exclude_skus: [A], min_items: 2, max_items: 3}\n    steps: [{after: 1h, action: email}]\n"))
+	f.Add([]byte(variantFlows))
+	f.Add([]byte("flows:\n  - name: a\n    expire_after: 2d\n    steps:\n      - after: 1h\n        action: email\n        variants:\n" +
+		"          - {name: a, weight: 1, after: 30h}\n          - {name: b, weight: 2, no_discount: true}\n      - after: 1d\n        action: email\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		flows, err := ParseFlows("fuzz.yaml", data)
 		if err != nil {
@@ -305,6 +308,22 @@ func FuzzParseFlows(f *testing.F) {
 				}
 				if st.Action != ActionEmail && st.Action != ActionWebhook {
 					t.Fatalf("flow %s: action %q accepted", fl.Name, st.Action)
+				}
+				// Variants: 2 to MaxVariants, names unique, weights in
+				// range; every customer's steps in order, before expiry.
+				if n := len(st.Variants); n == 1 || n > MaxVariants {
+					t.Fatalf("flow %s: step %d with %d variants accepted", fl.Name, i, n)
+				}
+				vnames := map[string]bool{}
+				for _, v := range st.Variants {
+					if vnames[v.Name] || v.Name == "" || v.Weight < 1 || v.Weight > MaxVariantWeight || v.After < 0 {
+						t.Fatalf("flow %s: step %d: invalid variant accepted: %+v", fl.Name, i, v)
+					}
+					vnames[v.Name] = true
+				}
+				lo, _, hi, _ := st.span()
+				if hi >= fl.ExpireAfter || (i > 0 && fl.Schedule == nil && lo <= func() time.Duration { _, _, h, _ := fl.Steps[i-1].span(); return h }()) {
+					t.Fatalf("flow %s: step %d spans %s to %s, out of order or past expiry %s", fl.Name, i, lo, hi, fl.ExpireAfter)
 				}
 			}
 		}

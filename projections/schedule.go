@@ -48,8 +48,9 @@ func FireSchedule(state *CustomerState, key, cartID string, fl *Flow, run time.T
 	if next := sc.Next(run); !next.IsZero() && next.Before(validUntil) {
 		validUntil = next
 	}
+	eff, _ := fl.StepFor(f.key, 0)
 	f.record(c, DecisionRecord{ID: id, Flow: fl.Name, Step: st.Name, Version: c.Version, At: run,
-		Holdout: holdout, Discount: st.Discount != nil})
+		Holdout: holdout, Discount: eff.Discount != nil})
 	f.emitDecision(c, fl, 0, id, run, validUntil, holdout)
 	if fl.Guards.FrequencyCap != nil && !holdout {
 		f.s.noteSent(run, f.cfg.longestCap())

@@ -237,5 +237,21 @@ func sample() *analytics.Report {
 	for i, n := range []int64{1210, 1480, 1033, 402, 131, 38} {
 		r.TimeToRecovery[i].Count = n
 	}
+	// An A/B test of the second reminder: b's discount wins.
+	vt := analytics.VariantTest{Flow: "b2c-reminders", Step: "second-reminder", StepIndex: 1, Winner: "b-discount"}
+	for _, v := range []struct {
+		name                                   string
+		treated, recovered, control, converted int64
+	}{{"a", 8120, 690, 902, 61}, {"b-discount", 8054, 866, 895, 57}} {
+		row := analytics.VariantRow{Variant: v.name, Decisions: v.treated + 12, HoldoutDecisions: v.control,
+			TreatedCarts: v.treated, Recovered: v.recovered, Rate: float64(v.recovered) / float64(v.treated),
+			ControlCarts: v.control, ControlConverted: v.converted, ControlRate: float64(v.converted) / float64(v.control)}
+		if len(vt.Variants) > 0 {
+			b := vt.Variants[0]
+			row.Diff, row.Low, row.High = analytics.NewcombeDiff(v.recovered, v.treated, b.Recovered, b.TreatedCarts)
+		}
+		vt.Variants = append(vt.Variants, row)
+	}
+	r.VariantTests = append(r.VariantTests, vt)
 	return r
 }

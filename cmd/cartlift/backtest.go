@@ -342,6 +342,20 @@ func printBacktest(w io.Writer, res backtestResult) {
 	}
 	tw.Flush()
 	for _, f := range r.Flows {
+		for _, s := range f.Steps {
+			if len(s.Variants) == 0 {
+				continue
+			}
+			var parts []string
+			for _, name := range slices.Sorted(mapKeys(s.Variants)) {
+				v := s.Variants[name]
+				parts = append(parts, fmt.Sprintf("%s reached %d, recovered %d (%s), holdout %d, converted %d (%s)",
+					name, v.Reached, v.Recovered, pct(v.Recovered, v.Reached), v.Holdout, v.ConvertedHoldout, pct(v.ConvertedHoldout, v.Holdout)))
+			}
+			fmt.Fprintf(w, "variants of %s/%s: %s\n", f.Name, s.Step, strings.Join(parts, "; "))
+		}
+	}
+	for _, f := range r.Flows {
 		if f.Schedule != "" {
 			fmt.Fprintf(w, "scheduled flow %s (%s): %d runs\n", f.Name, f.Schedule, f.Runs)
 		}

@@ -77,7 +77,7 @@ func TestFlowsCheckCommand(t *testing.T) {
 	if !strings.Contains(out.String(), "b2c-reminders") || !strings.Contains(out.String(), ": ok") {
 		t.Fatalf("unexpected output %q", out.String())
 	}
-	for _, want := range []string{"flow b2c-reminders: 3 steps ·", "flow b2b-follow-up: 1 step ·"} {
+	for _, want := range []string{"flow b2c-reminders: 3 steps ·", "flow b2b-follow-up: 1 step ·", "(email) with variants a 50, b 50 ·"} {
 		if !strings.Contains(out.String(), want) || strings.Contains(out.String(), "(s)") {
 			t.Errorf("output lacks %q (or says \"(s)\"): %q", want, out.String())
 		}

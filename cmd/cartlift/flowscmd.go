@@ -34,6 +34,16 @@ func runFlows(args []string, stdout io.Writer) error {
 				continue
 			}
 			fmt.Fprintf(stdout, " · %s after %s (%s)", s.Name, s.After, s.Action)
+			if len(s.Variants) > 0 {
+				fmt.Fprintf(stdout, " with variants")
+				for i, v := range s.Variants {
+					sep := ","
+					if i == 0 {
+						sep = ""
+					}
+					fmt.Fprintf(stdout, "%s %s %d", sep, v.Name, v.Weight)
+				}
+			}
 		}
 		fmt.Fprintf(stdout, " · expires after %s, holdout %d%%\n", f.ExpireAfter, f.HoldoutPercent)
 	}
