@@ -278,3 +278,211 @@ func countRecords(t *testing.T, brokers []string, topic string) int {
 		}
 	}
 }
+
+// dlqReasons reads the dead letters of cart-events.dlq: reason by svix-id.
+func dlqReasons(t *testing.T, brokers []string, want int) map[string]string {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(events.TopicDLQ),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	out := map[string]string{}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for len(out) < want {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("dead letters %v, want %d", out, want)
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			var id, reason string
+			for _, h := range r.Headers {
+				switch h.Key {
+				case "svix-id":
+					id = string(h.Value)
+				case events.HeaderErrorReason:
+					reason = string(h.Value)
+				}
+			}
+			out[id] = reason
+		})
+	}
+	return out
+}
+
+// TestEmporixPendingBounds: an item event whose cart never gets a
+// snapshot is dead-lettered after CARTLIFT_EMPORIX_PENDING_MAX_AGE with
+// its reason; beyond CARTLIFT_EMPORIX_PENDING_MAX waiting deliveries, the
+// next one is dead-lettered at once.
+func TestEmporixPendingBounds(t *testing.T) {
+	n, base := emporixNode(t, map[string]string{"CARTLIFT_EMPORIX_PENDING_MAX_AGE": "2s", "CARTLIFT_EMPORIX_PENDING_MAX": "1"})
+	url := base + "/v1/adapters/emporix"
+	now := time.Now()
+	item := `{"type":"cart.item-added","data":{"tenant":"t","cartId":"%s","itemId":"0","quantity":1}}`
+	if code, resp := webhook(t, url, emporixTestSecret, "msg_lonely", now, fmt.Appendf(nil, item, "never-seen")); code != 202 || !strings.Contains(resp, `"pending"`) {
+		t.Fatalf("%d %s", code, resp)
+	}
+	if code, resp := webhook(t, url, emporixTestSecret, "msg_overflow", now, fmt.Appendf(nil, item, "also-never-seen")); code != 202 || !strings.Contains(resp, "dead_lettered") {
+		t.Fatalf("%d %s", code, resp)
+	}
+	got := dlqReasons(t, n.brokers, 2)
+	if got["msg_lonely"] != reasonEmporixUnknownCart || got["msg_overflow"] != reasonEmporixPendingFull {
+		t.Fatalf("dead letters %v", got)
+	}
+	// The dead-lettered delivery no longer waits: its cart's snapshot now
+	// produces the snapshot alone.
+	deadline := time.Now().Add(10 * time.Second)
+	for n.emporix.pendingCount() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d deliveries still wait", n.emporix.pendingCount())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestEmporixPendingSurvivesRestart: a waiting item event is in Kafka, not
+// in memory: after the instance restarts (same broker log), the cart's
+// snapshot still releases it.
+func TestEmporixPendingSurvivesRestart(t *testing.T) {
+	chdirRoot(t)
+	dir := t.TempDir()
+	flows := filepath.Join(t.TempDir(), "flows.yaml")
+	if err := os.WriteFile(flows, []byte(emporixTestFlows), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	env := envconfig.MapLookuper(map[string]string{
+		"CARTLIFT_BROKER_ADDR": "127.0.0.1:0", "CARTLIFT_DATA_DIR": dir, "CARTLIFT_HTTP_ADDR": "127.0.0.1:0",
+		"CARTLIFT_PARTITIONS": "2", "CARTLIFT_FLOWS": flows, "CARTLIFT_EMPORIX_WEBHOOK_SECRET": emporixTestSecret,
+		"CARTLIFT_SESSION_TIMEOUT": "2s",
+	})
+	start := func() (*node, context.CancelFunc) {
+		cfg, err := loadRunConfig(context.Background(), env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		n, err := startNode(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		if err != nil {
+			cancel()
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for !n.proc.Ready() {
+			if time.Now().After(deadline) {
+				t.Fatal("the node did not get ready")
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		return n, cancel
+	}
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	n, cancel := start()
+	url := "http://" + n.httpLn.Addr().String() + "/v1/adapters/emporix"
+	if code, resp := webhook(t, url, emporixTestSecret, "msg_before_restart", now,
+		[]byte(`{"type":"cart.item-updated","data":{"tenant":"t","cartId":"cart-r","itemId":"sku-r","quantity":4}}`)); code != 202 || !strings.Contains(resp, "pending") {
+		t.Fatalf("%d %s", code, resp)
+	}
+	cancel()
+	if err := n.wait(); err != nil {
+		t.Fatal(err)
+	}
+	n, cancel = start()
+	defer func() {
+		cancel()
+		if err := n.wait(); err != nil {
+			t.Errorf("node: %v", err)
+		}
+	}()
+	base := "http://" + n.httpLn.Addr().String()
+	snap := fmt.Sprintf(`{"type":"cart.updated","data":{"id":"cart-r","customerId":"C-r","currency":"EUR","items":[{"id":"0","product":{"id":"sku-r"},"quantity":1,"price":{"effectiveAmount":5}}],"metadata":{"modifiedAt":%q,"version":1}}}`,
+		now.Add(-time.Second).Format(time.RFC3339Nano))
+	if code, resp := webhook(t, base+"/v1/adapters/emporix", emporixTestSecret, "msg_after_restart", time.Now(), []byte(snap)); code != 202 {
+		t.Fatalf("%d %s", code, resp)
+	}
+	c := waitCart(t, base, "C-r", "cart-r", func(c processor.CartView) bool { return len(c.Items) == 1 && c.Items[0].Quantity == 4 })
+	if c.TotalMinor != 2000 {
+		t.Fatalf("cart %+v", c)
+	}
+}
+
+// TestAdaptEmporixFile: `cartlift adapt emporix` over the golden fixtures
+// of events/emporix gives the same events, in order, with the waiting item
+// event resolved by the snapshot later in the file.
+func TestAdaptEmporixFile(t *testing.T) {
+	raw, err := os.ReadFile("../../events/emporix/testdata/guest_login.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fx struct {
+		Deliveries []json.RawMessage `json:"deliveries"`
+	}
+	if err := json.Unmarshal(raw, &fx); err != nil {
+		t.Fatal(err)
+	}
+	in := filepath.Join(t.TempDir(), "deliveries.jsonl")
+	var lines []byte
+	for _, d := range fx.Deliveries {
+		var buf bytes.Buffer
+		_ = json.Compact(&buf, d)
+		lines = append(append(lines, buf.Bytes()...), '\n')
+	}
+	if err := os.WriteFile(in, lines, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	if err := run(context.Background(), []string{"adapt", "emporix", in}, &out, &errOut); err != nil {
+		t.Fatalf("%v\n%s", err, errOut.String())
+	}
+	var types []string
+	for _, l := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+		ev, err := events.Decode([]byte(l), time.Time{})
+		if err != nil {
+			t.Fatalf("%s: %v", l, err)
+		}
+		types = append(types, ev.Type+"@"+ev.Key())
+	}
+	want := "cart.updated@anon:sess-71c0 cart.item_updated@anon:sess-71c0 cart.item_updated@anon:sess-71c0 customer.logged_in@C-7731 cart.item_updated@C-7731"
+	if strings.Join(types, " ") != want {
+		t.Fatalf("events %v\nwant %s\n%s", types, want, errOut.String())
+	}
+	if !strings.Contains(errOut.String(), "7 deliveries: 5 events") {
+		t.Fatalf("summary: %s", errOut.String())
+	}
+	// A file whose item event never meets its cart exits 1 and says why.
+	lonely := filepath.Join(t.TempDir(), "lonely.jsonl")
+	_ = os.WriteFile(lonely, []byte(`{"id":"msg_l","timestamp":"2026-01-01T00:00:00Z","body":{"type":"cart.item-added","data":{"cartId":"nope","itemId":"0","quantity":1}}}`+"\n"), 0o644)
+	errOut.Reset()
+	err = run(context.Background(), []string{"adapt", "emporix", lonely}, &out, &errOut)
+	if exitCode(err) != 1 || !strings.Contains(errOut.String(), reasonEmporixUnknownCart) {
+		t.Fatalf("%v %s", err, errOut.String())
+	}
+}
+
+// TestEmporixConfig: the adapter's settings are validated at start-up,
+// naming the variable, never showing the secret.
+func TestEmporixConfig(t *testing.T) {
+	chdirRoot(t)
+	cfg, err := loadRunConfig(context.Background(), envconfig.MapLookuper(map[string]string{}))
+	if err != nil || cfg.Emporix.enabled() || cfg.Emporix.Topic != "cart-emporix" || cfg.Emporix.Tolerance != 5*time.Minute {
+		t.Fatalf("defaults %+v %v", cfg.Emporix, err)
+	}
+	for _, c := range []struct{ env, value string }{
+		{"CARTLIFT_EMPORIX_WEBHOOK_SECRET", "whsec_s3cret!!not-base64"},
+		{"CARTLIFT_EMPORIX_WEBHOOK_SECRET", "whsec_czNjcmV0"},
+		{"CARTLIFT_EMPORIX_TOLERANCE", "0s"},
+		{"CARTLIFT_EMPORIX_TOLERANCE", "five"},
+		{"CARTLIFT_EMPORIX_PENDING_MAX_AGE", "0s"},
+		{"CARTLIFT_EMPORIX_PENDING_MAX", "0"},
+		{"CARTLIFT_EMPORIX_CLOSED_RETENTION", "1s"},
+		{"CARTLIFT_EMPORIX_TOPIC", "cart-events"},
+	} {
+		_, err := loadRunConfig(context.Background(), envconfig.MapLookuper(map[string]string{c.env: c.value}))
+		if err == nil || !strings.Contains(err.Error(), c.env) {
+			t.Errorf("%s=%s: %v", c.env, c.value, err)
+		} else if strings.Contains(err.Error(), "s3cret") || strings.Contains(err.Error(), "czNjcmV0") {
+			t.Errorf("the error shows the secret: %v", err)
+		}
+	}
+}
