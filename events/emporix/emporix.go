@@ -573,6 +573,15 @@ func (t *translation) item() *Error {
 		t.res.Wait = e.CartID
 		return nil
 	}
+	if len(o.Lines) > 0 && t.d.Time.Before(o.ModifiedAt.Truncate(time.Second)) {
+		// The cart's last snapshot is newer and already has this change
+		// (a late delivery, or one that waited for the snapshot). The
+		// delivery's time has whole seconds only: within the snapshot's
+		// second, the item event counts as newer.
+		t.res.Ignored = fmt.Sprintf("%s from %s is older than the cart's snapshot of %s", t.d.Type,
+			t.d.Time.UTC().Format(time.RFC3339), o.ModifiedAt.Format(time.RFC3339Nano))
+		return nil
+	}
 	line, found := o.line(e.ItemID, e.PriceID)
 	sku, unit := skuOf(e.ItemID), int64(0)
 	if found {
