@@ -327,6 +327,15 @@ func TestEmporixPendingBounds(t *testing.T) {
 	if code, resp := webhook(t, url, emporixTestSecret, "msg_overflow", now, fmt.Appendf(nil, item, "also-never-seen")); code != 202 || !strings.Contains(resp, "dead_lettered") {
 		t.Fatalf("%d %s", code, resp)
 	}
+	if resp, err := http.Get(base + "/metrics"); err != nil {
+		t.Fatal(err)
+	} else {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.Contains(string(b), "cartlift_emporix_pending 1\n") {
+			t.Errorf("metrics lack cartlift_emporix_pending 1")
+		}
+	}
 	got := dlqReasons(t, n.brokers, 2)
 	if got["msg_lonely"] != reasonEmporixUnknownCart || got["msg_overflow"] != reasonEmporixPendingFull {
 		t.Fatalf("dead letters %v", got)

@@ -123,6 +123,10 @@ func startNode(ctx context.Context, cfg runConfig, log *slog.Logger) (*node, err
 			if err != nil {
 				return fail(err)
 			}
+			a := n.emporix
+			m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cartlift_emporix_pending",
+				Help: "Emporix item events waiting for a snapshot of their cart (CARTLIFT_EMPORIX_PENDING_MAX bounds them)."},
+				func() float64 { return float64(a.pendingCount()) }))
 		}
 		h, err := n.newAPIHandler(&cfg, advertise, n.producer, m)
 		if err != nil {
