@@ -17,6 +17,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -506,53 +507,68 @@ func (a *emporixAdapter) resolveLoop() {
 // unknown) acts; a repeat by another instance, during a rebalance, gives
 // the same event ids, which the processor drops.
 func (a *emporixAdapter) resolve() {
-	type job struct {
-		cart string
-		p    pendingDelivery
-	}
-	var jobs []job
+	byCart := map[string][]pendingDelivery{}
 	a.mu.Lock()
 	for cart, m := range a.pending {
 		for _, p := range m {
-			jobs = append(jobs, job{cart, p})
+			byCart[cart] = append(byCart[cart], p)
 		}
 	}
 	a.mu.Unlock()
 	now := a.clock()
-	for _, j := range jobs {
-		tomb := &kgo.Record{Topic: a.cfg.Topic, Key: []byte(pendingPrefix + j.cart + "\x00" + j.p.ID)}
-		o, known := a.Owner(j.cart)
-		var recs []*kgo.Record
-		switch {
-		case known:
-			if !a.owns(o.Key()) {
-				continue
+	for cart, ps := range byCart {
+		// In the order they happened: item events of one cart do not
+		// commute (an update after an add).
+		slices.SortFunc(ps, func(x, y pendingDelivery) int {
+			if c := x.Time.Compare(y.Time); c != 0 {
+				return c
 			}
-			res, err := a.translate(j.p.ID, j.p.Time, j.p.TypeHint, j.p.Body)
-			switch {
-			case err != nil:
-				recs = append(recs, a.deadLetter(j.cart, j.p.ID, j.p.Body, reasonEmporixInvalid, err.Error()))
-			case res.Wait != "":
-				continue
-			default:
-				for _, e := range res.Events {
-					recs = append(recs, &kgo.Record{Topic: a.eventsTopic, Key: []byte(e.Key), Value: e.Value})
-				}
+			if c := x.Received.Compare(y.Received); c != 0 {
+				return c
 			}
-		case now.Sub(j.p.Received) > a.cfg.PendingMaxAge:
-			if !a.owns(j.cart) {
-				continue
-			}
-			recs = append(recs, a.deadLetter(j.cart, j.p.ID, j.p.Body, reasonEmporixUnknownCart,
-				fmt.Sprintf("no snapshot of the cart arrived within %s (CARTLIFT_EMPORIX_PENDING_MAX_AGE)", a.cfg.PendingMaxAge)))
-		default:
+			return strings.Compare(x.ID, y.ID)
+		})
+		o, known := a.Owner(cart)
+		if known && !a.owns(o.Key()) || !known && !a.owns(cart) {
 			continue
 		}
-		if err := a.produce(context.Background(), append(recs, tomb)...); err != nil {
-			a.log.Warn("resolving a waiting Emporix delivery failed; retrying", "err", err)
+		var recs []*kgo.Record
+		var done []string
+		for _, p := range ps {
+			tomb := &kgo.Record{Topic: a.cfg.Topic, Key: []byte(pendingPrefix + cart + "\x00" + p.ID)}
+			switch {
+			case known:
+				res, err := a.translate(p.ID, p.Time, p.TypeHint, p.Body)
+				switch {
+				case err != nil:
+					recs = append(recs, a.deadLetter(cart, p.ID, p.Body, reasonEmporixInvalid, err.Error()))
+				case res.Wait != "":
+					continue
+				default:
+					for _, e := range res.Events {
+						recs = append(recs, &kgo.Record{Topic: a.eventsTopic, Key: []byte(e.Key), Value: e.Value})
+					}
+				}
+			case now.Sub(p.Received) > a.cfg.PendingMaxAge:
+				recs = append(recs, a.deadLetter(cart, p.ID, p.Body, reasonEmporixUnknownCart,
+					fmt.Sprintf("no snapshot of the cart arrived within %s (CARTLIFT_EMPORIX_PENDING_MAX_AGE)", a.cfg.PendingMaxAge)))
+			default:
+				continue
+			}
+			recs = append(recs, tomb)
+			done = append(done, p.ID)
+		}
+		if len(done) == 0 {
+			continue
+		}
+		// A cart's resolved events and their tombstones: one transaction.
+		if err := a.produce(context.Background(), recs...); err != nil {
+			a.log.Warn("resolving waiting Emporix deliveries failed; retrying", "err", err)
 			return
 		}
-		a.setPending(j.cart, j.p.ID, nil)
+		for _, id := range done {
+			a.setPending(cart, id, nil)
+		}
 	}
 }
 

@@ -351,9 +351,9 @@ func TestEmporixPendingBounds(t *testing.T) {
 	}
 }
 
-// TestEmporixPendingSurvivesRestart: a waiting item event is in Kafka, not
+// TestEmporixPendingSurvivesRestart: waiting item events are in Kafka, not
 // in memory: after the instance restarts (same broker log), the cart's
-// snapshot still releases it.
+// snapshot still releases them, in the order they happened.
 func TestEmporixPendingSurvivesRestart(t *testing.T) {
 	chdirRoot(t)
 	dir := t.TempDir()
@@ -389,8 +389,14 @@ func TestEmporixPendingSurvivesRestart(t *testing.T) {
 	now := time.Now().UTC().Truncate(time.Millisecond)
 	n, cancel := start()
 	url := "http://" + n.httpLn.Addr().String() + "/v1/adapters/emporix"
-	if code, resp := webhook(t, url, emporixTestSecret, "msg_before_restart", now,
+	// Two item events of the cart, the later one first: they are applied
+	// in the order they happened.
+	if code, resp := webhook(t, url, emporixTestSecret, "msg_before_restart", now.Add(time.Second),
 		[]byte(`{"type":"cart.item-updated","data":{"tenant":"t","cartId":"cart-r","itemId":"sku-r","quantity":4}}`)); code != 202 || !strings.Contains(resp, "pending") {
+		t.Fatalf("%d %s", code, resp)
+	}
+	if code, resp := webhook(t, url, emporixTestSecret, "msg_earlier", now,
+		[]byte(`{"type":"cart.item-updated","data":{"tenant":"t","cartId":"cart-r","itemId":"sku-r","quantity":2}}`)); code != 202 || !strings.Contains(resp, "pending") {
 		t.Fatalf("%d %s", code, resp)
 	}
 	cancel()
