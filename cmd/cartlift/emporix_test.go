@@ -501,3 +501,62 @@ func TestEmporixConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestEmporixTwoInstances: two `cartlift run` instances on one broker
+// share the adapter's view. An item event posted to one waits; the cart's
+// snapshot posted to the other releases it (whichever instance owns the
+// customer's partition produces it); and the first instance, which never
+// saw the snapshot, resolves the cart's next item event at once.
+func TestEmporixTwoInstances(t *testing.T) {
+	c, err := startBroker(brokerConfig{Addr: "127.0.0.1:0", DataDir: t.TempDir(), Partitions: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	env := map[string]string{"KAFKA_BROKERS": c.ListenAddrs()[0], "CARTLIFT_PARTITIONS": "4", "CARTLIFT_SESSION_TIMEOUT": "2s"}
+	a, baseA := emporixNode(t, env)
+	b, baseB := emporixNode(t, env)
+	deadline := time.Now().Add(60 * time.Second)
+	for a.proc.Stats().Partitions+b.proc.Stats().Partitions != 4 || a.proc.Stats().Partitions == 0 || b.proc.Stats().Partitions == 0 || !a.proc.Ready() || !b.proc.Ready() {
+		if time.Now().After(deadline) {
+			t.Fatalf("the instances did not share the partitions: %d + %d", a.proc.Stats().Partitions, b.proc.Stats().Partitions)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	now := time.Now().UTC().Truncate(time.Second)
+	post := func(base, id string, at time.Time, body string) string {
+		t.Helper()
+		code, resp := webhook(t, base+"/v1/adapters/emporix", emporixTestSecret, id, at, []byte(body))
+		if code != 202 {
+			t.Fatalf("%s: %d %s", id, code, resp)
+		}
+		return resp
+	}
+	if resp := post(baseA, "msg_two_1", now, `{"type":"cart.item-updated","data":{"cartId":"cart-2i","itemId":"0","quantity":3}}`); !strings.Contains(resp, "pending") {
+		t.Fatal(resp)
+	}
+	post(baseB, "msg_two_2", now, fmt.Sprintf(`{"type":"cart.updated","data":{"id":"cart-2i","customerId":"C-two","currency":"EUR",
+		"items":[{"id":"0","product":{"id":"mug"},"quantity":1,"price":{"effectiveAmount":12.5}}],"metadata":{"modifiedAt":%q,"version":1}}}`, now.Format(time.RFC3339)))
+	waitCart(t, baseA, "C-two", "cart-2i", func(c processor.CartView) bool { return len(c.Items) == 1 && c.Items[0].Quantity == 3 })
+	// A learns B's owner record from the topic.
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		if _, ok := a.emporix.Owner("cart-2i"); ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("instance A never learned the cart's owner")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if resp := post(baseA, "msg_two_3", now.Add(time.Second), `{"type":"cart.item-updated","data":{"cartId":"cart-2i","itemId":"mug","quantity":5}}`); !strings.Contains(resp, "accepted") {
+		t.Fatal(resp)
+	}
+	cart := waitCart(t, baseB, "C-two", "cart-2i", func(c processor.CartView) bool { return c.Items[0].Quantity == 5 })
+	if cart.TotalMinor != 5*1250 {
+		t.Fatalf("cart %+v", cart)
+	}
+	if a.emporix.pendingCount()+b.emporix.pendingCount() != 0 {
+		t.Fatalf("still waiting: %d, %d", a.emporix.pendingCount(), b.emporix.pendingCount())
+	}
+}
