@@ -49,15 +49,14 @@ func (m memView) LatestShoppingCart(customerID string) (emporix.Owner, bool) {
 
 // goldenEntry is the result of one delivery in a golden file.
 type goldenEntry struct {
-	Delivery string            `json:"delivery"`
-	Type     string            `json:"type"`
-	Events   []goldenEvent     `json:"events,omitempty"`
-	Owner    *emporix.Owner    `json:"owner,omitempty"`
-	Wait     string            `json:"wait,omitempty"`
-	Ignored  string            `json:"ignored,omitempty"`
-	Error    string            `json:"error,omitempty"`
-	Resolved []goldenResolved  `json:"resolved,omitempty"`
-	Extra    map[string]string `json:"extra,omitempty"`
+	Delivery string           `json:"delivery"`
+	Type     string           `json:"type"`
+	Events   []goldenEvent    `json:"events,omitempty"`
+	Owner    *emporix.Owner   `json:"owner,omitempty"`
+	Wait     string           `json:"wait,omitempty"`
+	Ignored  string           `json:"ignored,omitempty"`
+	Error    string           `json:"error,omitempty"`
+	Resolved []goldenResolved `json:"resolved,omitempty"`
 }
 
 type goldenEvent struct {
