@@ -105,6 +105,7 @@ lint:
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 60s ./events
 	$(GO) test -run '^$$' -fuzz FuzzApply -fuzztime 60s ./projections
+	$(GO) test -run '^$$' -fuzz FuzzTranslate -fuzztime 60s ./events/emporix
 
 clean:
 	rm -rf bin data build

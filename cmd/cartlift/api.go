@@ -115,6 +115,14 @@ func (n *node) newAPIHandler(cfg *runConfig, advertise string, producer processo
 		writeJSON(w, code, map[string]any{"status": status, "partitions": s.Partitions, "caught_up": s.CaughtUp, "lag": s.Lag, "restoring": s.Restoring, "standby_partitions": s.StandbyPartitions, "standby_warm": s.StandbyWarm})
 	}))
 	api.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
+	// The Emporix adapter authenticates deliveries by their Svix signature.
+	if n.emporix != nil {
+		api.Handle(emporixRoute, n.emporix)
+	} else {
+		api.Handle(emporixRoute, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			refuseJSON(w, http.StatusNotFound, "the Emporix adapter is off: set CARTLIFT_EMPORIX_WEBHOOK_SECRET")
+		}))
+	}
 	return api, nil
 }
 

@@ -99,6 +99,9 @@ type runConfig struct {
 
 	LogLevel  string `env:"CARTLIFT_LOG_LEVEL, default=info"`
 	LogFormat string `env:"CARTLIFT_LOG_FORMAT, default=text"`
+
+	// Emporix configures the Emporix webhook adapter (off without a secret).
+	Emporix emporixConfig
 }
 
 // configError names the environment variable at fault.
@@ -217,7 +220,7 @@ func (c *runConfig) validate() error {
 	}
 	topics := map[string]string{"CARTLIFT_TOPIC_EVENTS": c.TopicEvents, "CARTLIFT_TOPIC_DECISIONS": c.TopicDecisions,
 		"CARTLIFT_TOPIC_OUTCOMES": c.TopicOutcomes, "CARTLIFT_TOPIC_DLQ": c.TopicDLQ, "CARTLIFT_TOPIC_STATE": c.TopicState,
-		"CARTLIFT_TOPIC_SUPPRESSIONS": c.TopicSuppressions}
+		"CARTLIFT_TOPIC_SUPPRESSIONS": c.TopicSuppressions, "CARTLIFT_EMPORIX_TOPIC": c.Emporix.Topic}
 	seen := map[string]string{}
 	for env, t := range topics {
 		if t == "" {
@@ -227,6 +230,9 @@ func (c *runConfig) validate() error {
 			return configError(env, "topic %q is also %s", t, other)
 		}
 		seen[t] = env
+	}
+	if err := c.Emporix.validate(); err != nil {
+		return err
 	}
 	if c.StandbyReplicas < 0 || c.StandbyReplicas > 10 {
 		return configError("CARTLIFT_STANDBY_REPLICAS", "must be between 0 and 10, got %d", c.StandbyReplicas)

@@ -31,6 +31,7 @@ Usage:
   cartlift flows check FILE    validate a flows file
   cartlift backtest [flags]    replay a history through flows files (--flows, --compare) and report per step
   cartlift state verify|rebuild  check a stopped instance's store against the changelog, or rebuild it from there
+  cartlift adapt emporix FILE  translate a file of Emporix webhook deliveries into cartlift events (JSON lines)
 
 Run 'cartlift <command> -h' for the flags of a command.
 `
@@ -111,6 +112,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runBacktest(ctx, rest, stdout)
 	case "state":
 		return runState(ctx, rest, stdout)
+	case "adapt":
+		return runAdapt(rest, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -37,6 +37,8 @@ type node struct {
 	// analytics is the analytics sink; nil unless it runs in this node.
 	analytics *analyticsRole
 	metrics   *metrics
+	// emporix is the Emporix webhook adapter; nil unless configured.
+	emporix *emporixAdapter
 }
 
 // startNode starts everything of `cartlift run` and returns once the
@@ -67,6 +69,9 @@ func startNode(ctx context.Context, cfg runConfig, log *slog.Logger) (*node, err
 	fail := func(err error) (*node, error) {
 		if n.httpLn != nil {
 			n.httpLn.Close()
+		}
+		if n.emporix != nil {
+			n.emporix.close()
 		}
 		if n.producer != nil {
 			n.producer.Close()
@@ -112,6 +117,17 @@ func startNode(ctx context.Context, cfg runConfig, log *slog.Logger) (*node, err
 		if err != nil {
 			return fail(err)
 		}
+		if cfg.Emporix.enabled() {
+			n.emporix, err = startEmporixAdapter(ctx, cfg.Emporix, n.brokers, "cartlift-emporix-"+cfg.instanceID(),
+				cfg.Broker.Partitions, cfg.TopicEvents, cfg.TopicDLQ, cfg.HTTPMaxBody, ownsKey(n.proc), log)
+			if err != nil {
+				return fail(err)
+			}
+			a := n.emporix
+			m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cartlift_emporix_pending",
+				Help: "Emporix item events waiting for a snapshot of their cart (CARTLIFT_EMPORIX_PENDING_MAX bounds them)."},
+				func() float64 { return float64(a.pendingCount()) }))
+		}
 		h, err := n.newAPIHandler(&cfg, advertise, n.producer, m)
 		if err != nil {
 			return fail(err)
@@ -143,6 +159,9 @@ func (n *node) wait() error {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_ = n.http.Shutdown(sctx)
 		cancel()
+	}
+	if n.emporix != nil {
+		n.emporix.close()
 	}
 	if n.producer != nil {
 		n.producer.Close()
