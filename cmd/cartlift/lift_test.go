@@ -132,17 +132,35 @@ func TestSimulatedEffectIsMeasured(t *testing.T) {
 		t.Fatalf("the sink did not store what the processor emitted: %+v, %d ids seen", n.analytics.stats(), tail.seenIDs())
 	}
 
-	rep, err := buildReport(ctx, clickhouseConfig{Addr: []string{chAddr}, Database: database}, analytics.ReportOptions{Since: start, Until: until})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, s := range sims {
-		var l *analytics.Lift
+	// The report and the record of what the tail saw, once they agree
+	// or after 10 s: on a busy machine the tail may still be reading
+	// when the sink has stored everything, or the other way round.
+	lift := func(rep *analytics.Report, flow string) *analytics.Lift {
 		for i := range rep.Lift {
-			if rep.Lift[i].Flow == s.flow {
-				l = &rep.Lift[i]
+			if rep.Lift[i].Flow == flow {
+				return &rep.Lift[i]
 			}
 		}
+		return nil
+	}
+	var rep *analytics.Report
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Second) {
+		var err error
+		rep, err = buildReport(ctx, clickhouseConfig{Addr: []string{chAddr}, Database: database}, analytics.ReportOptions{Since: start, Until: until})
+		if err != nil {
+			t.Fatal(err)
+		}
+		agree := true
+		for _, s := range sims {
+			l, want := lift(rep, s.flow), truth.counts(s.flow, start, until).attributed
+			agree = agree && l != nil && (liftCounts{int(l.TreatedCarts), int(l.TreatedRecovered), int(l.ControlCarts), int(l.ControlConverted)}) == want
+		}
+		if agree || time.Now().After(deadline) {
+			break
+		}
+	}
+	for _, s := range sims {
+		l := lift(rep, s.flow)
 		if l == nil {
 			t.Fatalf("no lift for %s: %+v", s.flow, rep.Lift)
 		}
