@@ -334,7 +334,7 @@ func ttrQuery() string {
 	var b strings.Builder
 	b.WriteString("SELECT toInt64(max(since_seconds))")
 	lo := int64(-1)
-	for _, e := range append(ttrEdges, ttrEdge{seconds: -1}) {
+	for _, e := range append(slices.Clone(ttrEdges), ttrEdge{seconds: -1}) {
 		cond := make([]string, 0, 2)
 		if lo >= 0 {
 			cond = append(cond, fmt.Sprintf("since_seconds >= %d", lo))
