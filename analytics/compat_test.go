@@ -368,6 +368,25 @@ func TestCompatReport(t *testing.T) {
 	wantAnswer(t, "quantileExact of [10 20 30 40]", a, "30 | 40")
 }
 
+// The time-to-recovery scales of seconds and minutes, on both.
+func TestCompatTimeToRecoveryWithinTheHour(t *testing.T) {
+	for _, long := range []bool{false, true} {
+		es := bothEngines(t)
+		migrateBoth(t, es)
+		for _, e := range es {
+			shortRecoveries(long).insert(t, e.conn, time.Date(2024, 3, 10, 0, 0, 0, 0, time.UTC))
+		}
+		r := sameReports(t, es, analytics.ReportOptions{Since: periodStart, Until: periodEnd})
+		want := []int64{1, 1, 1, 1, 2, 0}
+		if long {
+			want = []int64{6, 0, 0, 0, 1, 0}
+		}
+		if got := bucketCounts(r.TimeToRecovery); !reflect.DeepEqual(got, want) {
+			t.Errorf("long %v: time to recovery %s, want %v", long, toJSON(r.TimeToRecovery), want)
+		}
+	}
+}
+
 // The README's seven queries, on the dataset of TestReadmeQueriesRun.
 func TestCompatReadmeQueries(t *testing.T) {
 	es := bothEngines(t)
@@ -396,7 +415,13 @@ func TestCompatDashboard(t *testing.T) {
 	// The four recoveries happened an hour after the decisions, two days
 	// ago (see insertReadmeDataset): the day of that hour.
 	day := time.Now().UTC().Add(-47 * time.Hour).Truncate(24 * time.Hour).Format("2006-01-02 15:04:05")
+	// The suppressions are dated at the decisions' time: three no_consent
+	// and a frequency_cap of the processor, a no_address of the actions
+	// role; the deferral is not a suppression.
+	supDay := time.Now().UTC().Add(-48 * time.Hour).Truncate(24 * time.Hour).Format("2006-01-02 15:04:05")
 	want := map[string][]string{
+		"Steps not sent per day, by stage and reason": {supDay + " | actions/no_address | 1", supDay + " | processor/frequency_cap | 1",
+			supDay + " | processor/no_consent | 3"},
 		"Recovery rate and revenue by flow and step": {"reminders | first | EUR | 10 | 4 | 0.4 | 10000"},
 		"Recovered revenue per day (minor units)":    {day + " | EUR | 10000"},
 		"Treated against holdout, by flow":           {"reminders | 10 | 4 | 4 | 1 | 0.15000000000000002"}, // 0.4 - 0.25 in Float64

@@ -66,7 +66,7 @@ func TestDashboard(t *testing.T) {
 			}
 		}
 	}
-	if prom < 10 || sql < 3 {
+	if prom < 10 || sql < 4 {
 		t.Fatalf("%d Prometheus and %d ClickHouse queries; the dashboard lost panels", prom, sql)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -76,8 +77,10 @@ type Report struct {
 	Lift []Lift `json:"lift"`
 	// DailyRevenue is by day and currency.
 	DailyRevenue []DailyRevenue `json:"daily_revenue"`
-	// TimeToRecovery has the six buckets of TimeToRecoveryBuckets, in
-	// order, empty ones included.
+	// TimeToRecovery has six buckets, in order, empty ones included: the
+	// scale of TimeToRecoveryBucketsFor the longest time to recovery
+	// (hours and days, TimeToRecoveryBuckets, unless every recovery took
+	// less than an hour).
 	TimeToRecovery []Bucket `json:"time_to_recovery"`
 	// VariantTests has one test per (flow, step) with decisions naming a
 	// variant, by flow, step index and step (see VariantTests).
@@ -271,18 +274,109 @@ type Bucket struct {
 	Count      int64  `json:"count"`
 }
 
-// TimeToRecoveryBuckets returns the buckets of Report.TimeToRecovery, with
-// zero counts: <1h, 1–6h, 6–24h, 1–3d, 3–7d, ≥7d.
-func TimeToRecoveryBuckets() []Bucket {
-	const h, d = 3600, 86400
-	return []Bucket{
-		{Label: "<1h", MinSeconds: 0, MaxSeconds: h},
-		{Label: "1–6h", MinSeconds: h, MaxSeconds: 6 * h},
-		{Label: "6–24h", MinSeconds: 6 * h, MaxSeconds: d},
-		{Label: "1–3d", MinSeconds: d, MaxSeconds: 3 * d},
-		{Label: "3–7d", MinSeconds: 3 * d, MaxSeconds: 7 * d},
-		{Label: "≥7d", MinSeconds: 7 * d},
+// ttrEdge is a bound of the time-to-recovery buckets, with its label as
+// a lower and as an upper bound ("1–3d" but "6–24h").
+type ttrEdge struct {
+	seconds      int64
+	lower, upper string
+}
+
+// ttrEdges are the bounds every time-to-recovery scale takes its five
+// from: a scale is five consecutive edges, so six buckets (below the
+// first, between each two, from the last on). The last five are the
+// hours-and-days scale.
+var ttrEdges = []ttrEdge{
+	{1, "1s", "1s"}, {2, "2s", "2s"}, {5, "5s", "5s"}, {10, "10s", "10s"}, {30, "30s", "30s"},
+	{60, "1m", "1m"}, {120, "2m", "2m"}, {300, "5m", "5m"}, {900, "15m", "15m"}, {1800, "30m", "30m"},
+	{3600, "1h", "1h"}, {21600, "6h", "6h"}, {86400, "1d", "24h"}, {259200, "3d", "3d"}, {604800, "7d", "7d"},
+}
+
+// hoursScale is the index in ttrEdges of the hours-and-days scale's
+// first edge (1h).
+var hoursScale = len(ttrEdges) - 5
+
+// TimeToRecoveryBuckets returns the hours-and-days buckets, with zero
+// counts: <1h, 1–6h, 6–24h, 1–3d, 3–7d, ≥7d. The report uses them when
+// a recovery took an hour or more, and when there is none.
+func TimeToRecoveryBuckets() []Bucket { return ttrScale(hoursScale) }
+
+// TimeToRecoveryBucketsFor returns the six buckets, with zero counts, that
+// the report uses when its longest time to recovery is longest seconds:
+// the hours-and-days scale (TimeToRecoveryBuckets) when longest is an hour
+// or more, otherwise the finest scale whose last bound is above longest,
+// so that the recoveries of the first hour are not all in "<1h" (a demo
+// whose answers come in seconds: <1s, 1–2s, 2–5s, 5–10s, 10–30s, ≥30s;
+// recoveries within 25 minutes: <1m, 1–2m, 2–5m, 5–15m, 15–30m, ≥30m).
+func TimeToRecoveryBucketsFor(longest int64) []Bucket {
+	for i := 0; i < hoursScale && longest < ttrEdges[hoursScale].seconds; i++ {
+		if ttrEdges[i+4].seconds > longest {
+			return ttrScale(i)
+		}
 	}
+	return ttrScale(hoursScale)
+}
+
+// ttrScale returns the six buckets of the five edges from ttrEdges[i].
+func ttrScale(i int) []Bucket {
+	e := ttrEdges[i : i+5]
+	bs := []Bucket{{Label: "<" + e[0].upper, MinSeconds: 0, MaxSeconds: e[0].seconds}}
+	for j := 0; j+1 < len(e); j++ {
+		lo, hi := e[j].lower, e[j+1].upper
+		if unit := func(s string) string { return strings.TrimLeft(s, "0123456789") }; unit(lo) == unit(hi) {
+			lo = strings.TrimSuffix(lo, unit(lo))
+		}
+		bs = append(bs, Bucket{Label: lo + "–" + hi, MinSeconds: e[j].seconds, MaxSeconds: e[j+1].seconds})
+	}
+	return append(bs, Bucket{Label: "≥" + e[4].lower, MinSeconds: e[4].seconds})
+}
+
+// ttrQuery counts the cohort's recovered treated decisions between each
+// two of ttrEdges (below the first, from the last on) and finds the
+// longest time to recovery; its parameters are facts'.
+func ttrQuery() string {
+	var b strings.Builder
+	b.WriteString("SELECT toInt64(max(since_seconds))")
+	lo := int64(-1)
+	for _, e := range append(slices.Clone(ttrEdges), ttrEdge{seconds: -1}) {
+		cond := make([]string, 0, 2)
+		if lo >= 0 {
+			cond = append(cond, fmt.Sprintf("since_seconds >= %d", lo))
+		}
+		if e.seconds >= 0 {
+			cond = append(cond, fmt.Sprintf("since_seconds < %d", e.seconds))
+		}
+		fmt.Fprintf(&b, ",\n\t\t\ttoInt64(countIf(%s))", strings.Join(cond, " AND "))
+		lo = e.seconds
+	}
+	b.WriteString("\n\t\tFROM (" + facts + ")\n\t\tWHERE d_holdout = 0 AND recovered = 1")
+	return b.String()
+}
+
+// ttrFill picks the scale of longest and adds up counts (one per bucket
+// of ttrEdges, as ttrQuery counts them) into its six buckets; without a
+// recovery, the hours-and-days scale.
+func ttrFill(longest int64, counts []int64) []Bucket {
+	var total int64
+	for _, n := range counts {
+		total += n
+	}
+	if total == 0 {
+		return TimeToRecoveryBuckets()
+	}
+	bs := TimeToRecoveryBucketsFor(longest)
+	for i, n := range counts {
+		lo := int64(0)
+		if i > 0 {
+			lo = ttrEdges[i-1].seconds
+		}
+		for j := range bs {
+			if lo >= bs[j].MinSeconds && (bs[j].MaxSeconds == 0 || lo < bs[j].MaxSeconds) {
+				bs[j].Count += n
+				break
+			}
+		}
+	}
+	return bs
 }
 
 // facts is one row per cohort decision with what followed it. Its
@@ -504,20 +598,21 @@ func BuildReport(ctx context.Context, conn driver.Conn, opt ReportOptions) (*Rep
 		return nil, err
 	}
 
-	// The buckets' bounds are TimeToRecoveryBuckets'.
-	err = query(ctx, conn, "time to recovery",
-		`SELECT toInt64(countIf(since_seconds < 3600)),
-			toInt64(countIf(since_seconds >= 3600 AND since_seconds < 21600)),
-			toInt64(countIf(since_seconds >= 21600 AND since_seconds < 86400)),
-			toInt64(countIf(since_seconds >= 86400 AND since_seconds < 259200)),
-			toInt64(countIf(since_seconds >= 259200 AND since_seconds < 604800)),
-			toInt64(countIf(since_seconds >= 604800))
-		FROM (`+facts+`)
-		WHERE d_holdout = 0 AND recovered = 1`,
-		factArgs, func(scan func(...any) error) error {
-			b := r.TimeToRecovery
-			return scan(&b[0].Count, &b[1].Count, &b[2].Count, &b[3].Count, &b[4].Count, &b[5].Count)
-		})
+	// One count per bucket of ttrEdges and the longest time, which
+	// chooses the scale the counts are added up into.
+	err = query(ctx, conn, "time to recovery", ttrQuery(), factArgs, func(scan func(...any) error) error {
+		var longest int64
+		counts := make([]int64, len(ttrEdges)+1)
+		dest := []any{&longest}
+		for i := range counts {
+			dest = append(dest, &counts[i])
+		}
+		if err := scan(dest...); err != nil {
+			return err
+		}
+		r.TimeToRecovery = ttrFill(longest, counts)
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"reflect"
@@ -728,4 +729,55 @@ func toJSON(v any) string {
 		return err.Error()
 	}
 	return string(b)
+}
+
+// shortRecoveries are recoveries within seconds (the demo's), and with
+// long set one within 25 minutes: treated decisions recovered after 0, 1,
+// 4, 9, 12 and 29 s (and 1500 s), and a holdout decision converted after
+// 40 s, which is no recovery and chooses nothing.
+func shortRecoveries(long bool) reportDataset {
+	var ds reportDataset
+	add := func(id string, holdout uint8, since int64) {
+		at := ts(3, 1, 10, 0, 0)
+		ds.decisions = append(ds.decisions, decisionRow{id: id, decidedAt: at, flow: "f", step: "s", holdout: holdout,
+			customer: "c-" + id, cart: "k-" + id, cartType: "standard", channel: "web", currency: "EUR"})
+		kind := "recovered"
+		if holdout == 1 {
+			kind = "converted_holdout"
+		}
+		ds.outcomes = append(ds.outcomes, outcomeRow{id: "O" + id, kind: kind, at: at.Add(time.Duration(since) * time.Second),
+			customer: "c-" + id, cart: "k-" + id, currency: "EUR", value: 100, decisionID: id, flow: "f", step: "s", holdout: holdout, sinceSeconds: since})
+	}
+	for i, s := range []int64{0, 1, 4, 9, 12, 29} {
+		add(fmt.Sprintf("T%d", i), 0, s)
+	}
+	add("H", 1, 40)
+	if long {
+		add("L", 0, 1500)
+	}
+	return ds
+}
+
+// Recoveries within the hour get a scale of seconds or minutes (see
+// TimeToRecoveryBucketsFor) instead of all landing in "<1h".
+func TestReportTimeToRecoveryWithinTheHour(t *testing.T) {
+	for _, c := range []struct {
+		long   bool
+		labels []string
+		counts []int64
+	}{
+		{false, []string{"<1s", "1–2s", "2–5s", "5–10s", "10–30s", "≥30s"}, []int64{1, 1, 1, 1, 2, 0}},
+		{true, []string{"<1m", "1–2m", "2–5m", "5–15m", "15–30m", "≥30m"}, []int64{6, 0, 0, 0, 1, 0}},
+	} {
+		conn, _ := migrated(t)
+		shortRecoveries(c.long).insert(t, conn, time.Date(2024, 3, 10, 0, 0, 0, 0, time.UTC))
+		r := buildReport(t, conn, analytics.ReportOptions{Since: periodStart, Until: periodEnd})
+		var labels []string
+		for _, b := range r.TimeToRecovery {
+			labels = append(labels, b.Label)
+		}
+		if !reflect.DeepEqual(labels, c.labels) || !reflect.DeepEqual(bucketCounts(r.TimeToRecovery), c.counts) {
+			t.Errorf("long %v: time to recovery %s, want %v %v", c.long, toJSON(r.TimeToRecovery), c.labels, c.counts)
+		}
+	}
 }

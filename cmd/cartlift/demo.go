@@ -508,6 +508,8 @@ type decisionTail struct {
 	// onDecision, when set, gets every new decision, under the lock; it
 	// must not block.
 	onDecision func(events.Decision)
+	// onOutcome, the same for every new outcome.
+	onOutcome func(events.Outcome)
 }
 
 func newDecisionTail(brokers []string, decisions, outcomes string) *decisionTail {
@@ -555,6 +557,9 @@ func (t *decisionTail) run(ctx context.Context) {
 					t.outcomes[o.Kind]++
 					if o.Kind == events.OutcomeRecovered {
 						t.recovered[o.Currency] += o.ValueMinor
+					}
+					if t.onOutcome != nil {
+						t.onOutcome(o)
 					}
 				}
 			}
