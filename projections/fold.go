@@ -702,24 +702,51 @@ func (f *fold) guard(c *Cart, fl *Flow, st *Step, t time.Time) string {
 	switch {
 	case g.needsConsent(st.Action) && !f.s.Profile.MarketingConsent:
 		return ReasonNoConsent
-	case g.MaxMessagesPerCart > 0 && messages(c) >= g.MaxMessagesPerCart:
+	case g.MaxMessagesPerCart > 0 && messages(c, fl) >= g.MaxMessagesPerCart:
 		return ReasonCartCap
-	case g.FrequencyCap != nil && !g.FrequencyCap.Allows(f.s.Sent, t):
+	case g.FrequencyCap != nil && !g.FrequencyCap.Allows(f.capTimes(fl), t):
 		return ReasonFrequencyCap
 	}
 	return ""
 }
 
-// messages counts the messages of the cart's current life, for the cart
-// cap. trimHistory keeps those records longest.
-func messages(c *Cart) int {
+// The caps count fl's own holdout decisions as if they had been sent, for
+// fl's steps only. So they filter both arms of fl's lift alike: a treated
+// customer's later steps of fl are capped by the messages fl sent, and a
+// holdout customer's by the ones fl would have sent; otherwise the holdout
+// would keep carts the treated arm loses to the caps, and the arms would
+// be different populations. Other flows count only what was sent: not
+// messaging the holdout is part of what fl's lift measures.
+
+// messages counts the messages of the cart's current life that the cart
+// cap counts for a step of fl. trimHistory keeps those records longest.
+func messages(c *Cart, fl *Flow) int {
 	n := 0
 	for i := range c.Decisions {
-		if c.Decisions[i].Counts() {
+		if r := &c.Decisions[i]; r.Counts() || r.Holdout && r.Sent() && r.Flow == fl.Name {
 			n++
 		}
 	}
 	return n
+}
+
+// capTimes returns the message times the frequency cap counts for a step
+// of fl, sorted: the customer's sent messages and fl's holdout decisions.
+func (f *fold) capTimes(fl *Flow) []time.Time {
+	var held []time.Time
+	for _, c := range f.s.Carts {
+		for i := range c.Decisions {
+			if r := &c.Decisions[i]; r.Holdout && r.Sent() && r.Flow == fl.Name {
+				held = append(held, r.At)
+			}
+		}
+	}
+	if len(held) == 0 {
+		return f.s.Sent
+	}
+	all := append(slices.Clone(f.s.Sent), held...)
+	slices.SortFunc(all, time.Time.Compare)
+	return all
 }
 
 // combinable adds to a group of one the customer's other open carts that a
@@ -818,11 +845,12 @@ func (f *fold) record(c *Cart, r DecisionRecord) {
 }
 
 // trimHistory bounds the cart's history to MaxDecisionHistory records. It
-// drops the oldest record that does not count toward the cart cap first,
-// so that the cap keeps seeing every message of the cart's life.
+// drops the oldest record that emitted nothing (skipped, suppressed) first,
+// so that the caps keep seeing every decision of the cart's life, holdout
+// decisions included (see messages).
 func trimHistory(c *Cart) {
 	for len(c.Decisions) > MaxDecisionHistory {
-		i := slices.IndexFunc(c.Decisions, func(r DecisionRecord) bool { return !r.Counts() })
+		i := slices.IndexFunc(c.Decisions, func(r DecisionRecord) bool { return !r.Sent() })
 		if i < 0 {
 			i = 0
 		}

@@ -732,8 +732,8 @@ func (ck *checker) guards(key, cartID string, now time.Time, eff Effects, st *Cu
 			return fmt.Errorf("decision %s (%s) without consent", d.ID, d.Action)
 		}
 		if n := g.MaxMessagesPerCart; n > 0 && st != nil {
-			if c := st.Cart(d.Cart.CartID); c != nil && messages(c) > n {
-				return fmt.Errorf("decision %s: cart %s has had %d messages, over the cap of %d", d.ID, c.ID, messages(c), n)
+			if c := st.Cart(d.Cart.CartID); c != nil && messages(c, fl) > n {
+				return fmt.Errorf("decision %s: cart %s has had %d messages, over the cap of %d", d.ID, c.ID, messages(c, fl), n)
 			}
 		}
 		if fc := g.FrequencyCap; fc != nil && !d.Holdout {
