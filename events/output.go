@@ -144,7 +144,9 @@ type Outcome struct {
 
 // Reasons a step that came due was not sent, as a Suppression carries
 // them. The processor's guards give no_consent, frequency_cap, cart_cap
-// (the flow's max_messages_per_cart) and combined; the actions role gives
+// (the flow's max_messages_per_cart) and combined, and the processor gives
+// superseded for a step that came due together with a later step of its
+// flow (after downtime, say) and was passed over for it; the actions role gives
 // no_consent, no_address, expired (past valid_until) and no_channel (no
 // channel of the role handles the decision's action). A deferral's reason
 // is quiet_hours.
@@ -153,6 +155,7 @@ const (
 	SuppressedFrequencyCap = "frequency_cap"
 	SuppressedCartCap      = "cart_cap"
 	SuppressedCombined     = "combined"
+	SuppressedSuperseded   = "superseded"
 	SuppressedNoAddress    = "no_address"
 	SuppressedExpired      = "expired"
 	SuppressedNoChannel    = "no_channel"

@@ -770,25 +770,29 @@ func (f *fold) combinable(group []stepPlan, fl *Flow, at, by time.Time) []stepPl
 	return group
 }
 
-// skipEarlier records the steps passed over by a plan.
-func (f *fold) skipEarlier(p stepPlan, fl *Flow) {
+// skipEarlier records the steps passed over by a plan, and publishes each
+// as suppressed (superseded) into the plan's decision, if it has one.
+func (f *fold) skipEarlier(p stepPlan, fl *Flow, holdout bool, into string) {
 	c := p.c
 	for i := p.first; i < p.last; i++ {
+		due := c.LastActivity.Add(fl.afterFor(f.key, i))
 		f.record(c, DecisionRecord{Flow: fl.Name, Step: fl.Steps[i].Name, StepIndex: i, Version: c.Version,
-			At: c.LastActivity.Add(fl.afterFor(f.key, i)), Skipped: true})
+			At: due, Skipped: true})
+		id := DecisionID(f.key, c.ID, c.CreatedAt, fl.Name, fl.Steps[i].Name, c.Version)
+		f.eff.Suppressed = append(f.eff.Suppressed, f.suppression(c, fl, i, id, ReasonSuperseded, into, due, due, holdout))
 	}
 }
 
 // decide emits the decision of a plan at `at` and returns its id.
 func (f *fold) decide(p stepPlan, fl *Flow, at time.Time, holdout bool) string {
 	c := p.c
-	f.skipEarlier(p, fl)
 	st, _ := fl.StepFor(f.key, p.last)
+	id := DecisionID(f.key, c.ID, c.CreatedAt, fl.Name, st.Name, c.Version)
+	f.skipEarlier(p, fl, holdout, id)
 	validUntil := f.expiry(c)
 	if p.last+1 < len(fl.Steps) {
 		validUntil = c.LastActivity.Add(fl.afterFor(f.key, p.last+1))
 	}
-	id := DecisionID(f.key, c.ID, c.CreatedAt, fl.Name, st.Name, c.Version)
 	r := DecisionRecord{ID: id, Flow: fl.Name, Step: st.Name, StepIndex: p.last, Version: c.Version,
 		At: at, Holdout: holdout, Discount: st.Discount != nil}
 	if !p.due.Equal(at) {
@@ -818,7 +822,7 @@ func (f *fold) emitDecision(c *Cart, fl *Flow, j int, id string, at, validUntil 
 // decision a combined step went out with.
 func (f *fold) suppress(p stepPlan, fl *Flow, at time.Time, holdout bool, reason, into string) {
 	c := p.c
-	f.skipEarlier(p, fl)
+	f.skipEarlier(p, fl, holdout, "")
 	st := &fl.Steps[p.last]
 	r := DecisionRecord{ID: into, Flow: fl.Name, Step: st.Name, StepIndex: p.last, Version: c.Version,
 		At: at, Holdout: holdout, Suppressed: reason}

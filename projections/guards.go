@@ -75,6 +75,7 @@ const (
 	ReasonFrequencyCap = events.SuppressedFrequencyCap
 	ReasonCartCap      = events.SuppressedCartCap // the flow's max_messages_per_cart
 	ReasonCombined     = events.SuppressedCombined
+	ReasonSuperseded   = events.SuppressedSuperseded
 )
 
 // MaxSentTimes bounds CustomerState.Sent. A frequency cap's Max is at most

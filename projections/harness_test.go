@@ -771,6 +771,14 @@ func (ck *checker) guards(key, cartID string, now time.Time, eff Effects, st *Cu
 			if !ids[sp.Into] {
 				return fmt.Errorf("step %s/%s of cart %s combined into %q, not a decision of this Fire", sp.Flow, sp.Step, sp.CartID, sp.Into)
 			}
+		case ReasonSuperseded:
+			// Passed over for a later step: decided now, or suppressed.
+			if sp.Into != "" && !ids[sp.Into] {
+				return fmt.Errorf("step %s/%s of cart %s superseded by %q, not a decision of this Fire", sp.Flow, sp.Step, sp.CartID, sp.Into)
+			}
+			if !sp.Due.Equal(sp.At) {
+				return fmt.Errorf("superseded step %s/%s of cart %s: due %s, at %s", sp.Flow, sp.Step, sp.CartID, sp.Due, sp.At)
+			}
 		default:
 			return fmt.Errorf("suppression with unknown reason: %+v", sp)
 		}
@@ -782,7 +790,8 @@ func (ck *checker) guards(key, cartID string, now time.Time, eff Effects, st *Cu
 			c = st.Cart(sp.CartID)
 		}
 		if c == nil || !slices.ContainsFunc(c.Decisions, func(r DecisionRecord) bool {
-			return r.Suppressed == sp.Reason && r.Flow == sp.Flow && r.StepIndex == sp.StepIndex && r.At.Equal(sp.At)
+			recorded := r.Suppressed == sp.Reason || r.Skipped && sp.Reason == ReasonSuperseded // a skipped record
+			return recorded && r.Flow == sp.Flow && r.StepIndex == sp.StepIndex && r.At.Equal(sp.At)
 		}) {
 			return fmt.Errorf("suppression %+v is not in the cart's history", sp)
 		}

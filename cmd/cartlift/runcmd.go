@@ -271,7 +271,7 @@ func newMetrics() *metrics {
 	m.rejected = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cartlift_events_rejected_total",
 		Help: "Input records sent to the dead-letter topic, by reason."}, []string{"reason"})
 	m.suppressed = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cartlift_decisions_suppressed_total",
-		Help: "Steps that came due but a guard stopped, by reason (no_consent, frequency_cap, cart_cap, combined)."}, []string{"reason"})
+		Help: "Steps that came due but a guard stopped, by reason (no_consent, frequency_cap, cart_cap, combined, superseded)."}, []string{"reason"})
 	m.skipped = prometheus.NewCounter(prometheus.CounterOpts{Name: "cartlift_events_skipped_total",
 		Help: "Input records of unknown event types, skipped."})
 	m.duplicate = prometheus.NewCounter(prometheus.CounterOpts{Name: "cartlift_events_duplicate_total",
