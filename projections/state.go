@@ -101,9 +101,9 @@ type Cart struct {
 	// Cause is the input event of the last activity (the one that set
 	// LastActivity): the cause of the steps that come due from it. Zero
 	// when not known.
-	Cause Cause `json:"cause,omitzero"`
-	ClosedAt     time.Time `json:"closed_at,omitzero"`
-	OrderID      string    `json:"order_id,omitempty"`
+	Cause    Cause     `json:"cause,omitzero"`
+	ClosedAt time.Time `json:"closed_at,omitzero"`
+	OrderID  string    `json:"order_id,omitempty"`
 	// Decisions is the cart's decision history, oldest first.
 	Decisions []DecisionRecord `json:"decisions,omitempty"`
 	// AssignedFrom is the guest key the cart moved from on login, if any.
