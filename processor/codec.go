@@ -19,9 +19,17 @@ import (
 // of a V1 record: a count, then per entry the hash as 8 bytes little
 // endian and the time. V1 records (written before) decode with an empty
 // window.
+//
+// V3 appends what explanations need after a V2 record (see
+// appendExplain): the profile's consent source, each cart's cause and
+// each decision record's cause and guard checks, compressed against what
+// precedes them (a record's cause is mostly its cart's or the previous
+// record's, its consent source the profile's). V1 and V2 records decode
+// with none of it.
 const (
 	stateFormatV1 byte = 1
 	stateFormatV2 byte = 2
+	stateFormatV3 byte = 3
 )
 
 var errCorruptState = errors.New("corrupt state record")
@@ -54,7 +62,13 @@ func (e *enc) time(t time.Time) {
 
 // appendState appends the binary form of s to dst.
 func appendState(dst []byte, s *projections.CustomerState) []byte {
-	e := enc{b: append(dst, stateFormatV2)}
+	return appendStateFormat(dst, s, stateFormatV3)
+}
+
+// appendStateFormat writes format V2 or V3 (the tests write V2 records as
+// older builds did).
+func appendStateFormat(dst []byte, s *projections.CustomerState, version byte) []byte {
+	e := enc{b: append(dst, version)}
 	e.str(s.Key)
 	p := &s.Profile
 	for _, v := range []string{p.CustomerID, p.Email, p.Name, p.Locale, p.TimeZone, p.Segment} {
@@ -123,7 +137,198 @@ func appendState(dst []byte, s *projections.CustomerState) []byte {
 		e.b = binary.LittleEndian.AppendUint64(e.b, se.Hash)
 		e.time(se.At)
 	}
+	if version >= stateFormatV3 {
+		appendExplain(&e, s)
+	}
 	return e.b
+}
+
+// Tags of the V3 section: how a record's cause, consent source and quiet
+// hours' zone are written.
+const (
+	causeNone     byte = 0 // not known
+	causeCart     byte = 1 // the cart's own cause
+	causePrevious byte = 2 // the previous record's cause
+	causeExplicit byte = 3 // written out
+
+	sameAsProfile byte = 0 // consent source or zone: the profile's
+	explicitValue byte = 1 // written out
+	noQuietHours  byte = 2 // zone: the flow had none
+)
+
+var consentCodes = [...]string{"", projections.ConsentGranted, projections.ConsentDenied, projections.ConsentNotRequired}
+
+func (e *enc) cause(c projections.Cause) {
+	e.str(c.EventID)
+	if c.EventID != "" {
+		e.int(int64(c.Partition))
+		e.int(c.Offset)
+	}
+}
+
+func (d *dec) cause() projections.Cause {
+	c := projections.Cause{EventID: d.str()}
+	if c.EventID != "" {
+		c.Partition, c.Offset = int32(d.int()), d.int()
+	}
+	return c
+}
+
+// duration writes whole seconds compactly, anything else exactly.
+func (e *enc) duration(v time.Duration) {
+	if v%time.Second == 0 {
+		e.int(int64(v/time.Second) * 2)
+		return
+	}
+	e.int(int64(v)*2 + 1)
+}
+
+func (d *dec) duration() time.Duration {
+	v := d.int()
+	if v&1 == 0 {
+		return time.Duration(v/2) * time.Second
+	}
+	return time.Duration((v - 1) / 2)
+}
+
+// appendExplain writes the V3 section: the profile's consent source, then
+// per cart (in order) its cause and, per decision record, its cause (a
+// tag, see causeNone) and checks (a consent code, 0 for none, and when
+// there are checks the consent source, the caps and quiet hours).
+func appendExplain(e *enc, s *projections.CustomerState) {
+	p := &s.Profile
+	e.str(p.ConsentEventID)
+	e.time(p.ConsentAt)
+	for _, c := range s.Carts {
+		e.cause(c.Cause)
+		prev := c.Cause
+		for i := range c.Decisions {
+			r := &c.Decisions[i]
+			switch {
+			case !r.Cause.Known():
+				e.b = append(e.b, causeNone)
+			case r.Cause == c.Cause:
+				e.b = append(e.b, causeCart)
+			case r.Cause == prev:
+				e.b = append(e.b, causePrevious)
+			default:
+				e.b = append(e.b, causeExplicit)
+				e.cause(r.Cause)
+			}
+			if r.Cause.Known() {
+				prev = r.Cause
+			}
+			ck := &r.Checks
+			code := 0
+			for j, v := range consentCodes {
+				if v == ck.Consent {
+					code = j
+				}
+			}
+			e.b = append(e.b, byte(code))
+			if code == 0 {
+				continue
+			}
+			if ck.ConsentEventID == p.ConsentEventID && ck.ConsentAt.Equal(p.ConsentAt) {
+				e.b = append(e.b, sameAsProfile)
+			} else {
+				e.b = append(e.b, explicitValue)
+				e.str(ck.ConsentEventID)
+				e.time(ck.ConsentAt)
+			}
+			e.uint(ck.CartMax)
+			e.uint(ck.CartCount)
+			e.uint(ck.CapMax)
+			e.duration(ck.CapPer)
+			e.uint(ck.CapCount)
+			switch {
+			case ck.QuietZone == "":
+				e.b = append(e.b, noQuietHours)
+				continue
+			case ck.QuietZone == p.TimeZone:
+				e.b = append(e.b, sameAsProfile)
+			default:
+				e.b = append(e.b, explicitValue)
+				e.str(ck.QuietZone)
+			}
+			e.uint(ck.QuietFrom)
+			e.uint(ck.QuietTo)
+		}
+	}
+}
+
+// decodeExplain reads the V3 section into s, whose carts and records are
+// decoded already; records holds each cart's number of records. With
+// d.index it reads the section and keeps none of it.
+func decodeExplain(d *dec, s *projections.CustomerState, records []int) {
+	p := &s.Profile
+	id, at := d.str(), d.time()
+	if !d.index {
+		p.ConsentEventID, p.ConsentAt = id, at
+	}
+	var scratch projections.DecisionRecord
+	for ci, m := range records {
+		if d.err != nil {
+			return
+		}
+		cc := d.cause()
+		var c *projections.Cart
+		if !d.index {
+			c = s.Carts[ci]
+			c.Cause = cc
+		}
+		prev := cc
+		for i := range m {
+			r := &scratch
+			if !d.index {
+				r = &c.Decisions[i]
+			}
+			switch d.byte() {
+			case causeNone:
+			case causeCart:
+				r.Cause = cc
+			case causePrevious:
+				r.Cause = prev
+			case causeExplicit:
+				r.Cause = d.cause()
+			default:
+				d.err = errCorruptState
+			}
+			if r.Cause.Known() {
+				prev = r.Cause
+			}
+			code := int(d.byte())
+			if code >= len(consentCodes) {
+				d.err = errCorruptState
+			}
+			if code == 0 || d.err != nil {
+				continue
+			}
+			ck := &r.Checks
+			ck.Consent = consentCodes[code]
+			switch d.byte() {
+			case sameAsProfile:
+				ck.ConsentEventID, ck.ConsentAt = id, at
+			case explicitValue:
+				ck.ConsentEventID, ck.ConsentAt = d.str(), d.time()
+			default:
+				d.err = errCorruptState
+			}
+			ck.CartMax, ck.CartCount, ck.CapMax = int(d.uvarint()), int(d.uvarint()), int(d.uvarint())
+			ck.CapPer, ck.CapCount = d.duration(), int(d.uvarint())
+			switch d.byte() {
+			case noQuietHours:
+				continue
+			case sameAsProfile:
+				ck.QuietZone = p.TimeZone
+			case explicitValue:
+				ck.QuietZone = d.str()
+			default:
+				d.err = errCorruptState
+			}
+			ck.QuietFrom, ck.QuietTo = int(d.uvarint()), int(d.uvarint())
+		}
+	}
 }
 
 type dec struct {
@@ -233,7 +438,7 @@ func decodeSharedState(b []byte) (*projections.CustomerState, error) {
 // decodeIndex says).
 func decodeStateWith(d dec, s *projections.CustomerState) (*projections.CustomerState, error) {
 	version := d.byte()
-	if version != stateFormatV1 && version != stateFormatV2 {
+	if version < stateFormatV1 || version > stateFormatV3 {
 		return nil, errCorruptState
 	}
 	s.Key = d.str()
@@ -264,6 +469,15 @@ func decodeStateWith(d dec, s *projections.CustomerState) (*projections.Customer
 	}
 	var scratchItem projections.LineItem
 	var scratchDecision projections.DecisionRecord
+	// records counts each cart's decision records, for the V3 section.
+	var records []int
+	if version >= stateFormatV3 && !d.index {
+		records = make([]int, 0, n)
+	}
+	var recordsBuf [projections.MaxCartsPerCustomer]int
+	if version >= stateFormatV3 && d.index {
+		records = recordsBuf[:0]
+	}
 	for range n {
 		if d.err != nil {
 			break
@@ -307,7 +521,11 @@ func decodeStateWith(d dec, s *projections.CustomerState) (*projections.Customer
 		}
 		c.Version = d.int()
 		c.CreatedAt, c.ModifiedAt, c.LastActivity, c.ClosedAt, c.WakeAt = d.time(), d.time(), d.time(), d.time(), d.time()
-		if m := d.count(); m > 0 {
+		m := d.count()
+		if version >= stateFormatV3 {
+			records = append(records, m)
+		}
+		if m > 0 {
 			if !d.index {
 				c.Decisions = make([]projections.DecisionRecord, m)
 			}
@@ -347,6 +565,9 @@ func decodeStateWith(d dec, s *projections.CustomerState) (*projections.Customer
 				se.At = d.time()
 			}
 		}
+	}
+	if version >= stateFormatV3 && d.err == nil {
+		decodeExplain(&d, s, records)
 	}
 	if d.err == nil && len(d.b) != 0 {
 		d.err = errCorruptState
