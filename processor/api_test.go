@@ -42,6 +42,7 @@ type apiNode struct {
 }
 
 type apiOpts struct {
+	flows      string // default testFlows
 	tokens     map[string]processor.Scope
 	maxBody    int64
 	maxEvents  int
@@ -56,7 +57,11 @@ func startAPINode(t testing.TB, brokers []string, dir string, tp processor.Topic
 	}
 	n := &apiNode{addr: ln.Addr().String()}
 	n.url = "http://" + n.addr
-	n.run = startOn(t, brokers, dir, mustFlows(t, testFlows), tp, group, func(c *processor.Config) {
+	flows := testFlows
+	if o.flows != "" {
+		flows = o.flows
+	}
+	n.run = startOn(t, brokers, dir, mustFlows(t, flows), tp, group, func(c *processor.Config) {
 		c.AdvertiseAddr = n.addr
 	})
 	var prod processor.TxnProducer

@@ -215,7 +215,7 @@ func TestStateCodecExplainFieldsAndV2(t *testing.T) {
 		Profile: projections.Profile{CustomerID: "c-1", TimeZone: "Europe/Berlin", MarketingConsent: true,
 			ConsentEventID: "u-1", ConsentAt: at.Add(-time.Hour)},
 		Carts: []*projections.Cart{{ID: "k", Currency: "EUR", Status: "open", Version: 9, Cause: cartCause,
-			Items:     []projections.LineItem{{SKU: "A", Quantity: 1, UnitPriceMinor: 5, LineTotalMinor: 5}}, TotalMinor: 5, ItemCount: 1,
+			Items: []projections.LineItem{{SKU: "A", Quantity: 1, UnitPriceMinor: 5, LineTotalMinor: 5}}, TotalMinor: 5, ItemCount: 1,
 			Decisions: []projections.DecisionRecord{
 				{Flow: "f", Step: "a", Version: 2, At: at, Skipped: true, Cause: older},
 				{ID: "d-1", Flow: "f", Step: "b", StepIndex: 1, Version: 2, At: at, Cause: older,

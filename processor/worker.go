@@ -512,6 +512,9 @@ func (w *worker) processRecord(r *kgo.Record) error {
 	if err != nil {
 		return err
 	}
+	// Where the event was read: the fold records it as the cause of the
+	// steps the event makes due.
+	ev.Pos = &events.Position{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset}
 	eff := projections.Apply(st, key, ev, w.pr.flows)
 	if eff.Duplicate {
 		w.pr.stats.eventsDuplicate.Add(1)
@@ -624,6 +627,7 @@ func (w *worker) apply(key string, eff projections.Effects) error {
 	w.meta.OpenCarts += int64(eff.OpenCartsDelta)
 	for i := range eff.Decisions {
 		d := &eff.Decisions[i]
+		w.inputTopic(d.Cause)
 		v, err := events.Encode(d.ID, events.Source, events.TypeDecision, d.DecidedAt, d.Cart.CartID, d)
 		if err != nil {
 			return err
@@ -660,12 +664,14 @@ func (w *worker) apply(key string, eff projections.Effects) error {
 	// inside the window; consumers de-duplicate on the id.
 	for i := range eff.Suppressed {
 		sp := &eff.Suppressed[i]
+		w.inputTopic(sp.Cause)
 		if err := w.enqueueRecord(key, sp.ID, events.TypeSuppressed, sp.At, sp.CartID, sp); err != nil {
 			return err
 		}
 	}
 	for i := range eff.Deferred {
 		df := &eff.Deferred[i]
+		w.inputTopic(df.Cause)
 		if err := w.enqueueRecord(key, df.ID, events.TypeDeferred, df.At, df.CartID, df); err != nil {
 			return err
 		}
@@ -680,6 +686,15 @@ func (w *worker) apply(key string, eff projections.Effects) error {
 	w.pr.stats.decisionsMade.Add(int64(len(eff.Decisions)))
 	w.pr.stats.outcomesMade.Add(int64(len(eff.Outcomes)))
 	return nil
+}
+
+// inputTopic names the input topic in a cause the fold made (the fold
+// records partitions and offsets only); a cause read from a file keeps
+// none.
+func (w *worker) inputTopic(c *events.Cause) {
+	if c != nil && c.Topic == "" && c.Partition >= 0 {
+		c.Topic = w.pr.cfg.Topics.Events
+	}
 }
 
 // batchOutboxEntry is one outbox entry of the batch: its sequence number
