@@ -230,6 +230,9 @@ type AssignedRecord struct {
 	Discount bool      `json:"discount,omitempty"`
 	// Suppressed names the guard that stopped the step, if one did.
 	Suppressed string `json:"suppressed,omitempty"`
+	// Cause is the input event that made the step due (Topic empty),
+	// when known.
+	Cause *Cause `json:"cause,omitempty"`
 }
 
 // Position is where an input event was read: its topic, partition and

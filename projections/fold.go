@@ -427,7 +427,7 @@ func (f *fold) moveGuestCarts(l *events.CustomerLoggedIn, t time.Time) {
 		for _, r := range c.Decisions {
 			d.Decisions = append(d.Decisions, events.AssignedRecord{ID: r.ID, Flow: r.Flow, Step: r.Step,
 				StepIndex: r.StepIndex, Version: r.Version, At: r.At, Due: r.Due, Holdout: r.Holdout,
-				Skipped: r.Skipped, Discount: r.Discount, Suppressed: r.Suppressed})
+				Skipped: r.Skipped, Discount: r.Discount, Suppressed: r.Suppressed, Cause: r.Cause.Event("")})
 		}
 		f.eff.Emits = append(f.eff.Emits, Emit{Key: l.CustomerID, Type: events.TypeCartAssigned, Time: t, Data: d,
 			ID: "a-" + hashID(f.key, c.ID, idTime(c.CreatedAt), strconv.FormatInt(c.Version, 10))})
@@ -458,6 +458,9 @@ func (f *fold) assign(d *events.CartAssigned) {
 		hist = append(hist, DecisionRecord{ID: r.ID, Flow: r.Flow, Step: r.Step, StepIndex: r.StepIndex,
 			Version: r.Version, At: r.At, Due: r.Due, Holdout: r.Holdout, Skipped: r.Skipped, Discount: r.Discount,
 			Suppressed: r.Suppressed})
+		if r.Cause != nil && r.Cause.EventID != "" {
+			hist[len(hist)-1].Cause = Cause{EventID: r.Cause.EventID, Partition: r.Cause.Partition, Offset: r.Cause.Offset}
+		}
 		if rec := &hist[len(hist)-1]; longest > 0 && rec.Counts() && f.capped(rec.Flow) {
 			f.s.noteSent(rec.At, longest)
 		}
