@@ -143,20 +143,34 @@ func appendStateFormat(dst []byte, s *projections.CustomerState, version byte) [
 	return e.b
 }
 
-// Tags of the V3 section: how a record's cause, consent source and quiet
-// hours' zone are written.
+// The V3 section describes each decision record with one byte: the cause
+// (bits 0-1, a cause* tag), the consent result (bits 2-3, an index into
+// consentCodes; 0 means no checks were recorded), whether the consent
+// source is written out rather than the profile's (bit 4), whether the
+// guards' settings (cart cap, frequency cap, quiet hours) equal the previous
+// checked record's of the cart (bit 5), and where the quiet hours' zone is
+// (bits 6-7, a zone* tag).
 const (
 	causeNone     byte = 0 // not known
 	causeCart     byte = 1 // the cart's own cause
 	causePrevious byte = 2 // the previous record's cause
 	causeExplicit byte = 3 // written out
 
-	sameAsProfile byte = 0 // consent source or zone: the profile's
-	explicitValue byte = 1 // written out
-	noQuietHours  byte = 2 // zone: the flow had none
+	flagConsentExplicit byte = 1 << 4
+	flagSameSettings    byte = 1 << 5
+
+	zoneNone     byte = 0 // the flow had no quiet hours
+	zoneProfile  byte = 1 // the profile's time zone
+	zoneExplicit byte = 2 // written out
 )
 
 var consentCodes = [...]string{"", projections.ConsentGranted, projections.ConsentDenied, projections.ConsentNotRequired}
+
+// sameSettings reports whether two checks saw the same guard settings.
+func sameSettings(a, b *projections.Checks) bool {
+	return a.CartMax == b.CartMax && a.CapMax == b.CapMax && a.CapPer == b.CapPer &&
+		a.QuietZone == b.QuietZone && a.QuietFrom == b.QuietFrom && a.QuietTo == b.QuietTo
+}
 
 func (e *enc) cause(c projections.Cause) {
 	e.str(c.EventID)
@@ -192,9 +206,9 @@ func (d *dec) duration() time.Duration {
 }
 
 // appendExplain writes the V3 section: the profile's consent source, then
-// per cart (in order) its cause and, per decision record, its cause (a
-// tag, see causeNone) and checks (a consent code, 0 for none, and when
-// there are checks the consent source, the caps and quiet hours).
+// per cart (in order) its cause and, per decision record, its byte (see
+// causeNone) and what it says follows: the cause, the consent source, the
+// caps' counts, and the guards' settings.
 func appendExplain(e *enc, s *projections.CustomerState) {
 	p := &s.Profile
 	e.str(p.ConsentEventID)
@@ -202,21 +216,19 @@ func appendExplain(e *enc, s *projections.CustomerState) {
 	for _, c := range s.Carts {
 		e.cause(c.Cause)
 		prev := c.Cause
+		var last *projections.Checks // the previous checked record's
 		for i := range c.Decisions {
 			r := &c.Decisions[i]
+			var tag byte
 			switch {
 			case !r.Cause.Known():
-				e.b = append(e.b, causeNone)
+				tag = causeNone
 			case r.Cause == c.Cause:
-				e.b = append(e.b, causeCart)
+				tag = causeCart
 			case r.Cause == prev:
-				e.b = append(e.b, causePrevious)
+				tag = causePrevious
 			default:
-				e.b = append(e.b, causeExplicit)
-				e.cause(r.Cause)
-			}
-			if r.Cause.Known() {
-				prev = r.Cause
+				tag = causeExplicit
 			}
 			ck := &r.Checks
 			code := 0
@@ -225,34 +237,53 @@ func appendExplain(e *enc, s *projections.CustomerState) {
 					code = j
 				}
 			}
-			e.b = append(e.b, byte(code))
+			tag |= byte(code) << 2
+			explicitConsent := code != 0 && (ck.ConsentEventID != p.ConsentEventID || !ck.ConsentAt.Equal(p.ConsentAt))
+			same := code != 0 && last != nil && sameSettings(ck, last)
+			zone := zoneNone
+			switch {
+			case code == 0 || same || ck.QuietZone == "":
+			case ck.QuietZone == p.TimeZone:
+				zone = zoneProfile
+			default:
+				zone = zoneExplicit
+			}
+			if explicitConsent {
+				tag |= flagConsentExplicit
+			}
+			if same {
+				tag |= flagSameSettings
+			}
+			tag |= zone << 6
+			e.b = append(e.b, tag)
+			if tag&3 == causeExplicit {
+				e.cause(r.Cause)
+			}
+			if r.Cause.Known() {
+				prev = r.Cause
+			}
 			if code == 0 {
 				continue
 			}
-			if ck.ConsentEventID == p.ConsentEventID && ck.ConsentAt.Equal(p.ConsentAt) {
-				e.b = append(e.b, sameAsProfile)
-			} else {
-				e.b = append(e.b, explicitValue)
+			if explicitConsent {
 				e.str(ck.ConsentEventID)
 				e.time(ck.ConsentAt)
 			}
-			e.uint(ck.CartMax)
 			e.uint(ck.CartCount)
-			e.uint(ck.CapMax)
-			e.duration(ck.CapPer)
 			e.uint(ck.CapCount)
-			switch {
-			case ck.QuietZone == "":
-				e.b = append(e.b, noQuietHours)
-				continue
-			case ck.QuietZone == p.TimeZone:
-				e.b = append(e.b, sameAsProfile)
-			default:
-				e.b = append(e.b, explicitValue)
-				e.str(ck.QuietZone)
+			if !same {
+				e.uint(ck.CartMax)
+				e.uint(ck.CapMax)
+				e.duration(ck.CapPer)
+				if zone == zoneExplicit {
+					e.str(ck.QuietZone)
+				}
+				if zone != zoneNone {
+					e.uint(ck.QuietFrom)
+					e.uint(ck.QuietTo)
+				}
 			}
-			e.uint(ck.QuietFrom)
-			e.uint(ck.QuietTo)
+			last = ck
 		}
 	}
 }
@@ -278,12 +309,18 @@ func decodeExplain(d *dec, s *projections.CustomerState, records []int) {
 			c.Cause = cc
 		}
 		prev := cc
+		var last projections.Checks
+		checked := false
 		for i := range m {
+			if d.err != nil {
+				return
+			}
 			r := &scratch
 			if !d.index {
 				r = &c.Decisions[i]
 			}
-			switch d.byte() {
+			tag := d.byte()
+			switch tag & 3 {
 			case causeNone:
 			case causeCart:
 				r.Cause = cc
@@ -291,42 +328,46 @@ func decodeExplain(d *dec, s *projections.CustomerState, records []int) {
 				r.Cause = prev
 			case causeExplicit:
 				r.Cause = d.cause()
-			default:
-				d.err = errCorruptState
 			}
 			if r.Cause.Known() {
 				prev = r.Cause
 			}
-			code := int(d.byte())
-			if code >= len(consentCodes) {
-				d.err = errCorruptState
-			}
-			if code == 0 || d.err != nil {
+			code := int(tag>>2) & 3
+			zone := tag >> 6
+			same := tag&flagSameSettings != 0
+			if code == 0 {
+				if tag&^3 != 0 {
+					d.err = errCorruptState
+				}
 				continue
+			}
+			if zone > zoneExplicit || same && (!checked || zone != zoneNone) {
+				d.err = errCorruptState
+				return
 			}
 			ck := &r.Checks
 			ck.Consent = consentCodes[code]
-			switch d.byte() {
-			case sameAsProfile:
-				ck.ConsentEventID, ck.ConsentAt = id, at
-			case explicitValue:
+			ck.ConsentEventID, ck.ConsentAt = id, at
+			if tag&flagConsentExplicit != 0 {
 				ck.ConsentEventID, ck.ConsentAt = d.str(), d.time()
-			default:
-				d.err = errCorruptState
 			}
-			ck.CartMax, ck.CartCount, ck.CapMax = int(d.uvarint()), int(d.uvarint()), int(d.uvarint())
-			ck.CapPer, ck.CapCount = d.duration(), int(d.uvarint())
-			switch d.byte() {
-			case noQuietHours:
-				continue
-			case sameAsProfile:
-				ck.QuietZone = p.TimeZone
-			case explicitValue:
-				ck.QuietZone = d.str()
-			default:
-				d.err = errCorruptState
+			ck.CartCount, ck.CapCount = int(d.uvarint()), int(d.uvarint())
+			if same {
+				ck.CartMax, ck.CapMax, ck.CapPer = last.CartMax, last.CapMax, last.CapPer
+				ck.QuietZone, ck.QuietFrom, ck.QuietTo = last.QuietZone, last.QuietFrom, last.QuietTo
+			} else {
+				ck.CartMax, ck.CapMax, ck.CapPer = int(d.uvarint()), int(d.uvarint()), d.duration()
+				switch zone {
+				case zoneProfile:
+					ck.QuietZone = p.TimeZone
+				case zoneExplicit:
+					ck.QuietZone = d.str()
+				}
+				if zone != zoneNone {
+					ck.QuietFrom, ck.QuietTo = int(d.uvarint()), int(d.uvarint())
+				}
 			}
-			ck.QuietFrom, ck.QuietTo = int(d.uvarint()), int(d.uvarint())
+			last, checked = *ck, true
 		}
 	}
 }

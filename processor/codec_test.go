@@ -227,6 +227,8 @@ func TestStateCodecExplainFieldsAndV2(t *testing.T) {
 						CapMax: 1, CapPer: 1500 * time.Millisecond, QuietZone: "Europe/Berlin", QuietTo: 30}},
 				{ID: "d-2", Flow: "w", Step: "x", Version: 9, At: at.Add(2 * time.Hour), Cause: cartCause,
 					Checks: projections.Checks{Consent: projections.ConsentNotRequired}},
+				{ID: "d-3", Flow: "w", Step: "y", Version: 9, At: at.Add(3 * time.Hour), Cause: cartCause, // the same settings
+					Checks: projections.Checks{Consent: projections.ConsentNotRequired, CartCount: 1, CapCount: 2}},
 				{Flow: "f", Step: "c", Version: 1, At: at, Skipped: true}, // from before causes
 			}}, {ID: "l", Currency: "EUR", Status: "open"}},
 	}
