@@ -662,12 +662,12 @@ type ExplainResponse struct {
 
 func (a *API) explainCart(w http.ResponseWriter, r *http.Request) {
 	key, cartID := r.PathValue("id"), r.PathValue("cartId")
-	if a.cfg.Flows == nil {
-		writeUnavailable(w, "explanations need the processor's flows")
+	st, fresh, done := a.resolve(w, r, key) // forwards to the owner
+	if done {
 		return
 	}
-	st, fresh, done := a.resolve(w, r, key)
-	if done {
+	if a.cfg.Flows == nil {
+		writeUnavailable(w, "explanations need the processor's flows")
 		return
 	}
 	if st == nil {
