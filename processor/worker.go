@@ -48,6 +48,9 @@ type worker struct {
 	quit chan struct{}
 	done chan struct{}
 
+	// pos is the position of the record being folded (events.Event.Pos).
+	pos events.Position
+
 	// end is the newest known end offset of the partition (set by fetches
 	// and by the lag poller); caughtUp is whether next >= end.
 	end      atomic.Int64
@@ -514,7 +517,9 @@ func (w *worker) processRecord(r *kgo.Record) error {
 	}
 	// Where the event was read: the fold records it as the cause of the
 	// steps the event makes due.
-	ev.Pos = &events.Position{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset}
+	// (The fold copies it and keeps no pointer: one Position per worker.)
+	w.pos = events.Position{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset}
+	ev.Pos = &w.pos
 	eff := projections.Apply(st, key, ev, w.pr.flows)
 	if eff.Duplicate {
 		w.pr.stats.eventsDuplicate.Add(1)
