@@ -719,11 +719,17 @@ func TestAPITwoInstances(t *testing.T) {
 			if r := get(t, n, "/v1/customers/"+key+"/carts/nope", tok); r.code != 404 {
 				t.Fatalf("absent cart of %s via %s: %d %s", key, n.addr, r.code, r.body)
 			}
+			r := get(t, n, "/v1/customers/"+key+"/carts/k1/explain", tok)
+			var x processor.ExplainResponse
+			r.decode(t, &x)
+			if r.code != 200 || x.Cause == nil || x.Cause.EventID != fmt.Sprintf("e%d", p) || x.Cause.Partition != p || x.Cause.Topic != tp.Events {
+				t.Fatalf("explanation of %s via %s: %d %s", key, n.addr, r.code, r.body)
+			}
 		}
 	}
-	// Each customer was asked 3 times through the node that does not own it.
-	if got := a.forwarded.Load() + b.forwarded.Load(); got != 3*testPartitions {
-		t.Fatalf("%d forwarded requests, want %d", got, 3*testPartitions)
+	// Each customer was asked 4 times through the node that does not own it.
+	if got := a.forwarded.Load() + b.forwarded.Load(); got != 4*testPartitions {
+		t.Fatalf("%d forwarded requests, want %d", got, 4*testPartitions)
 	}
 	// Without a token, the non-owner refuses before forwarding.
 	for p, key := range keys {
