@@ -208,6 +208,10 @@ type CartAssigned struct {
 	LastActivity time.Time        `json:"last_activity,omitzero"`
 	Version      int64            `json:"version,omitempty"`
 	Decisions    []AssignedRecord `json:"decisions,omitempty"`
+	// Cause is the input event of the cart's last activity under the
+	// guest's key (Topic empty), when known: the cause of the steps the
+	// customer's side makes due from it.
+	Cause *Cause `json:"cause,omitempty"`
 }
 
 // AssignedRecord is one entry of the decision history of an assigned cart.
@@ -226,6 +230,18 @@ type AssignedRecord struct {
 	Discount bool      `json:"discount,omitempty"`
 	// Suppressed names the guard that stopped the step, if one did.
 	Suppressed string `json:"suppressed,omitempty"`
+	// Cause is the input event that made the step due (Topic empty),
+	// when known.
+	Cause *Cause `json:"cause,omitempty"`
+}
+
+// Position is where an input event was read: its topic, partition and
+// offset. A backtest over a JSON-lines file uses Partition -1 and the
+// line number (from 1) as Offset.
+type Position struct {
+	Topic     string
+	Partition int32
+	Offset    int64
 }
 
 // MaxAssignedBytes bounds a cart.assigned record, which carries a whole
@@ -240,6 +256,10 @@ type Event struct {
 	Type    string
 	Time    time.Time
 	Subject string
+	// Pos says where the runtime read the event; Decode leaves it nil. The
+	// fold copies it into the cart an activity is about, as the cause of
+	// the steps it makes due (it never keeps the pointer).
+	Pos *Position
 
 	ItemAdded         *ItemAdded
 	ItemUpdated       *ItemUpdated

@@ -89,6 +89,22 @@ type Decision struct {
 	Customer   CustomerSnapshot `json:"customer"`
 	DecidedAt  time.Time        `json:"decided_at"`
 	ValidUntil time.Time        `json:"valid_until"`
+	// Cause is the input event that made the step due (see Cause); nil
+	// when it is not known (a cart from before causes were recorded).
+	Cause *Cause `json:"cause,omitempty"`
+}
+
+// Cause names the input event that made a step due: the cart's last
+// activity, from which the step's inactivity period counts. EventID is the
+// event's CloudEvents id; Topic, Partition and Offset say where it was read.
+// A backtest over a JSON-lines file gives Partition -1 and the event's line
+// number (from 1) as Offset, and no Topic. With it any downstream service
+// can trace a message back to the record that caused it.
+type Cause struct {
+	EventID   string `json:"event_id"`
+	Topic     string `json:"topic,omitempty"`
+	Partition int32  `json:"partition"`
+	Offset    int64  `json:"offset"`
 }
 
 // Outcome kinds on the outcomes topic.
@@ -208,6 +224,9 @@ type Suppression struct {
 	// StageActions the decision's decided_at.
 	Due time.Time `json:"due_at"`
 	At  time.Time `json:"at"`
+	// Cause is the input event that made the step due (StageProcessor;
+	// nil when not known).
+	Cause *Cause `json:"cause,omitempty"`
 }
 
 // Deferral is the data of a cart.step.deferred event on the suppressions
@@ -240,6 +259,9 @@ type Deferral struct {
 	Due   time.Time `json:"due_at"`
 	At    time.Time `json:"at"`
 	Until time.Time `json:"until"`
+	// Cause is the input event that made the step due (nil when not
+	// known).
+	Cause *Cause `json:"cause,omitempty"`
 }
 
 // SuppressionID is the id of the actions role's suppression of a decision.

@@ -793,14 +793,15 @@ var (
 	cartDiscardedFields     = withCartRef("reason")
 	checkoutStartedFields   = withCartRef()
 	checkoutCompletedFields = withCartRef("order_id", "total_minor", "discount_codes")
-	cartAssignedFields      = withCartRef("from_key", "items", "created_at", "modified_at", "last_activity", "version", "decisions")
+	cartAssignedFields      = withCartRef("from_key", "items", "created_at", "modified_at", "last_activity", "version", "decisions", "cause")
 
 	customerLoggedInFields = []string{"customer_id", "anonymous_id"}
 	customerUpdatedFields  = []string{"customer_id", "email", "name", "locale", "time_zone", "segment", "marketing_consent"}
 	customerErasedFields   = []string{"customer_id"}
 
 	itemFields     = []string{"sku", "name", "quantity", "unit_price_minor", "category", "image_url"}
-	assignedFields = []string{"id", "flow", "step", "step_index", "version", "at", "due", "holdout", "skipped", "discount", "suppressed"}
+	assignedFields = []string{"id", "flow", "step", "step_index", "version", "at", "due", "holdout", "skipped", "discount", "suppressed", "cause"}
+	causeFields    = []string{"event_id", "topic", "partition", "offset"}
 
 	envelopeFields = []string{"specversion", "id", "source", "type", "time", "subject", "datacontenttype", "data"}
 )
@@ -1042,6 +1043,48 @@ func (p *scanner) assignedRecord(r *AssignedRecord) {
 			p.boolv(&r.Discount)
 		case 10:
 			p.str(&r.Suppressed)
+		case 11:
+			p.cause(&r.Cause)
+		default:
+			p.unknownField()
+		}
+	}
+}
+
+// cause reads a Cause (or null) into *dst, allocating it when nil.
+func (p *scanner) cause(dst **Cause) {
+	switch p.buf[p.pos] {
+	case '{':
+	case 'n':
+		p.literal("null")
+		*dst = nil
+		return
+	default:
+		p.mistyped("struct")
+		return
+	}
+	if *dst == nil {
+		*dst = &Cause{}
+	}
+	c := *dst
+	if !p.enter() {
+		return
+	}
+	for i, first := -1, true; ; first = false {
+		if i = p.memberOf(first, causeFields, i); i == end {
+			break
+		}
+		switch i {
+		case 0:
+			p.str(&c.EventID)
+		case 1:
+			p.str(&c.Topic)
+		case 2:
+			n := int64(c.Partition)
+			p.integer(&n, "int32", math.MinInt32, math.MaxInt32)
+			c.Partition = int32(n)
+		case 3:
+			p.int64v(&c.Offset)
 		default:
 			p.unknownField()
 		}
@@ -1139,6 +1182,8 @@ func (p *scanner) payload(ev *Event) {
 				p.int64v(&d.Version)
 			case nCartRef + 6:
 				p.decisions(&d.Decisions)
+			case nCartRef + 7:
+				p.cause(&d.Cause)
 			default:
 				p.cartRef(&d.CartRef, i)
 			}
@@ -1402,6 +1447,13 @@ func (a *arena) cartRef(r *CartRef) {
 	a.str(&r.LegalEntity)
 }
 
+func (a *arena) cause(c *Cause) {
+	if c != nil {
+		a.str(&c.EventID)
+		a.str(&c.Topic)
+	}
+}
+
 func (a *arena) items(items []Item) {
 	for i := range items[:cap(items)] {
 		it := &items[:cap(items)][i]
@@ -1462,7 +1514,9 @@ func (a *arena) event(ev *Event, p *scanner) {
 			a.str(&r.Flow)
 			a.str(&r.Step)
 			a.str(&r.Suppressed)
+			a.cause(r.Cause)
 		}
+		a.cause(d.Cause)
 	case ev.CustomerLoggedIn != nil:
 		a.str(&ev.CustomerLoggedIn.CustomerID)
 		a.str(&ev.CustomerLoggedIn.AnonymousID)

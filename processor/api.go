@@ -145,6 +145,10 @@ type APIConfig struct {
 	Producer TxnProducer
 	// EventsTopic is the input topic; default events.TopicEvents.
 	EventsTopic string
+	// Flows is the processor's flows config, for explanations; default
+	// the Backend's, when it has a Flows method (*Processor has). Without
+	// one the explain route answers 503.
+	Flows *projections.Config
 	// Tokens maps bearer tokens to their scope. Empty: no authentication
 	// (development mode; every request may read and write).
 	Tokens map[string]Scope
@@ -208,6 +212,7 @@ type API struct {
 //	GET  /v1/customers/{id}                       profile (read)
 //	GET  /v1/customers/{id}/carts                 carts (read)
 //	GET  /v1/customers/{id}/carts/{cartId}        one cart (read)
+//	GET  /v1/customers/{id}/carts/{cartId}/explain  its decision history, explained (read)
 //	POST /v1/customers/{id}/carts/{cartId}/discard  emit cart.discarded (write)
 //	POST /v1/events                               ingest events (write)
 //
@@ -218,6 +223,9 @@ func NewAPI(cfg APIConfig) (*API, error) {
 	}
 	if cfg.EventsTopic == "" {
 		cfg.EventsTopic = events.TopicEvents
+	}
+	if fb, ok := cfg.Backend.(interface{ Flows() *projections.Config }); ok && cfg.Flows == nil {
+		cfg.Flows = fb.Flows()
 	}
 	if cfg.MaxBody <= 0 {
 		cfg.MaxBody = DefaultMaxBody
@@ -265,6 +273,7 @@ func NewAPI(cfg APIConfig) (*API, error) {
 	a.route("GET /v1/customers/{id}", ScopeRead, a.getCustomer)
 	a.route("GET /v1/customers/{id}/carts", ScopeRead, a.listCarts)
 	a.route("GET /v1/customers/{id}/carts/{cartId}", ScopeRead, a.getCart)
+	a.route("GET /v1/customers/{id}/carts/{cartId}/explain", ScopeRead, a.explainCart)
 	a.route("POST /v1/customers/{id}/carts/{cartId}/discard", ScopeWrite, a.discard)
 	a.route("POST /v1/events", ScopeWrite, a.ingest)
 	return a, nil
@@ -641,6 +650,36 @@ func (a *API) getCart(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, CartResponse{CustomerKey: key, Cart: cartView(c), Freshness: fresh})
+}
+
+// ExplainResponse answers GET /v1/customers/{id}/carts/{cartId}/explain:
+// the explanation (projections.Explain, the same JSON as `cartlift
+// backtest --explain`) and how fresh it is.
+type ExplainResponse struct {
+	*projections.Explanation
+	Freshness Freshness `json:"freshness"`
+}
+
+func (a *API) explainCart(w http.ResponseWriter, r *http.Request) {
+	key, cartID := r.PathValue("id"), r.PathValue("cartId")
+	st, fresh, done := a.resolve(w, r, key) // forwards to the owner
+	if done {
+		return
+	}
+	if a.cfg.Flows == nil {
+		writeUnavailable(w, "explanations need the processor's flows")
+		return
+	}
+	if st == nil {
+		writeErrorFresh(w, http.StatusNotFound, "no such customer", fresh)
+		return
+	}
+	x, ok := projections.Explain(st, cartID, a.cfg.Flows, a.cfg.EventsTopic)
+	if !ok {
+		writeErrorFresh(w, http.StatusNotFound, "no such cart", fresh)
+		return
+	}
+	writeJSON(w, http.StatusOK, ExplainResponse{Explanation: x, Freshness: fresh})
 }
 
 func (a *API) getCustomer(w http.ResponseWriter, r *http.Request) {

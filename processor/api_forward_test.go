@@ -123,6 +123,18 @@ func TestAPIForwarding(t *testing.T) {
 			t.Fatalf("owner saw %+v, want %+v", s, want)
 		}
 	})
+	t.Run("explain forwarded as sent", func(t *testing.T) {
+		got := make(chan seen, 4)
+		fb.setOwner(3, fakeOwner(t, 200, false, got))
+		waitRefresh()
+		w := serve("GET", "/v1/customers/anon%3Ag%2F1/carts/k%201/explain", "")
+		if w.Code != 200 || !strings.Contains(w.Body.String(), `"from"`) {
+			t.Fatalf("%d %s", w.Code, w.Body)
+		}
+		if s, want := <-got, (seen{"GET", "/v1/customers/anon%3Ag%2F1/carts/k%201/explain", "Bearer " + tok, "1", ""}); s != want {
+			t.Fatalf("owner saw %+v, want %+v", s, want)
+		}
+	})
 	t.Run("not forwarded twice", func(t *testing.T) {
 		w := serve("GET", "/v1/customers/c-1/carts", "", processor.HeaderForwarded, "1")
 		unavailable(t, w)

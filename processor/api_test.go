@@ -42,6 +42,7 @@ type apiNode struct {
 }
 
 type apiOpts struct {
+	flows      string // default testFlows
 	tokens     map[string]processor.Scope
 	maxBody    int64
 	maxEvents  int
@@ -56,7 +57,11 @@ func startAPINode(t testing.TB, brokers []string, dir string, tp processor.Topic
 	}
 	n := &apiNode{addr: ln.Addr().String()}
 	n.url = "http://" + n.addr
-	n.run = startOn(t, brokers, dir, mustFlows(t, testFlows), tp, group, func(c *processor.Config) {
+	flows := testFlows
+	if o.flows != "" {
+		flows = o.flows
+	}
+	n.run = startOn(t, brokers, dir, mustFlows(t, flows), tp, group, func(c *processor.Config) {
 		c.AdvertiseAddr = n.addr
 	})
 	var prod processor.TxnProducer
@@ -714,11 +719,17 @@ func TestAPITwoInstances(t *testing.T) {
 			if r := get(t, n, "/v1/customers/"+key+"/carts/nope", tok); r.code != 404 {
 				t.Fatalf("absent cart of %s via %s: %d %s", key, n.addr, r.code, r.body)
 			}
+			r := get(t, n, "/v1/customers/"+key+"/carts/k1/explain", tok)
+			var x processor.ExplainResponse
+			r.decode(t, &x)
+			if r.code != 200 || x.Cause == nil || x.Cause.EventID != fmt.Sprintf("e%d", p) || x.Cause.Partition != p || x.Cause.Topic != tp.Events {
+				t.Fatalf("explanation of %s via %s: %d %s", key, n.addr, r.code, r.body)
+			}
 		}
 	}
-	// Each customer was asked 3 times through the node that does not own it.
-	if got := a.forwarded.Load() + b.forwarded.Load(); got != 3*testPartitions {
-		t.Fatalf("%d forwarded requests, want %d", got, 3*testPartitions)
+	// Each customer was asked 4 times through the node that does not own it.
+	if got := a.forwarded.Load() + b.forwarded.Load(); got != 4*testPartitions {
+		t.Fatalf("%d forwarded requests, want %d", got, 4*testPartitions)
 	}
 	// Without a token, the non-owner refuses before forwarding.
 	for p, key := range keys {

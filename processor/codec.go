@@ -19,9 +19,17 @@ import (
 // of a V1 record: a count, then per entry the hash as 8 bytes little
 // endian and the time. V1 records (written before) decode with an empty
 // window.
+//
+// V3 appends what explanations need after a V2 record (see
+// appendExplain): the profile's consent source, each cart's cause and
+// each decision record's cause and guard checks, compressed against what
+// precedes them (a record's cause is mostly its cart's or the previous
+// record's, its consent source the profile's). V1 and V2 records decode
+// with none of it.
 const (
 	stateFormatV1 byte = 1
 	stateFormatV2 byte = 2
+	stateFormatV3 byte = 3
 )
 
 var errCorruptState = errors.New("corrupt state record")
@@ -54,7 +62,13 @@ func (e *enc) time(t time.Time) {
 
 // appendState appends the binary form of s to dst.
 func appendState(dst []byte, s *projections.CustomerState) []byte {
-	e := enc{b: append(dst, stateFormatV2)}
+	return appendStateFormat(dst, s, stateFormatV3)
+}
+
+// appendStateFormat writes format V2 or V3 (the tests write V2 records as
+// older builds did).
+func appendStateFormat(dst []byte, s *projections.CustomerState, version byte) []byte {
+	e := enc{b: append(dst, version)}
 	e.str(s.Key)
 	p := &s.Profile
 	for _, v := range []string{p.CustomerID, p.Email, p.Name, p.Locale, p.TimeZone, p.Segment} {
@@ -123,7 +137,239 @@ func appendState(dst []byte, s *projections.CustomerState) []byte {
 		e.b = binary.LittleEndian.AppendUint64(e.b, se.Hash)
 		e.time(se.At)
 	}
+	if version >= stateFormatV3 {
+		appendExplain(&e, s)
+	}
 	return e.b
+}
+
+// The V3 section describes each decision record with one byte: the cause
+// (bits 0-1, a cause* tag), the consent result (bits 2-3, an index into
+// consentCodes; 0 means no checks were recorded), whether the consent
+// source is written out rather than the profile's (bit 4), whether the
+// guards' settings (cart cap, frequency cap, quiet hours) equal the previous
+// checked record's of the cart (bit 5), and where the quiet hours' zone is
+// (bits 6-7, a zone* tag).
+const (
+	causeNone     byte = 0 // not known
+	causeCart     byte = 1 // the cart's own cause
+	causePrevious byte = 2 // the previous record's cause
+	causeExplicit byte = 3 // written out
+
+	flagConsentExplicit byte = 1 << 4
+	flagSameSettings    byte = 1 << 5
+
+	zoneNone     byte = 0 // the flow had no quiet hours
+	zoneProfile  byte = 1 // the profile's time zone
+	zoneExplicit byte = 2 // written out
+)
+
+var consentCodes = [...]string{"", projections.ConsentGranted, projections.ConsentDenied, projections.ConsentNotRequired}
+
+// sameSettings reports whether two checks saw the same guard settings.
+func sameSettings(a, b *projections.Checks) bool {
+	return a.CartMax == b.CartMax && a.CapMax == b.CapMax && a.CapPer == b.CapPer &&
+		a.QuietZone == b.QuietZone && a.QuietFrom == b.QuietFrom && a.QuietTo == b.QuietTo
+}
+
+func (e *enc) cause(c projections.Cause) {
+	e.str(c.EventID)
+	if c.EventID != "" {
+		e.int(int64(c.Partition))
+		e.int(c.Offset)
+	}
+}
+
+func (d *dec) cause() projections.Cause {
+	c := projections.Cause{EventID: d.str()}
+	if c.EventID != "" {
+		c.Partition, c.Offset = int32(d.int()), d.int()
+	}
+	return c
+}
+
+// duration writes whole seconds compactly, anything else exactly.
+func (e *enc) duration(v time.Duration) {
+	if v%time.Second == 0 {
+		e.int(int64(v/time.Second) * 2)
+		return
+	}
+	e.int(int64(v)*2 + 1)
+}
+
+func (d *dec) duration() time.Duration {
+	v := d.int()
+	if v&1 == 0 {
+		return time.Duration(v/2) * time.Second
+	}
+	return time.Duration((v - 1) / 2)
+}
+
+// appendExplain writes the V3 section: the profile's consent source, then
+// per cart (in order) its cause and, per decision record, its byte (see
+// causeNone) and what it says follows: the cause, the consent source, the
+// caps' counts, and the guards' settings.
+func appendExplain(e *enc, s *projections.CustomerState) {
+	p := &s.Profile
+	e.str(p.ConsentEventID)
+	e.time(p.ConsentAt)
+	for _, c := range s.Carts {
+		e.cause(c.Cause)
+		prev := c.Cause
+		var last *projections.Checks // the previous checked record's
+		for i := range c.Decisions {
+			r := &c.Decisions[i]
+			var tag byte
+			switch {
+			case !r.Cause.Known():
+				tag = causeNone
+			case r.Cause == c.Cause:
+				tag = causeCart
+			case r.Cause == prev:
+				tag = causePrevious
+			default:
+				tag = causeExplicit
+			}
+			ck := &r.Checks
+			code := 0
+			for j, v := range consentCodes {
+				if v == ck.Consent {
+					code = j
+				}
+			}
+			tag |= byte(code) << 2
+			explicitConsent := code != 0 && (ck.ConsentEventID != p.ConsentEventID || !ck.ConsentAt.Equal(p.ConsentAt))
+			same := code != 0 && last != nil && sameSettings(ck, last)
+			zone := zoneNone
+			switch {
+			case code == 0 || same || ck.QuietZone == "":
+			case ck.QuietZone == p.TimeZone:
+				zone = zoneProfile
+			default:
+				zone = zoneExplicit
+			}
+			if explicitConsent {
+				tag |= flagConsentExplicit
+			}
+			if same {
+				tag |= flagSameSettings
+			}
+			tag |= zone << 6
+			e.b = append(e.b, tag)
+			if tag&3 == causeExplicit {
+				e.cause(r.Cause)
+			}
+			if r.Cause.Known() {
+				prev = r.Cause
+			}
+			if code == 0 {
+				continue
+			}
+			if explicitConsent {
+				e.str(ck.ConsentEventID)
+				e.time(ck.ConsentAt)
+			}
+			e.uint(ck.CartCount)
+			e.uint(ck.CapCount)
+			if !same {
+				e.uint(ck.CartMax)
+				e.uint(ck.CapMax)
+				e.duration(ck.CapPer)
+				if zone == zoneExplicit {
+					e.str(ck.QuietZone)
+				}
+				if zone != zoneNone {
+					e.uint(ck.QuietFrom)
+					e.uint(ck.QuietTo)
+				}
+			}
+			last = ck
+		}
+	}
+}
+
+// decodeExplain reads the V3 section into s, whose carts and records are
+// decoded already; records holds each cart's number of records. With
+// d.index it reads the section and keeps none of it.
+func decodeExplain(d *dec, s *projections.CustomerState, records []int) {
+	p := &s.Profile
+	id, at := d.str(), d.time()
+	if !d.index {
+		p.ConsentEventID, p.ConsentAt = id, at
+	}
+	var scratch projections.DecisionRecord
+	for ci, m := range records {
+		if d.err != nil {
+			return
+		}
+		cc := d.cause()
+		var c *projections.Cart
+		if !d.index {
+			c = s.Carts[ci]
+			c.Cause = cc
+		}
+		prev := cc
+		var last projections.Checks
+		checked := false
+		for i := range m {
+			if d.err != nil {
+				return
+			}
+			r := &scratch
+			if !d.index {
+				r = &c.Decisions[i]
+			}
+			tag := d.byte()
+			switch tag & 3 {
+			case causeNone:
+			case causeCart:
+				r.Cause = cc
+			case causePrevious:
+				r.Cause = prev
+			case causeExplicit:
+				r.Cause = d.cause()
+			}
+			if r.Cause.Known() {
+				prev = r.Cause
+			}
+			code := int(tag>>2) & 3
+			zone := tag >> 6
+			same := tag&flagSameSettings != 0
+			if code == 0 {
+				if tag&^3 != 0 {
+					d.err = errCorruptState
+				}
+				continue
+			}
+			if zone > zoneExplicit || same && (!checked || zone != zoneNone) {
+				d.err = errCorruptState
+				return
+			}
+			ck := &r.Checks
+			ck.Consent = consentCodes[code]
+			ck.ConsentEventID, ck.ConsentAt = id, at
+			if tag&flagConsentExplicit != 0 {
+				ck.ConsentEventID, ck.ConsentAt = d.str(), d.time()
+			}
+			ck.CartCount, ck.CapCount = int(d.uvarint()), int(d.uvarint())
+			if same {
+				ck.CartMax, ck.CapMax, ck.CapPer = last.CartMax, last.CapMax, last.CapPer
+				ck.QuietZone, ck.QuietFrom, ck.QuietTo = last.QuietZone, last.QuietFrom, last.QuietTo
+			} else {
+				ck.CartMax, ck.CapMax, ck.CapPer = int(d.uvarint()), int(d.uvarint()), d.duration()
+				switch zone {
+				case zoneProfile:
+					ck.QuietZone = p.TimeZone
+				case zoneExplicit:
+					ck.QuietZone = d.str()
+				}
+				if zone != zoneNone {
+					ck.QuietFrom, ck.QuietTo = int(d.uvarint()), int(d.uvarint())
+				}
+			}
+			last, checked = *ck, true
+		}
+	}
 }
 
 type dec struct {
@@ -233,7 +479,7 @@ func decodeSharedState(b []byte) (*projections.CustomerState, error) {
 // decodeIndex says).
 func decodeStateWith(d dec, s *projections.CustomerState) (*projections.CustomerState, error) {
 	version := d.byte()
-	if version != stateFormatV1 && version != stateFormatV2 {
+	if version < stateFormatV1 || version > stateFormatV3 {
 		return nil, errCorruptState
 	}
 	s.Key = d.str()
@@ -264,6 +510,15 @@ func decodeStateWith(d dec, s *projections.CustomerState) (*projections.Customer
 	}
 	var scratchItem projections.LineItem
 	var scratchDecision projections.DecisionRecord
+	// records counts each cart's decision records, for the V3 section.
+	var records []int
+	if version >= stateFormatV3 && !d.index {
+		records = make([]int, 0, n)
+	}
+	var recordsBuf [projections.MaxCartsPerCustomer]int
+	if version >= stateFormatV3 && d.index {
+		records = recordsBuf[:0]
+	}
 	for range n {
 		if d.err != nil {
 			break
@@ -307,7 +562,11 @@ func decodeStateWith(d dec, s *projections.CustomerState) (*projections.Customer
 		}
 		c.Version = d.int()
 		c.CreatedAt, c.ModifiedAt, c.LastActivity, c.ClosedAt, c.WakeAt = d.time(), d.time(), d.time(), d.time(), d.time()
-		if m := d.count(); m > 0 {
+		m := d.count()
+		if version >= stateFormatV3 {
+			records = append(records, m)
+		}
+		if m > 0 {
 			if !d.index {
 				c.Decisions = make([]projections.DecisionRecord, m)
 			}
@@ -347,6 +606,9 @@ func decodeStateWith(d dec, s *projections.CustomerState) (*projections.Customer
 				se.At = d.time()
 			}
 		}
+	}
+	if version >= stateFormatV3 && d.err == nil {
+		decodeExplain(&d, s, records)
 	}
 	if d.err == nil && len(d.b) != 0 {
 		d.err = errCorruptState

@@ -51,6 +51,8 @@ flows:
 		if err != nil {
 			t.Fatal(err)
 		}
+		// Where the runtime would have read it: causes are recorded.
+		ev.Pos = &events.Position{Topic: "cart-events", Partition: int32(len(r.Key) % 8), Offset: int64(1_000_000 + i)}
 		eff := projections.Apply(states[r.Key], r.Key, ev, cfg)
 		if i%7 == 0 && eff.State != nil {
 			for _, c := range eff.State.Carts {
@@ -85,7 +87,7 @@ flows:
 		t.Fatalf("only %d states checked", checked)
 	}
 	// The traffic must have reached every field the codec carries.
-	var sent, due, suppressed int
+	var sent, due, suppressed, causes, checks, ownCause int
 	for _, st := range states {
 		if st == nil {
 			continue
@@ -99,11 +101,21 @@ flows:
 				if r.Suppressed != "" {
 					suppressed++
 				}
+				if r.Cause.Known() {
+					causes++
+					if r.Cause != c.Cause {
+						ownCause++
+					}
+				}
+				if r.Checks.Consent != "" {
+					checks++
+				}
 			}
 		}
 	}
-	if sent == 0 || due == 0 || suppressed == 0 {
-		t.Fatalf("traffic left fields unexercised: sent %d, deferred %d, suppressed %d", sent, due, suppressed)
+	if sent == 0 || due == 0 || suppressed == 0 || causes == 0 || checks == 0 || ownCause == 0 {
+		t.Fatalf("traffic left fields unexercised: sent %d, deferred %d, suppressed %d, causes %d (%d not the cart's), checks %d",
+			sent, due, suppressed, causes, ownCause, checks)
 	}
 	var bytes, carts, open int
 	for _, st := range states {
@@ -173,7 +185,7 @@ func TestStateCodecInputWindowAndV1(t *testing.T) {
 	}
 
 	s.Seen = nil
-	v2 := appendState(nil, s)
+	v2 := appendStateFormat(nil, s, stateFormatV2)
 	if v2[0] != stateFormatV2 || v2[len(v2)-1] != 0 {
 		t.Fatalf("V2 layout changed: version %d, last byte %d", v2[0], v2[len(v2)-1])
 	}
@@ -188,6 +200,73 @@ func TestStateCodecInputWindowAndV1(t *testing.T) {
 	if _, err := decodeState(append(v1, 0)); err == nil {
 		t.Fatal("a V1 record with trailing bytes accepted")
 	}
+}
+
+// The fields explanations need (causes, consent sources, guard checks)
+// survive the codec in every form it writes them (the cart's cause, the
+// previous record's, written out; the profile's consent source and zone or
+// others; whole seconds or not), and a V2 record (written before them)
+// still decodes, without them.
+func TestStateCodecExplainFieldsAndV2(t *testing.T) {
+	at := time.Date(2026, 11, 26, 8, 0, 0, 0, time.UTC)
+	cartCause := projections.Cause{EventID: "e-9", Partition: 3, Offset: 1234567}
+	older := projections.Cause{EventID: "e-2", Partition: 3, Offset: 17}
+	s := &projections.CustomerState{Key: "c-1",
+		Profile: projections.Profile{CustomerID: "c-1", TimeZone: "Europe/Berlin", MarketingConsent: true,
+			ConsentEventID: "u-1", ConsentAt: at.Add(-time.Hour)},
+		Carts: []*projections.Cart{{ID: "k", Currency: "EUR", Status: "open", Version: 9, Cause: cartCause,
+			Items: []projections.LineItem{{SKU: "A", Quantity: 1, UnitPriceMinor: 5, LineTotalMinor: 5}}, TotalMinor: 5, ItemCount: 1,
+			Decisions: []projections.DecisionRecord{
+				{Flow: "f", Step: "a", Version: 2, At: at, Skipped: true, Cause: older},
+				{ID: "d-1", Flow: "f", Step: "b", StepIndex: 1, Version: 2, At: at, Cause: older,
+					Checks: projections.Checks{Consent: projections.ConsentGranted, ConsentEventID: "u-0", ConsentAt: at.Add(-48 * time.Hour),
+						CartMax: 3, CartCount: 1, CapMax: 2, CapPer: 16 * time.Hour, CapCount: 1,
+						QuietZone: "America/New_York", QuietFrom: 22 * 60, QuietTo: 8 * 60}},
+				{Flow: "f", Step: "a", Version: 9, At: at.Add(time.Hour), Suppressed: projections.ReasonNoConsent, Cause: cartCause,
+					Checks: projections.Checks{Consent: projections.ConsentDenied, ConsentEventID: "u-1", ConsentAt: at.Add(-time.Hour),
+						CapMax: 1, CapPer: 1500 * time.Millisecond, QuietZone: "Europe/Berlin", QuietTo: 30}},
+				{ID: "d-2", Flow: "w", Step: "x", Version: 9, At: at.Add(2 * time.Hour), Cause: cartCause,
+					Checks: projections.Checks{Consent: projections.ConsentNotRequired}},
+				{ID: "d-3", Flow: "w", Step: "y", Version: 9, At: at.Add(3 * time.Hour), Cause: cartCause, // the same settings
+					Checks: projections.Checks{Consent: projections.ConsentNotRequired, CartCount: 1, CapCount: 2}},
+				{Flow: "f", Step: "c", Version: 1, At: at, Skipped: true}, // from before causes
+			}}, {ID: "l", Currency: "EUR", Status: "open"}},
+	}
+	b := appendState(nil, s)
+	got, err := decodeState(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, g := mustJSON(t, s), mustJSON(t, got); a != g {
+		t.Fatalf("round trip:\n%s\n%s", a, g)
+	}
+	var scratch projections.CustomerState
+	if err := decodeIndex(b, &scratch); err != nil || indexOf(&scratch) != indexOf(s) {
+		t.Fatalf("decodeIndex: %v", err)
+	}
+	for i := range b {
+		if _, err := decodeState(b[:i]); err == nil {
+			t.Fatalf("truncated to %d bytes: no error", i)
+		}
+	}
+
+	// A V2 record: the same state without what V3 adds.
+	v2 := appendStateFormat(nil, s, stateFormatV2)
+	old, err := decodeState(v2)
+	if err != nil {
+		t.Fatalf("a V2 record: %v", err)
+	}
+	s.Profile.ConsentEventID, s.Profile.ConsentAt = "", time.Time{}
+	for _, c := range s.Carts {
+		c.Cause = projections.Cause{}
+		for i := range c.Decisions {
+			c.Decisions[i].Cause, c.Decisions[i].Checks = projections.Cause{}, projections.Checks{}
+		}
+	}
+	if a, g := mustJSON(t, s), mustJSON(t, old); a != g {
+		t.Fatalf("V2 decoded as\n%s\nwant\n%s", g, a)
+	}
+	t.Logf("V3 %d bytes, V2 %d bytes", len(b), len(v2))
 }
 
 func mustJSON(t *testing.T, v any) string {

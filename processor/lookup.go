@@ -70,6 +70,10 @@ func (p *Processor) Lookup(key string) (st *projections.CustomerState, fresh Fre
 	return st, fresh, true, err
 }
 
+// Flows returns the flows config the processor folds with (the API
+// explains decisions with it).
+func (p *Processor) Flows() *projections.Config { return p.flows }
+
 // Owners maps each assigned input partition to the advertised HTTP address
 // of the instance that owns it, from the consumer group's description.
 // Members without an advertised address are left out.

@@ -49,6 +49,9 @@ type worker struct {
 	quit chan struct{}
 	done chan struct{}
 
+	// pos is the position of the record being folded (events.Event.Pos).
+	pos events.Position
+
 	// end is the newest known end offset of the partition (set by fetches
 	// and by the lag poller); caughtUp is whether next >= end.
 	end      atomic.Int64
@@ -575,6 +578,11 @@ func (w *worker) processRecord(r *kgo.Record) error {
 	if err != nil {
 		return err
 	}
+	// Where the event was read: the fold records it as the cause of the
+	// steps the event makes due.
+	// (The fold copies it and keeps no pointer: one Position per worker.)
+	w.pos = events.Position{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset}
+	ev.Pos = &w.pos
 	eff := projections.Apply(st, key, ev, w.pr.flows)
 	if eff.Duplicate {
 		w.pr.stats.eventsDuplicate.Add(1)
@@ -693,6 +701,7 @@ func (w *worker) apply(key string, eff projections.Effects) error {
 	w.meta.OpenCarts += int64(eff.OpenCartsDelta)
 	for i := range eff.Decisions {
 		d := &eff.Decisions[i]
+		w.inputTopic(d.Cause)
 		v, err := events.Encode(d.ID, events.Source, events.TypeDecision, d.DecidedAt, d.Cart.CartID, d)
 		if err != nil {
 			return err
@@ -729,12 +738,14 @@ func (w *worker) apply(key string, eff projections.Effects) error {
 	// inside the window; consumers de-duplicate on the id.
 	for i := range eff.Suppressed {
 		sp := &eff.Suppressed[i]
+		w.inputTopic(sp.Cause)
 		if err := w.enqueueRecord(key, sp.ID, events.TypeSuppressed, sp.At, sp.CartID, sp); err != nil {
 			return err
 		}
 	}
 	for i := range eff.Deferred {
 		df := &eff.Deferred[i]
+		w.inputTopic(df.Cause)
 		if err := w.enqueueRecord(key, df.ID, events.TypeDeferred, df.At, df.CartID, df); err != nil {
 			return err
 		}
@@ -749,6 +760,15 @@ func (w *worker) apply(key string, eff projections.Effects) error {
 	w.pr.stats.decisionsMade.Add(int64(len(eff.Decisions)))
 	w.pr.stats.outcomesMade.Add(int64(len(eff.Outcomes)))
 	return nil
+}
+
+// inputTopic names the input topic in a cause the fold made (the fold
+// records partitions and offsets only); a cause read from a file keeps
+// none.
+func (w *worker) inputTopic(c *events.Cause) {
+	if c != nil && c.Topic == "" && c.Partition >= 0 {
+		c.Topic = w.pr.cfg.Topics.Events
+	}
 }
 
 // batchOutboxEntry is one outbox entry of the batch: its sequence number

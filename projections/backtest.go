@@ -467,6 +467,10 @@ func emitEvent(e Emit) *events.Event {
 	return ev
 }
 
+// State returns the customer's state so far, or nil. It is the
+// backtest's own: read it (Explain), do not modify it.
+func (b *Backtest) State(key string) *CustomerState { return b.states[key] }
+
 // Report returns the counts so far. The maps in it are the backtest's
 // own: read them, do not keep them across further Apply calls.
 func (b *Backtest) Report() Report {

@@ -93,6 +93,7 @@ type Emit struct {
 // and config always give the same effects.
 func Apply(state *CustomerState, key string, ev *events.Event, cfg *Config) Effects {
 	f := begin(state, key, cfg)
+	f.cause = causeOf(ev)
 	t := ev.Time
 	if !f.s.ErasedAt.IsZero() && !t.After(f.s.ErasedAt) {
 		return f.end() // a late event from before the customer's erasure
@@ -160,7 +161,7 @@ func Apply(state *CustomerState, key string, ev *events.Event, cfg *Config) Effe
 				ID: ev.ID + "#guest", Type: events.TypeCustomerLoggedIn, Time: t, Data: *l})
 		}
 	case ev.CustomerUpdated != nil:
-		f.updateProfile(ev.CustomerUpdated, t)
+		f.updateProfile(ev.CustomerUpdated, ev.ID, t)
 	case ev.CustomerErased != nil:
 		// Everything goes; a tombstone remembers when, so that late events
 		// from before the erasure do not bring data back.
@@ -239,6 +240,8 @@ type fold struct {
 	// deferrals made by this Fire: schedule keeps those steps' wakes at
 	// or after them.
 	deferrals []deferral
+	// cause is the input event Apply folds (see Cause).
+	cause Cause
 }
 
 type deferral struct {
@@ -366,6 +369,9 @@ func (f *fold) mutateCart(ref events.CartRef, t time.Time, create bool) *Cart {
 	}
 	c.Version++
 	c.ModifiedAt = later(c.ModifiedAt, t)
+	if !t.Before(c.LastActivity) {
+		c.Cause = f.cause // the activity the cart's steps now count from
+	}
 	c.LastActivity = later(c.LastActivity, t)
 	return c
 }
@@ -416,12 +422,12 @@ func (f *fold) moveGuestCarts(l *events.CustomerLoggedIn, t time.Time) {
 			CartRef: events.CartRef{CustomerID: l.CustomerID, CartID: c.ID, CartType: c.Type, Site: c.Site,
 				Channel: c.Channel, Currency: c.Currency, LegalEntity: c.LegalEntity, Metadata: c.Metadata},
 			FromKey: f.key, Items: snap.Items, CreatedAt: c.CreatedAt, ModifiedAt: c.ModifiedAt,
-			LastActivity: c.LastActivity, Version: c.Version,
+			LastActivity: c.LastActivity, Version: c.Version, Cause: c.Cause.Event(""),
 		}
 		for _, r := range c.Decisions {
 			d.Decisions = append(d.Decisions, events.AssignedRecord{ID: r.ID, Flow: r.Flow, Step: r.Step,
 				StepIndex: r.StepIndex, Version: r.Version, At: r.At, Due: r.Due, Holdout: r.Holdout,
-				Skipped: r.Skipped, Discount: r.Discount, Suppressed: r.Suppressed})
+				Skipped: r.Skipped, Discount: r.Discount, Suppressed: r.Suppressed, Cause: r.Cause.Event("")})
 		}
 		f.eff.Emits = append(f.eff.Emits, Emit{Key: l.CustomerID, Type: events.TypeCartAssigned, Time: t, Data: d,
 			ID: "a-" + hashID(f.key, c.ID, idTime(c.CreatedAt), strconv.FormatInt(c.Version, 10))})
@@ -442,10 +448,19 @@ func (f *fold) assign(d *events.CartAssigned) {
 	}
 	hist := make([]DecisionRecord, 0, len(d.Decisions))
 	longest := f.cfg.longestCap()
+	// The guest's last activity is the cause of the steps that count from
+	// it; without one, the assignment itself is.
+	cause := f.cause
+	if d.Cause != nil && d.Cause.EventID != "" {
+		cause = Cause{EventID: d.Cause.EventID, Partition: d.Cause.Partition, Offset: d.Cause.Offset}
+	}
 	for _, r := range d.Decisions {
 		hist = append(hist, DecisionRecord{ID: r.ID, Flow: r.Flow, Step: r.Step, StepIndex: r.StepIndex,
 			Version: r.Version, At: r.At, Due: r.Due, Holdout: r.Holdout, Skipped: r.Skipped, Discount: r.Discount,
 			Suppressed: r.Suppressed})
+		if r.Cause != nil && r.Cause.EventID != "" {
+			hist[len(hist)-1].Cause = Cause{EventID: r.Cause.EventID, Partition: r.Cause.Partition, Offset: r.Cause.Offset}
+		}
 		if rec := &hist[len(hist)-1]; longest > 0 && rec.Counts() && f.capped(rec.Flow) {
 			f.s.noteSent(rec.At, longest)
 		}
@@ -465,6 +480,9 @@ func (f *fold) assign(d *events.CartAssigned) {
 		mergeLines(c, d.Items)
 		c.Version += max(d.Version, 1)
 		c.ModifiedAt = later(c.ModifiedAt, d.ModifiedAt)
+		if guest := later(d.LastActivity, d.ModifiedAt); !guest.Before(c.LastActivity) {
+			c.Cause = cause
+		}
 		c.LastActivity = later(c.LastActivity, later(d.LastActivity, d.ModifiedAt))
 		c.Decisions = append(hist, c.Decisions...)
 		trimHistory(c)
@@ -489,7 +507,7 @@ func (f *fold) assign(d *events.CartAssigned) {
 	*c = Cart{ID: d.CartID, Type: d.CartType, Site: d.Site, Channel: d.Channel, Currency: d.Currency,
 		LegalEntity: d.LegalEntity, Metadata: d.Metadata, Status: StatusOpen, Version: max(d.Version, 1),
 		CreatedAt: d.CreatedAt, ModifiedAt: d.ModifiedAt, LastActivity: later(d.LastActivity, d.ModifiedAt),
-		Decisions: hist, AssignedFrom: d.FromKey}
+		Cause: cause, Decisions: hist, AssignedFrom: d.FromKey}
 	trimHistory(c)
 	setItems(c, d.Items)
 	c.recompute()
@@ -533,7 +551,7 @@ func (f *fold) attributionWindow(flow string) time.Duration {
 	return DefaultAttributionWindow
 }
 
-func (f *fold) updateProfile(d *events.CustomerUpdated, t time.Time) {
+func (f *fold) updateProfile(d *events.CustomerUpdated, id string, t time.Time) {
 	p := &f.s.Profile
 	p.CustomerID = d.CustomerID
 	set := func(dst *string, src *string) {
@@ -548,6 +566,7 @@ func (f *fold) updateProfile(d *events.CustomerUpdated, t time.Time) {
 	set(&p.Segment, d.Segment)
 	if d.MarketingConsent != nil {
 		p.MarketingConsent = *d.MarketingConsent
+		p.ConsentEventID, p.ConsentAt = id, t
 	}
 	p.UpdatedAt = later(p.UpdatedAt, t)
 	// Flows may match on the profile, and quiet hours follow its time
@@ -605,6 +624,7 @@ type stepPlan struct {
 	c           *Cart
 	first, last int
 	due         time.Time // of step last
+	checks      Checks    // what the guards found, once evaluated
 }
 
 func planStep(key string, c *Cart, fl *Flow, by time.Time) (stepPlan, bool) {
@@ -643,11 +663,13 @@ func (f *fold) fireFlow(c *Cart, fl *Flow, fired, now time.Time) {
 			Reason:     events.DeferredQuietHours, Flow: fl.Name, Step: st.Name, StepIndex: p.last, Action: st.Action,
 			Holdout: fl.InHoldout(f.key), CustomerKey: f.key, CartID: c.ID, CartType: c.Type, Site: c.Site,
 			Channel: c.Channel, Currency: c.Currency, ValueMinor: c.TotalMinor,
-			Due: p.due, At: p.due, Until: at})
+			Due: p.due, At: p.due, Until: at, Cause: c.Cause.Event("")})
 		return
 	}
 	holdout := fl.InHoldout(f.key)
-	if reason := f.guard(c, fl, &fl.Steps[p.last], at); reason != "" {
+	reason, checks := f.guard(c, fl, &fl.Steps[p.last], at)
+	p.checks = checks
+	if reason != "" {
 		f.suppress(p, fl, at, holdout, reason, "")
 		return
 	}
@@ -696,18 +718,37 @@ func (f *fold) decisionTime(fl *Flow, due, fired, now time.Time) time.Time {
 }
 
 // guard returns why the step of fl may not be sent for the cart at t, or
-// "" when it may.
-func (f *fold) guard(c *Cart, fl *Flow, st *Step, t time.Time) string {
+// "" when it may, and what each guard found (every configured guard is
+// evaluated; the first that fails, in the order consent, cart cap,
+// frequency cap, gives the reason).
+func (f *fold) guard(c *Cart, fl *Flow, st *Step, t time.Time) (string, Checks) {
 	g := &fl.Guards
-	switch {
-	case g.needsConsent(st.Action) && !f.s.Profile.MarketingConsent:
-		return ReasonNoConsent
-	case g.MaxMessagesPerCart > 0 && messages(c, fl) >= g.MaxMessagesPerCart:
-		return ReasonCartCap
-	case g.FrequencyCap != nil && !g.FrequencyCap.Allows(f.capTimes(fl), t):
-		return ReasonFrequencyCap
+	p := &f.s.Profile
+	reason := ""
+	ck := Checks{Consent: ConsentNotRequired}
+	if g.needsConsent(st.Action) {
+		ck.Consent, ck.ConsentEventID, ck.ConsentAt = ConsentGranted, p.ConsentEventID, p.ConsentAt
+		if !p.MarketingConsent {
+			ck.Consent, reason = ConsentDenied, ReasonNoConsent
+		}
 	}
-	return ""
+	if g.MaxMessagesPerCart > 0 {
+		ck.CartMax, ck.CartCount = g.MaxMessagesPerCart, messages(c, fl)
+		if ck.CartCount >= ck.CartMax && reason == "" {
+			reason = ReasonCartCap
+		}
+	}
+	if fc := g.FrequencyCap; fc != nil {
+		n := fc.fullest(f.capTimes(fl), t)
+		ck.CapMax, ck.CapPer, ck.CapCount = fc.Max, fc.Per, n-1
+		if n > fc.Max && reason == "" {
+			reason = ReasonFrequencyCap
+		}
+	}
+	if q := g.QuietHours; q != nil {
+		ck.QuietZone, ck.QuietFrom, ck.QuietTo = g.customerLocation(p).String(), q.From, q.To
+	}
+	return reason, ck
 }
 
 // The caps count fl's own holdout decisions as if they had been sent, for
@@ -762,9 +803,14 @@ func (f *fold) combinable(group []stepPlan, fl *Flow, at, by time.Time) []stepPl
 			continue
 		}
 		bp, ok := planStep(f.key, b, fl, by)
-		if !ok || fl.Steps[bp.last].Action != action || f.guard(b, fl, &fl.Steps[bp.last], at) != "" {
+		if !ok || fl.Steps[bp.last].Action != action {
 			continue
 		}
+		reason, checks := f.guard(b, fl, &fl.Steps[bp.last], at)
+		if reason != "" {
+			continue
+		}
+		bp.checks = checks
 		group = append(group, bp)
 	}
 	return group
@@ -777,7 +823,7 @@ func (f *fold) skipEarlier(p stepPlan, fl *Flow, holdout bool, into string) {
 	for i := p.first; i < p.last; i++ {
 		due := c.LastActivity.Add(fl.afterFor(f.key, i))
 		f.record(c, DecisionRecord{Flow: fl.Name, Step: fl.Steps[i].Name, StepIndex: i, Version: c.Version,
-			At: due, Skipped: true})
+			At: due, Skipped: true, Cause: c.Cause})
 		id := DecisionID(f.key, c.ID, c.CreatedAt, fl.Name, fl.Steps[i].Name, c.Version)
 		f.eff.Suppressed = append(f.eff.Suppressed, f.suppression(c, fl, i, id, ReasonSuperseded, into, due, due, holdout))
 	}
@@ -794,7 +840,7 @@ func (f *fold) decide(p stepPlan, fl *Flow, at time.Time, holdout bool) string {
 		validUntil = c.LastActivity.Add(fl.afterFor(f.key, p.last+1))
 	}
 	r := DecisionRecord{ID: id, Flow: fl.Name, Step: st.Name, StepIndex: p.last, Version: c.Version,
-		At: at, Holdout: holdout, Discount: st.Discount != nil}
+		At: at, Holdout: holdout, Discount: st.Discount != nil, Cause: c.Cause, Checks: p.checks}
 	if !p.due.Equal(at) {
 		r.Due = p.due
 	}
@@ -814,7 +860,7 @@ func (f *fold) emitDecision(c *Cart, fl *Flow, j int, id string, at, validUntil 
 		Discount: st.Discount, Variant: variant, Holdout: holdout, Cart: c.Snapshot(),
 		Customer: events.CustomerSnapshot{Key: f.key, CustomerID: pr.CustomerID, Email: pr.Email, Name: pr.Name,
 			Locale: pr.Locale, TimeZone: pr.TimeZone, MarketingConsent: pr.MarketingConsent},
-		DecidedAt: at, ValidUntil: validUntil,
+		DecidedAt: at, ValidUntil: validUntil, Cause: c.Cause.Event(""),
 	})
 }
 
@@ -825,7 +871,7 @@ func (f *fold) suppress(p stepPlan, fl *Flow, at time.Time, holdout bool, reason
 	f.skipEarlier(p, fl, holdout, "")
 	st := &fl.Steps[p.last]
 	r := DecisionRecord{ID: into, Flow: fl.Name, Step: st.Name, StepIndex: p.last, Version: c.Version,
-		At: at, Holdout: holdout, Suppressed: reason}
+		At: at, Holdout: holdout, Suppressed: reason, Cause: c.Cause, Checks: p.checks}
 	if !p.due.Equal(at) {
 		r.Due = p.due
 	}
@@ -840,7 +886,7 @@ func (f *fold) suppression(c *Cart, fl *Flow, j int, decisionID, reason, into st
 	return Suppression{ID: SuppressionID(decisionID), DecisionID: decisionID, Reason: reason,
 		Stage: events.StageProcessor, Into: into, Flow: fl.Name, Step: st.Name, StepIndex: j, Action: st.Action,
 		Holdout: holdout, CustomerKey: f.key, CartID: c.ID, CartType: c.Type, Site: c.Site, Channel: c.Channel,
-		Currency: c.Currency, ValueMinor: c.TotalMinor, Due: due, At: at}
+		Currency: c.Currency, ValueMinor: c.TotalMinor, Due: due, At: at, Cause: c.Cause.Event("")}
 }
 
 func (f *fold) record(c *Cart, r DecisionRecord) {

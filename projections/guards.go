@@ -188,7 +188,14 @@ func (g *Guards) needsConsent(action string) bool {
 // Allows reports whether one more message at t keeps every window of
 // length Per that contains t at Max messages or fewer. sent must be sorted.
 func (fc *FrequencyCap) Allows(sent []time.Time, t time.Time) bool {
+	return fc.fullest(sent, t) <= fc.Max
+}
+
+// fullest is the number of messages, one more at t included, in the
+// fullest window of length Per that contains t. sent must be sorted.
+func (fc *FrequencyCap) fullest(sent []time.Time, t time.Time) int {
 	// The fullest window containing t starts at a message at or before t.
+	best := 0
 	lo, _ := slices.BinarySearchFunc(sent, t.Add(-fc.Per), func(a, b time.Time) int { return a.Compare(b) })
 	for i := lo; i < len(sent) && !sent[i].After(t); i++ {
 		if !t.Before(sent[i].Add(fc.Per)) {
@@ -201,9 +208,7 @@ func (fc *FrequencyCap) Allows(sent []time.Time, t time.Time) bool {
 			}
 			n++
 		}
-		if n > fc.Max {
-			return false
-		}
+		best = max(best, n)
 	}
 	// A window starting at t itself.
 	n := 1
@@ -216,7 +221,7 @@ func (fc *FrequencyCap) Allows(sent []time.Time, t time.Time) bool {
 		}
 		n++
 	}
-	return n <= fc.Max
+	return max(best, n)
 }
 
 // noteSent adds a message time to the customer's list, keeping it sorted

@@ -39,8 +39,11 @@ func FireSchedule(state *CustomerState, key, cartID string, fl *Flow, run time.T
 	st := &fl.Steps[0]
 	holdout := fl.InHoldout(f.key)
 	id := RunDecisionID(key, c, fl.Name, run)
-	if reason := f.guard(c, fl, st, run); reason != "" {
-		f.record(c, DecisionRecord{Flow: fl.Name, Step: st.Name, Version: c.Version, At: run, Holdout: holdout, Suppressed: reason})
+	reason, checks := f.guard(c, fl, st, run)
+	checks.QuietZone, checks.QuietFrom, checks.QuietTo = "", 0, 0 // runs are not deferred
+	if reason != "" {
+		f.record(c, DecisionRecord{Flow: fl.Name, Step: st.Name, Version: c.Version, At: run, Holdout: holdout, Suppressed: reason,
+			Cause: c.Cause, Checks: checks})
 		f.eff.Suppressed = append(f.eff.Suppressed, f.suppression(c, fl, 0, id, reason, "", run, run, holdout))
 		return f.end()
 	}
@@ -50,7 +53,7 @@ func FireSchedule(state *CustomerState, key, cartID string, fl *Flow, run time.T
 	}
 	eff, _ := fl.StepFor(f.key, 0)
 	f.record(c, DecisionRecord{ID: id, Flow: fl.Name, Step: st.Name, Version: c.Version, At: run,
-		Holdout: holdout, Discount: eff.Discount != nil})
+		Holdout: holdout, Discount: eff.Discount != nil, Cause: c.Cause, Checks: checks})
 	f.emitDecision(c, fl, 0, id, run, validUntil, holdout)
 	if fl.Guards.FrequencyCap != nil && !holdout {
 		f.s.noteSent(run, f.cfg.longestCap())

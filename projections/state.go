@@ -60,6 +60,10 @@ type Profile struct {
 	MarketingConsent bool      `json:"marketing_consent"`
 	LastLoginAt      time.Time `json:"last_login_at,omitzero"`
 	UpdatedAt        time.Time `json:"updated_at,omitzero"`
+	// ConsentEventID and ConsentAt name the customer.updated event that
+	// last set MarketingConsent (its id and event time), for explanations.
+	ConsentEventID string    `json:"consent_event_id,omitempty"`
+	ConsentAt      time.Time `json:"consent_at,omitzero"`
 }
 
 // LineItem is one line of a cart. LineTotalMinor = Quantity * UnitPriceMinor.
@@ -94,8 +98,12 @@ type Cart struct {
 	// LastActivity is the newest event time of any activity on the cart;
 	// inactivity steps count from it.
 	LastActivity time.Time `json:"last_activity"`
-	ClosedAt     time.Time `json:"closed_at,omitzero"`
-	OrderID      string    `json:"order_id,omitempty"`
+	// Cause is the input event of the last activity (the one that set
+	// LastActivity): the cause of the steps that come due from it. Zero
+	// when not known.
+	Cause    Cause     `json:"cause,omitzero"`
+	ClosedAt time.Time `json:"closed_at,omitzero"`
+	OrderID  string    `json:"order_id,omitempty"`
 	// Decisions is the cart's decision history, oldest first.
 	Decisions []DecisionRecord `json:"decisions,omitempty"`
 	// AssignedFrom is the guest key the cart moved from on login, if any.
@@ -129,7 +137,82 @@ type DecisionRecord struct {
 	Skipped    bool      `json:"skipped,omitempty"`
 	Discount   bool      `json:"discount,omitempty"`
 	Suppressed string    `json:"suppressed,omitempty"` // a Reason constant
+	// Cause is the input event that made the step due (the cart's last
+	// activity then, see Cart.Cause); zero when not known.
+	Cause Cause `json:"cause,omitzero"`
+	// Checks is what the guards found when the step came due; zero for
+	// skipped records and records from before checks were recorded.
+	Checks Checks `json:"checks,omitzero"`
 }
+
+// Cause names the input event behind a cart's activity: its id, and the
+// partition and offset it was read from (the input topic is the
+// runtime's; a backtest over a file gives partition -1 and the line
+// number). The zero value means not known.
+type Cause struct {
+	EventID   string `json:"event_id"`
+	Partition int32  `json:"partition"`
+	Offset    int64  `json:"offset"`
+}
+
+// Known reports whether the cause is set.
+func (c Cause) Known() bool { return c.EventID != "" }
+
+// Event returns the cause as output records carry it, with the input
+// topic it was read from, or nil when it is not known.
+func (c Cause) Event(topic string) *events.Cause {
+	if !c.Known() {
+		return nil
+	}
+	if c.Partition < 0 {
+		topic = "" // read from a file, not a topic
+	}
+	return &events.Cause{EventID: c.EventID, Topic: topic, Partition: c.Partition, Offset: c.Offset}
+}
+
+// causeOf is the cause an event carries (see events.Event.Pos).
+func causeOf(ev *events.Event) Cause {
+	if ev.Pos == nil {
+		return Cause{}
+	}
+	return Cause{EventID: ev.ID, Partition: ev.Pos.Partition, Offset: ev.Pos.Offset}
+}
+
+// Checks is what the guards of a flow found when one of its steps came
+// due, every configured guard evaluated (the first one that failed gave the
+// record's Suppressed reason, in the order consent, cart cap, frequency
+// cap).
+type Checks struct {
+	// Consent is ConsentGranted, ConsentDenied or ConsentNotRequired; ""
+	// means no checks were recorded. ConsentEventID and ConsentAt name the
+	// profile change the consent was read from (see Profile).
+	Consent        string    `json:"consent,omitempty"`
+	ConsentEventID string    `json:"consent_event_id,omitempty"`
+	ConsentAt      time.Time `json:"consent_at,omitzero"`
+	// CartMax is the flow's max_messages_per_cart (0: none) and CartCount
+	// the messages of the cart's life counted against it.
+	CartMax   int `json:"cart_max,omitempty"`
+	CartCount int `json:"cart_count,omitempty"`
+	// CapMax and CapPer are the frequency cap (0: none), CapCount the
+	// customer's messages in the fullest window of length CapPer that
+	// contains the decision time.
+	CapMax   int           `json:"cap_max,omitempty"`
+	CapPer   time.Duration `json:"cap_per,omitempty"`
+	CapCount int           `json:"cap_count,omitempty"`
+	// QuietZone is the time zone quiet hours were read in, "" when the
+	// flow has none; QuietFrom and QuietTo the window, in minutes after
+	// midnight.
+	QuietZone string `json:"quiet_zone,omitempty"`
+	QuietFrom int    `json:"quiet_from,omitempty"`
+	QuietTo   int    `json:"quiet_to,omitempty"`
+}
+
+// Consent results of Checks.
+const (
+	ConsentGranted     = "granted"
+	ConsentDenied      = "denied"
+	ConsentNotRequired = "not_required"
+)
 
 // Sent reports whether the record is an emitted decision (holdout
 // included).

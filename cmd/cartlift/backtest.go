@@ -33,6 +33,7 @@ func runBacktest(ctx context.Context, args []string, stdout io.Writer) error {
 // backtestRun is one flows file under test.
 type backtestRun struct {
 	file string
+	cfg  *projections.Config
 	bt   *projections.Backtest
 }
 
@@ -64,6 +65,8 @@ func backtestCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	seed := fs.Int64("seed", 42, "with --synthetic: the simulation's seed")
 	span := fs.Duration("span", 14*24*time.Hour, "with --synthetic: event-time span of the history, ending now")
 	format := fs.String("format", "table", "output format: table or json")
+	explain := fs.String("explain", "", "instead of the report, print the explanation (JSON) of this customer key's carts, as GET /v1/customers/{id}/carts/{cartId}/explain gives it")
+	explainCart := fs.String("cart", "", "with --explain: only this cart, the same JSON as the API without freshness")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -72,6 +75,9 @@ func backtestCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	if *flowsFile == "" {
 		return errors.New("backtest: --flows is required")
+	}
+	if *explainCart != "" && *explain == "" {
+		return errors.New("backtest: --cart needs --explain")
 	}
 	if *format != "table" && *format != "json" {
 		return fmt.Errorf("backtest: --format must be table or json, got %q", *format)
@@ -94,7 +100,7 @@ func backtestCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		if err != nil {
 			return err
 		}
-		runs = append(runs, backtestRun{file: f, bt: projections.NewBacktest(cfg)})
+		runs = append(runs, backtestRun{file: f, cfg: cfg, bt: projections.NewBacktest(cfg)})
 	}
 
 	var (
@@ -139,6 +145,13 @@ func backtestCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	// The clock stops at the newest event: what was due by then fired.
 	for _, r := range runs {
 		r.bt.Finish(r.bt.Report().To)
+	}
+	if *explain != "" {
+		topicName := ""
+		if *brokers != "" {
+			topicName = *topic
+		}
+		return printExplain(stdout, runs[0], *explain, *explainCart, topicName)
 	}
 	elapsed := time.Since(start)
 	rate := float64(n) / max(elapsed.Seconds(), 1e-9)
@@ -192,6 +205,9 @@ func backtestFile(ctx context.Context, path string, apply func(string, *events.E
 			reject()
 			continue
 		}
+		// No partition in a file: -1, and the line number (from 1) as
+		// the offset of the causes explanations name.
+		ev.Pos = &events.Position{Partition: -1, Offset: int64(line + 1)}
 		apply(ev.Key(), ev)
 	}
 	return sc.Err()
@@ -272,6 +288,16 @@ func backtestTopic(ctx context.Context, brokers []string, topic string, stderr i
 	}
 	defer cl.Close()
 	now := time.Now()
+	// The backtest has one clock in event time, the processor one per
+	// partition: the partitions are merged in event time (each one's
+	// records in their order), so that one partition's newer records do
+	// not move the clock past another's older ones. A partition with
+	// backtestQueue records waiting is paused until the others catch up.
+	m := btMerge{queues: map[int32][]btQueued{}, open: map[int32]bool{}, apply: apply}
+	for p := range offsets {
+		m.open[p] = true
+	}
+	paused := map[int32]bool{}
 	for len(offsets) > 0 {
 		// A partition whose last records before its end offset are
 		// transaction markers never shows them: when nothing comes for a
@@ -284,7 +310,7 @@ func backtestTopic(ctx context.Context, brokers []string, topic string, stderr i
 		}
 		if fetches.NumRecords() == 0 && pctx.Err() != nil {
 			fmt.Fprintf(stderr, "backtest: no records for 5s; %d partition(s) end in transaction markers\n", len(offsets))
-			return nil
+			break
 		}
 		for _, fe := range fetches.Errors() {
 			if !errors.Is(fe.Err, context.DeadlineExceeded) && !errors.Is(fe.Err, context.Canceled) {
@@ -306,15 +332,106 @@ func backtestTopic(ctx context.Context, brokers []string, topic string, stderr i
 					reject()
 					continue
 				}
-				apply(key, ev)
+				ev.Pos = &events.Position{Topic: topic, Partition: rec.Partition, Offset: rec.Offset}
+				m.queues[fp.Partition] = append(m.queues[fp.Partition], btQueued{key: key, ev: ev})
 			}
 			if len(fp.Records) > 0 && fp.Records[len(fp.Records)-1].Offset+1 >= end {
 				delete(offsets, fp.Partition)
+				delete(m.open, fp.Partition)
 				cl.PauseFetchPartitions(map[string][]int32{topic: {fp.Partition}})
 			}
 		})
+		m.drain()
+		for p := range offsets {
+			switch full := len(m.queues[p]) >= backtestQueue; {
+			case full && !paused[p]:
+				cl.PauseFetchPartitions(map[string][]int32{topic: {p}})
+				paused[p] = true
+			case !full && paused[p]:
+				cl.ResumeFetchPartitions(map[string][]int32{topic: {p}})
+				delete(paused, p)
+			}
+		}
 	}
+	m.open = nil // what is left is all there is
+	m.drain()
 	return nil
+}
+
+// backtestQueue bounds the records waiting per partition in btMerge.
+const backtestQueue = 50_000
+
+type btQueued struct {
+	key string
+	ev  *events.Event
+}
+
+// btMerge applies the records of several partitions in event time: the
+// oldest head first (ties: the lower partition), as long as every
+// partition still being read has a record waiting.
+type btMerge struct {
+	queues map[int32][]btQueued
+	open   map[int32]bool // partitions still being read
+	apply  func(string, *events.Event)
+}
+
+func (m *btMerge) drain() {
+	for {
+		best := int32(-1)
+		for p, q := range m.queues {
+			if len(q) == 0 {
+				if m.open[p] {
+					return // its next record may be older than any waiting
+				}
+				continue
+			}
+			if best < 0 || q[0].ev.Time.Before(m.queues[best][0].ev.Time) ||
+				(q[0].ev.Time.Equal(m.queues[best][0].ev.Time) && p < best) {
+				best = p
+			}
+		}
+		for p := range m.open {
+			if len(m.queues[p]) == 0 {
+				return
+			}
+		}
+		if best < 0 {
+			return
+		}
+		q := m.queues[best]
+		m.apply(q[0].key, q[0].ev)
+		q[0] = btQueued{}
+		m.queues[best] = q[1:]
+	}
+}
+
+// explainOutput is what --explain prints without --cart.
+type explainOutput struct {
+	CustomerKey string                     `json:"customer_key"`
+	Carts       []*projections.Explanation `json:"carts"`
+}
+
+// printExplain prints the explanation of a customer's carts (or of one)
+// from the final state of the backtest of the first flows file, with projections.Explain: the same
+// function, and so the same JSON, as the API's.
+func printExplain(w io.Writer, run backtestRun, key, cart, topic string) error {
+	st, cfg := run.bt.State(key), run.cfg
+	if st == nil || st.Erased() {
+		return fmt.Errorf("backtest --explain: no customer %q in the history", key)
+	}
+	if cart != "" {
+		x, ok := projections.Explain(st, cart, cfg, topic)
+		if !ok {
+			return fmt.Errorf("backtest --explain: customer %q has no cart %q", key, cart)
+		}
+		return jsonEncode(w, x)
+	}
+	out := explainOutput{CustomerKey: key, Carts: []*projections.Explanation{}}
+	for _, c := range st.Carts {
+		x, _ := projections.Explain(st, c.ID, cfg, topic)
+		out.Carts = append(out.Carts, x)
+	}
+	return jsonEncode(w, out)
 }
 
 var backtestReasons = []string{projections.ReasonNoConsent, projections.ReasonFrequencyCap, projections.ReasonCartCap, projections.ReasonCombined}
