@@ -1096,16 +1096,23 @@ func splitEvents(body []byte, maxEvents int) (raws [][]byte, code int, msg strin
 func (a *API) produce(ctx context.Context, recs []*kgo.Record) error {
 	a.txnMu.Lock()
 	defer a.txnMu.Unlock()
-	p := a.cfg.Producer
+	return ProduceTransaction(ctx, a.cfg.Producer, a.cfg.ProduceTimeout, recs...)
+}
+
+// ProduceTransaction produces recs in one transaction of the transactional
+// producer p, waiting at most timeout for the records and as long again
+// for the transaction's end: all of them become visible to read-committed
+// consumers, or none. The caller keeps one transaction at a time on p.
+// Ending the transaction is not cut short by ctx (a client going away):
+// its outcome would be unknown.
+func ProduceTransaction(ctx context.Context, p TxnProducer, timeout time.Duration, recs ...*kgo.Record) error {
 	if err := p.BeginTransaction(); err != nil {
 		return fmt.Errorf("begin transaction: %w", err)
 	}
-	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.ProduceTimeout)
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	defer cancel()
 	perr := p.ProduceSync(pctx, recs...).FirstErr()
-	// Ending a transaction must not be cut short by the client going away:
-	// its outcome would be unknown.
-	ectx, ecancel := context.WithTimeout(context.Background(), a.cfg.ProduceTimeout)
+	ectx, ecancel := context.WithTimeout(context.Background(), timeout)
 	defer ecancel()
 	if perr != nil {
 		// A timed-out ProduceSync may leave records buffered: they must

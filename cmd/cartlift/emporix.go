@@ -451,29 +451,7 @@ func (a *emporixAdapter) deadLetter(cartID, id string, body []byte, reason, msg 
 func (a *emporixAdapter) produce(ctx context.Context, recs ...*kgo.Record) error {
 	a.txnMu.Lock()
 	defer a.txnMu.Unlock()
-	p := a.producer
-	if err := p.BeginTransaction(); err != nil {
-		return fmt.Errorf("begin transaction: %w", err)
-	}
-	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
-	perr := p.ProduceSync(pctx, recs...).FirstErr()
-	ectx, ecancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer ecancel()
-	if perr != nil {
-		if err := p.AbortBufferedRecords(ectx); err != nil {
-			return fmt.Errorf("produce: %w; abort buffered records: %v", perr, err)
-		}
-		if err := p.EndTransaction(ectx, kgo.TryAbort); err != nil {
-			return fmt.Errorf("produce: %w; abort: %v", perr, err)
-		}
-		return fmt.Errorf("produce: %w", perr)
-	}
-	if err := p.EndTransaction(ectx, kgo.TryCommit); err != nil {
-		_ = p.EndTransaction(ectx, kgo.TryAbort)
-		return fmt.Errorf("commit: %w", err)
-	}
-	return nil
+	return processor.ProduceTransaction(ctx, a.producer, 10*time.Second, recs...)
 }
 
 // --- waiting deliveries ---------------------------------------------------
