@@ -303,6 +303,12 @@ func (c *Consumer) handleRecord(ctx context.Context, r *kgo.Record) error {
 		c.log.Warn("actions: undecodable record to the DLQ", "partition", r.Partition, "offset", r.Offset, "err", err)
 		return c.deadLetter(ctx, r, ReasonUndecodable, err)
 	}
+	if d.Shadow {
+		// A shadow flow's decision is never actioned; it belongs on its
+		// own topic, which this role does not read.
+		c.log.Warn("actions: shadow decision ignored", "partition", r.Partition, "offset", r.Offset, "flow", d.Flow)
+		return nil
+	}
 	h, err := c.dispatch(ctx, d)
 	if err != nil {
 		return err

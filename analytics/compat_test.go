@@ -541,3 +541,19 @@ func TestCompatVariants(t *testing.T) {
 	a := sameOnBoth(t, es, "SELECT variant, toInt64(uniqExact(id)) FROM decisions GROUP BY variant ORDER BY variant")
 	wantAnswer(t, "variants", a, " | 1", "a | 6", "b | 4", "x1 | 1", "x2 | 1")
 }
+
+// The report's shadow comparison, on the shadow dataset inserted twice:
+// the same on both engines, equal to the count of the raw rows.
+func TestCompatShadow(t *testing.T) {
+	es := bothEngines(t)
+	migrateBoth(t, es)
+	ds := newShadowDataset(5)
+	for _, e := range es {
+		ds.insert(t, e.conn, time.Date(2024, 3, 10, 0, 0, 0, 0, time.UTC))
+		ds.insert(t, e.conn, time.Date(2024, 3, 11, 0, 0, 0, 0, time.UTC))
+	}
+	r := sameReports(t, es, analytics.ReportOptions{Since: periodStart, Until: periodEnd, CompareShadow: true})
+	if want := ds.want(periodStart, periodEnd); !reflect.DeepEqual(r.ShadowComparisons, want) {
+		t.Errorf("shadow comparisons\n got  %+v\n want %+v", r.ShadowComparisons, want)
+	}
+}

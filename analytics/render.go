@@ -96,6 +96,10 @@ func (r *Report) WriteTable(w io.Writer) error {
 		p("\nVariants (A/B tests of steps; 95%% CI of the difference from the first variant, Newcombe)\n")
 		r.variantGrid().writeText(&buf)
 	}
+	if len(r.ShadowComparisons) > 0 {
+		p("\nShadow flows (nothing sent; would-be recoveries: a checkout within the shadow flow's attribution window after its decision)\n")
+		r.shadowGrid().writeText(&buf)
+	}
 
 	if len(r.DailyRevenue) > 0 {
 		p("\nDaily recovered revenue (by day of checkout)\n")
@@ -985,6 +989,7 @@ func (r *Report) tables() []table {
 		{ID: "not-sent", Title: "Not sent, by reason", grid: g.notSent},
 		{ID: "lift", Title: "Lift over the holdout group", grid: g.lift},
 		{ID: "variants", Title: "Variants: A/B tests of steps", grid: r.variantGrid()},
+		{ID: "shadow", Title: "Shadow flows against their live flows", grid: r.shadowGrid()},
 		{ID: "daily", Title: "Daily recovered revenue", Collapsed: true, grid: g.daily},
 		{ID: "detail", Title: "Detail per day, flow, step, cart type and channel", Collapsed: true, grid: g.detail},
 	} {

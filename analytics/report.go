@@ -23,6 +23,9 @@ type ReportOptions struct {
 	// Flow restricts the report to one flow; empty means all flows. It
 	// reaches ClickHouse as a bound parameter, never as SQL text.
 	Flow string
+	// CompareShadow adds ShadowComparisons: each shadow flow against the
+	// live flow it shadows (cartlift report --compare-shadow).
+	CompareShadow bool
 }
 
 // Report measures recovery over a period: how many abandoned carts were
@@ -85,6 +88,10 @@ type Report struct {
 	// VariantTests has one test per (flow, step) with decisions naming a
 	// variant, by flow, step index and step (see VariantTests).
 	VariantTests []VariantTest `json:"variant_tests"`
+	// ShadowComparisons, with ReportOptions.CompareShadow, has one row
+	// per (shadow flow, live flow, currency) (see ShadowComparisons);
+	// absent without it.
+	ShadowComparisons []ShadowComparison `json:"shadow_comparisons,omitempty"`
 }
 
 // Metrics are the measures of one row of Totals, Steps or Detail, over the
@@ -649,6 +656,11 @@ func BuildReport(ctx context.Context, conn driver.Conn, opt ReportOptions) (*Rep
 	}
 	if r.VariantTests, err = VariantTests(ctx, conn, opt); err != nil {
 		return nil, err
+	}
+	if opt.CompareShadow {
+		if r.ShadowComparisons, err = ShadowComparisons(ctx, conn, opt); err != nil {
+			return nil, err
+		}
 	}
 	return r, nil
 }

@@ -91,6 +91,10 @@ type decisionData struct {
 	} `json:"customer"`
 	DecidedAt  time.Time `json:"decided_at"`
 	ValidUntil time.Time `json:"valid_until"`
+	// A shadow flow's decision (cart-decisions.shadow) has these.
+	Shadow         bool      `json:"shadow"`
+	ShadowOf       string    `json:"shadow_of"`
+	AttributeUntil time.Time `json:"attribute_until"`
 }
 
 // outcomeData is events.Outcome without the fields decisionData already
@@ -195,6 +199,31 @@ func (r *decisionRows) columns(insertedAt time.Time) []column {
 		{"marketing_consent", r.consent}, {"locale", r.locale}, {"variant", r.variant},
 		{"inserted_at", repeatTime(insertedAt, r.len())},
 	}
+}
+
+// shadowRows are shadow flows' decisions in columns: a decision's columns
+// and the shadow's.
+type shadowRows struct {
+	decisionRows
+	shadowOf       []string
+	attributeUntil []time.Time
+}
+
+func (r *shadowRows) add(d *decisionData) {
+	r.decisionRows.add(d)
+	r.shadowOf = append(r.shadowOf, d.ShadowOf)
+	r.attributeUntil = append(r.attributeUntil, chTime(d.AttributeUntil))
+}
+
+func (r *shadowRows) reset() {
+	r.decisionRows.reset()
+	truncate(&r.shadowOf)
+	truncate(&r.attributeUntil)
+}
+
+func (r *shadowRows) columns(insertedAt time.Time) []column {
+	cols := r.decisionRows.columns(insertedAt)
+	return append(cols, column{"shadow_of", r.shadowOf}, column{"attribute_until", r.attributeUntil})
 }
 
 // outcomeRows are cart outcomes in columns.
@@ -354,6 +383,7 @@ const (
 // rows are the rows of one batch, per table, and the batch's erasures.
 type rows struct {
 	decisions    decisionRows
+	shadow       shadowRows
 	outcomes     outcomeRows
 	actions      actionRows
 	suppressions suppressionRows
@@ -371,6 +401,7 @@ type erasure struct {
 // reset empties the rows and keeps their capacity for the next batch.
 func (r *rows) reset() {
 	r.decisions.reset()
+	r.shadow.reset()
 	r.outcomes.reset()
 	r.actions.reset()
 	r.suppressions.reset()
@@ -420,6 +451,10 @@ func (r *rows) add(value []byte, erased erasedKeys) (dropped bool, err error) {
 		}
 		if erased.erasedBy(rec.Data.Customer.Key, rec.Data.DecidedAt) {
 			return true, nil
+		}
+		if rec.Data.Shadow {
+			r.shadow.add(&rec.Data.decisionData) // a shadow flow's: never in decisions
+			break
 		}
 		r.decisions.add(&rec.Data.decisionData)
 	case events.TypeOutcome:

@@ -43,6 +43,9 @@ type SinkConfig struct {
 	TopicDecisions    string
 	TopicOutcomes     string
 	TopicSuppressions string
+	// TopicShadowDecisions holds the shadow flows' decisions, for the
+	// shadow_decisions table; default cart-decisions.shadow.
+	TopicShadowDecisions string
 	// TopicDLQ receives records that are not decisions or outcomes, with
 	// the reason; default cart-analytics.dlq.
 	TopicDLQ string
@@ -72,6 +75,7 @@ func (c SinkConfig) withDefaults() SinkConfig {
 	def(&c.TopicDecisions, events.TopicDecisions)
 	def(&c.TopicOutcomes, events.TopicOutcomes)
 	def(&c.TopicSuppressions, events.TopicSuppressions)
+	def(&c.TopicShadowDecisions, events.TopicShadowDecisions)
 	def(&c.TopicDLQ, DefaultTopicDLQ)
 	if c.BatchRows <= 0 {
 		c.BatchRows = DefaultBatchRows
@@ -193,7 +197,7 @@ func NewSink(cfg SinkConfig, conn driver.Conn) (*Sink, error) {
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(cfg.Brokers...),
 		kgo.ConsumerGroup(cfg.Group),
-		kgo.ConsumeTopics(cfg.TopicDecisions, cfg.TopicOutcomes, cfg.TopicSuppressions),
+		kgo.ConsumeTopics(cfg.TopicDecisions, cfg.TopicOutcomes, cfg.TopicSuppressions, cfg.TopicShadowDecisions),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.DisableAutoCommit(),
 		// A rebalance waits until the batch in hand is in ClickHouse and
@@ -421,6 +425,7 @@ func (s *Sink) flush(ctx context.Context, b *batch) error {
 		done bool
 	}{
 		{"decisions", b.rows.decisions.len(), b.rows.decisions.columns, false},
+		{"shadow_decisions", b.rows.shadow.len(), b.rows.shadow.columns, false},
 		{"outcomes", b.rows.outcomes.len(), b.rows.outcomes.columns, false},
 		{"action_results", b.rows.actions.len(), b.rows.actions.columns, false},
 		{"suppressions", b.rows.suppressions.len(), b.rows.suppressions.columns, false},
@@ -600,6 +605,9 @@ func erase(ctx context.Context, conn driver.Conn, erasures []erasure) error {
 		}
 		if err := conn.Exec(ctx, "ALTER TABLE decisions DELETE WHERE "+decided, decidedArgs...); err != nil {
 			return fmt.Errorf("erase from decisions: %w", err)
+		}
+		if err := conn.Exec(ctx, "ALTER TABLE shadow_decisions DELETE WHERE "+decided, decidedArgs...); err != nil {
+			return fmt.Errorf("erase from shadow_decisions: %w", err)
 		}
 		at, atArgs := erasedBefore(chunk, "at")
 		if err := conn.Exec(ctx, "ALTER TABLE outcomes DELETE WHERE "+at, atArgs...); err != nil {

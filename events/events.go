@@ -20,6 +20,10 @@ const (
 	// TopicSuppressions carries the steps that came due and were not
 	// sent (cart.step.suppressed) or were deferred (cart.step.deferred).
 	TopicSuppressions = "cart-suppressions"
+	// TopicShadowDecisions carries the decisions of shadow flows
+	// (cart.abandonment.decided with shadow: true): evaluated, never
+	// actioned; only the analytics sink reads it.
+	TopicShadowDecisions = "cart-decisions.shadow"
 )
 
 // SpecVersion is the only CloudEvents spec version accepted.
@@ -233,6 +237,8 @@ type AssignedRecord struct {
 	// Cause is the input event that made the step due (Topic empty),
 	// when known.
 	Cause *Cause `json:"cause,omitempty"`
+	// Shadow marks a record of a shadow flow (evaluated, never sent).
+	Shadow bool `json:"shadow,omitempty"`
 }
 
 // Position is where an input event was read: its topic, partition and

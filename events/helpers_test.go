@@ -373,7 +373,7 @@ func jsonFields(t reflect.Type) (names []string, omitempty map[string]bool) {
 			name = f.Name
 		}
 		names = append(names, name)
-		omitempty[name] = slices.Contains(strings.Split(opts, ","), "omitempty")
+		omitempty[name] = slices.Contains(strings.Split(opts, ","), "omitempty") || slices.Contains(strings.Split(opts, ","), "omitzero")
 	}
 	return names, omitempty
 }

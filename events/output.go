@@ -92,6 +92,16 @@ type Decision struct {
 	// Cause is the input event that made the step due (see Cause); nil
 	// when it is not known (a cart from before causes were recorded).
 	Cause *Cause `json:"cause,omitempty"`
+	// Shadow marks the decision of a shadow flow: evaluated like a live
+	// one, published on the shadow decisions topic only, never actioned.
+	Shadow bool `json:"shadow,omitempty"`
+	// ShadowOf names, for a shadow decision, the live flow the shadow
+	// flow is compared with.
+	ShadowOf string `json:"shadow_of,omitempty"`
+	// AttributeUntil is, for a shadow decision, the end of the shadow
+	// flow's attribution window: a checkout of the cart by then is what
+	// the shadow flow would have been credited with.
+	AttributeUntil time.Time `json:"attribute_until,omitzero"`
 }
 
 // Cause names the input event that made a step due: the cart's last

@@ -800,7 +800,7 @@ var (
 	customerErasedFields   = []string{"customer_id"}
 
 	itemFields     = []string{"sku", "name", "quantity", "unit_price_minor", "category", "image_url"}
-	assignedFields = []string{"id", "flow", "step", "step_index", "version", "at", "due", "holdout", "skipped", "discount", "suppressed", "cause"}
+	assignedFields = []string{"id", "flow", "step", "step_index", "version", "at", "due", "holdout", "skipped", "discount", "suppressed", "cause", "shadow"}
 	causeFields    = []string{"event_id", "topic", "partition", "offset"}
 
 	envelopeFields = []string{"specversion", "id", "source", "type", "time", "subject", "datacontenttype", "data"}
@@ -1045,6 +1045,8 @@ func (p *scanner) assignedRecord(r *AssignedRecord) {
 			p.str(&r.Suppressed)
 		case 11:
 			p.cause(&r.Cause)
+		case 12:
+			p.boolv(&r.Shadow)
 		default:
 			p.unknownField()
 		}

@@ -129,6 +129,9 @@ func appendStateFormat(dst []byte, s *projections.CustomerState, version byte) [
 			if r.Discount {
 				flags |= 4
 			}
+			if r.Shadow {
+				flags |= 8 // a shadow flow's record (older readers would take it for a live one)
+			}
 			e.b = append(e.b, flags)
 		}
 	}
@@ -581,7 +584,7 @@ func decodeStateWith(d dec, s *projections.CustomerState) (*projections.Customer
 				r.Due = d.time()
 				r.Suppressed = d.str()
 				f := d.byte()
-				r.Holdout, r.Skipped, r.Discount = f&1 != 0, f&2 != 0, f&4 != 0
+				r.Holdout, r.Skipped, r.Discount, r.Shadow = f&1 != 0, f&2 != 0, f&4 != 0, f&8 != 0
 			}
 		}
 		s.Carts = append(s.Carts, c)

@@ -56,9 +56,10 @@ func testTopics(t testing.TB, brokers []string) processor.Topics {
 		DLQ:       uniqueName(t, "dlq"),
 		State:     uniqueName(t, "state"),
 		// Suppressions too: a test's records stay its own on real Kafka.
-		Suppressions: uniqueName(t, "suppressions"),
+		Suppressions:    uniqueName(t, "suppressions"),
+		ShadowDecisions: uniqueName(t, "shadow"),
 	}
-	createTopics(t, brokers, testPartitions, tp.Events, tp.Decisions, tp.Outcomes, tp.DLQ, tp.Suppressions)
+	createTopics(t, brokers, testPartitions, tp.Events, tp.Decisions, tp.Outcomes, tp.DLQ, tp.Suppressions, tp.ShadowDecisions)
 	return tp
 }
 

@@ -43,6 +43,10 @@ type Topics struct {
 	// not sent (a guard stopped it) or was deferred (quiet hours); default
 	// events.TopicSuppressions. Consumers of Decisions see nothing of them.
 	Suppressions string
+	// ShadowDecisions receives the decisions of shadow flows, through
+	// the same outbox and transaction as the other outputs. Default
+	// events.TopicShadowDecisions. The actions role never reads it.
+	ShadowDecisions string
 	// State is the changelog: compacted, one partition per input
 	// partition; default "cartlift-state" for the default group and
 	// "<group>-state" for any other.
@@ -170,6 +174,7 @@ func (c *Config) fill() error {
 	def(&c.Topics.Outcomes, events.TopicOutcomes)
 	def(&c.Topics.DLQ, events.TopicDLQ)
 	def(&c.Topics.Suppressions, events.TopicSuppressions)
+	def(&c.Topics.ShadowDecisions, events.TopicShadowDecisions)
 	if c.Topics.State == "" {
 		// Like Kafka Streams' <application.id>-...-changelog: two
 		// groups (deployments, or a replay beside production) must never
@@ -179,7 +184,7 @@ func (c *Config) fill() error {
 			c.Topics.State = c.Group + "-state"
 		}
 	}
-	names := []string{c.Topics.Events, c.Topics.Decisions, c.Topics.Outcomes, c.Topics.DLQ, c.Topics.Suppressions, c.Topics.State}
+	names := []string{c.Topics.Events, c.Topics.Decisions, c.Topics.Outcomes, c.Topics.DLQ, c.Topics.Suppressions, c.Topics.ShadowDecisions, c.Topics.State}
 	if len(slices.Compact(slices.Sorted(slices.Values(names)))) != len(names) {
 		return fmt.Errorf("processor: topic names must differ, got %v", names)
 	}
@@ -378,7 +383,8 @@ func (p *Processor) Run(ctx context.Context) error {
 		return errors.New("processor: a store opened with OpenStore cannot run")
 	}
 	if err := EnsureTopics(ctx, p.admin, p.cfg.Partitions,
-		p.cfg.Topics.Events, p.cfg.Topics.Decisions, p.cfg.Topics.Outcomes, p.cfg.Topics.DLQ, p.cfg.Topics.Suppressions); err != nil {
+		p.cfg.Topics.Events, p.cfg.Topics.Decisions, p.cfg.Topics.Outcomes, p.cfg.Topics.DLQ, p.cfg.Topics.Suppressions,
+		p.cfg.Topics.ShadowDecisions); err != nil {
 		return err
 	}
 	p.runCtx = ctx
@@ -398,7 +404,7 @@ func (p *Processor) Run(ctx context.Context) error {
 		return err
 	}
 	outputs := []string{p.cfg.Topics.Events, p.cfg.Topics.Decisions, p.cfg.Topics.Outcomes, p.cfg.Topics.DLQ,
-		p.cfg.Topics.Suppressions, p.cfg.Topics.State}
+		p.cfg.Topics.Suppressions, p.cfg.Topics.ShadowDecisions, p.cfg.Topics.State}
 	limit, err := readMessageLimit(ctx, p.admin, outputs...)
 	if err != nil {
 		limit = defaultMessageLimit

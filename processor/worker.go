@@ -482,7 +482,7 @@ func (w *worker) Run(flow int, run time.Time) error {
 			continue
 		}
 		eff := projections.FireSchedule(st, customer, cart, fl, run, flows)
-		if len(eff.Decisions) == 0 && len(eff.Suppressed) == 0 && len(eff.Modified) == 0 && len(eff.Timers) == 0 {
+		if len(eff.Decisions) == 0 && len(eff.Shadow) == 0 && len(eff.Suppressed) == 0 && len(eff.Modified) == 0 && len(eff.Timers) == 0 {
 			continue // nothing changed
 		}
 		decided += len(eff.Decisions)
@@ -707,6 +707,20 @@ func (w *worker) apply(key string, eff projections.Effects) error {
 			return err
 		}
 		if err := w.enqueue(&outboxEntry{Topic: w.pr.cfg.Topics.Decisions, Key: []byte(key), Value: v,
+			Headers: [][2]string{{"ce_id", d.ID}, {"ce_type", events.TypeDecision}}}); err != nil {
+			return err
+		}
+	}
+	// Shadow flows' decisions go to their own topic, which nothing
+	// actions: the same record as a decision, with shadow set.
+	for i := range eff.Shadow {
+		d := &eff.Shadow[i]
+		w.inputTopic(d.Cause)
+		v, err := events.Encode(d.ID, events.Source, events.TypeDecision, d.DecidedAt, d.Cart.CartID, d)
+		if err != nil {
+			return err
+		}
+		if err := w.enqueue(&outboxEntry{Topic: w.pr.cfg.Topics.ShadowDecisions, Key: []byte(key), Value: v,
 			Headers: [][2]string{{"ce_id", d.ID}, {"ce_type", events.TypeDecision}}}); err != nil {
 			return err
 		}

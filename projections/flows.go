@@ -72,6 +72,13 @@ type Flow struct {
 	// its one step (Steps[0], whose After is zero) for each of them (see
 	// FireSchedule).
 	Schedule *Schedule
+	// Shadow makes the flow a shadow flow: it is evaluated on the same
+	// state and guards as a live flow, but its decisions are published
+	// apart (Effects.Shadow), never actioned, and change nothing a live
+	// flow sees (see the fold's shadow rules).
+	Shadow bool
+	// ShadowOf names the live flow a shadow flow is compared with.
+	ShadowOf string
 }
 
 // Schedule is when a scheduled flow runs and which carts a run sweeps.
@@ -375,6 +382,9 @@ func (c Config) withDefaults() Config {
 	if c.ClosedRetention == 0 {
 		c.ClosedRetention = DefaultAttributionWindow
 		for _, f := range c.Flows {
+			if f.Shadow {
+				continue // a shadow flow's window is measured in ClickHouse; it must not keep live state longer
+			}
 			c.ClosedRetention = max(c.ClosedRetention, f.AttributionWindow)
 		}
 		// A customer's state may go once its last cart does; the message
@@ -450,6 +460,8 @@ type yamlFlow struct {
 	Guards            yamlGuards    `yaml:"guards"`
 	AllowOverlap      bool          `yaml:"allow_overlap"`
 	Schedule          *yamlSchedule `yaml:"schedule"`
+	Shadow            bool          `yaml:"shadow"`
+	ShadowOf          string        `yaml:"shadow_of"`
 }
 
 type yamlSchedule struct {
@@ -640,7 +652,7 @@ func (p *flowParser) flows(in []yamlFlow, base Guards) []Flow {
 	out := make([]Flow, 0, len(in))
 	for i, yf := range in {
 		at := func(rest ...any) []any { return append([]any{"flows", i}, rest...) }
-		f := Flow{Name: yf.Name, HoldoutPercent: yf.HoldoutPercent, AllowOverlap: yf.AllowOverlap}
+		f := Flow{Name: yf.Name, HoldoutPercent: yf.HoldoutPercent, AllowOverlap: yf.AllowOverlap, Shadow: yf.Shadow, ShadowOf: yf.ShadowOf}
 		name := yf.Name
 		switch {
 		case name == "":
@@ -737,8 +749,45 @@ func (p *flowParser) flows(in []yamlFlow, base Guards) []Flow {
 		}
 		out = append(out, f)
 	}
+	p.shadows(in, out)
 	p.overlaps(out, badName)
 	return out
+}
+
+// shadows checks the shadow flows: each names, in shadow_of, a live flow
+// of the file to be compared with; it is an inactivity flow without a
+// holdout group (it sends nothing, so it has nothing to hold out).
+func (p *flowParser) shadows(in []yamlFlow, flows []Flow) {
+	for i := range flows {
+		f := &flows[i]
+		at := func(rest ...any) []any { return append([]any{"flows", i}, rest...) }
+		if !f.Shadow {
+			if f.ShadowOf != "" {
+				p.fail(f.Name, at("shadow_of"), "shadow_of", "is only for a shadow flow (shadow: true)")
+			}
+			continue
+		}
+		switch {
+		case f.ShadowOf == "":
+			p.fail(f.Name, at("shadow"), "shadow_of", "is required for a shadow flow: name the live flow it is compared with")
+		case f.ShadowOf == f.Name:
+			p.fail(f.Name, at("shadow_of"), "shadow_of", "names the flow itself: name the live flow it is compared with")
+		default:
+			j := slices.IndexFunc(flows, func(o Flow) bool { return o.Name == f.ShadowOf })
+			switch {
+			case j < 0:
+				p.fail(f.Name, at("shadow_of"), "shadow_of", "%q is not a flow of this file", f.ShadowOf)
+			case flows[j].Shadow:
+				p.fail(f.Name, at("shadow_of"), "shadow_of", "%q is a shadow flow too: name a live flow", f.ShadowOf)
+			}
+		}
+		if in[i].Schedule != nil {
+			p.fail(f.Name, at("shadow"), "shadow", "a scheduled flow cannot be a shadow flow (yet): shadow flows have inactivity steps")
+		}
+		if f.HoldoutPercent != 0 {
+			p.fail(f.Name, at("holdout_percent"), "holdout_percent", "must be 0 in a shadow flow: it sends nothing, so it has no one to hold out (the live flow's holdout is the control group)")
+		}
+	}
 }
 
 // schedule converts and checks a flow's schedule section; nil when it is
@@ -974,7 +1023,7 @@ func (p *flowParser) overlaps(flows []Flow, skip map[int]bool) {
 	for j := range flows {
 		for i := range j {
 			a, b := &flows[i], &flows[j]
-			if skip[i] || skip[j] || a.AllowOverlap || b.AllowOverlap || !a.sendsEmail() || !b.sendsEmail() || a.Match.disjoint(&b.Match) {
+			if skip[i] || skip[j] || a.Shadow || b.Shadow || a.AllowOverlap || b.AllowOverlap || !a.sendsEmail() || !b.sendsEmail() || a.Match.disjoint(&b.Match) {
 				continue
 			}
 			p.fail(b.Name, []any{"flows", j, "match"}, "match",

@@ -19,6 +19,11 @@ const MaxCartsPerCustomer = 100
 // dropped first.
 const MaxDecisionHistory = 32
 
+// MaxShadowHistory bounds the records of shadow flows in a cart's history,
+// apart from MaxDecisionHistory: shadow records never push a live record
+// out. The oldest shadow records that decided nothing go first.
+const MaxShadowHistory = 16
+
 // TimerChange moves a cart's timer from Old to New. A zero Old means the
 // cart had no timer; a zero New means it has none now. The store keeps one
 // timer per (customer key, cart id), ordered by due time.
@@ -70,6 +75,11 @@ type Effects struct {
 	// pending, and their carts' timers move to the end of the window.
 	// Fire only.
 	Deferred []Deferral
+	// Shadow lists the decisions of shadow flows (Decision.Shadow set),
+	// for the shadow decisions topic: never actioned, never on the
+	// decisions topic. Their suppressed, superseded and deferred steps are
+	// recorded in the carts' histories and not published. Fire only.
+	Shadow []events.Decision
 	// Duplicate is set when Apply dropped the event as a repeat of one in
 	// the customer's window (same source and id, see MaxSeenEvents).
 	Duplicate bool
@@ -427,7 +437,7 @@ func (f *fold) moveGuestCarts(l *events.CustomerLoggedIn, t time.Time) {
 		for _, r := range c.Decisions {
 			d.Decisions = append(d.Decisions, events.AssignedRecord{ID: r.ID, Flow: r.Flow, Step: r.Step,
 				StepIndex: r.StepIndex, Version: r.Version, At: r.At, Due: r.Due, Holdout: r.Holdout,
-				Skipped: r.Skipped, Discount: r.Discount, Suppressed: r.Suppressed, Cause: r.Cause.Event("")})
+				Skipped: r.Skipped, Discount: r.Discount, Suppressed: r.Suppressed, Cause: r.Cause.Event(""), Shadow: r.Shadow})
 		}
 		f.eff.Emits = append(f.eff.Emits, Emit{Key: l.CustomerID, Type: events.TypeCartAssigned, Time: t, Data: d,
 			ID: "a-" + hashID(f.key, c.ID, idTime(c.CreatedAt), strconv.FormatInt(c.Version, 10))})
@@ -457,7 +467,7 @@ func (f *fold) assign(d *events.CartAssigned) {
 	for _, r := range d.Decisions {
 		hist = append(hist, DecisionRecord{ID: r.ID, Flow: r.Flow, Step: r.Step, StepIndex: r.StepIndex,
 			Version: r.Version, At: r.At, Due: r.Due, Holdout: r.Holdout, Skipped: r.Skipped, Discount: r.Discount,
-			Suppressed: r.Suppressed})
+			Suppressed: r.Suppressed, Shadow: r.Shadow})
 		if r.Cause != nil && r.Cause.EventID != "" {
 			hist[len(hist)-1].Cause = Cause{EventID: r.Cause.EventID, Partition: r.Cause.Partition, Offset: r.Cause.Offset}
 		}
@@ -579,11 +589,13 @@ func (f *fold) updateProfile(d *events.CustomerUpdated, id string, t time.Time) 
 }
 
 // expiry is when an open cart expires: its last activity plus the longest
-// expire_after of the flows that match it, or IdleExpireAfter when none do.
+// expire_after of the live flows that match it, or IdleExpireAfter when none
+// do. Shadow flows do not count: adding one must not keep a live cart open
+// longer (a shadow step due after the cart expires never comes due).
 func (f *fold) expiry(c *Cart) time.Time {
 	var d time.Duration
 	for i := range f.cfg.Flows {
-		if fl := &f.cfg.Flows[i]; fl.Match.Matches(&f.s.Profile, c) {
+		if fl := &f.cfg.Flows[i]; !fl.Shadow && fl.Match.Matches(&f.s.Profile, c) {
 			d = max(d, fl.ExpireAfter)
 		}
 	}
@@ -657,6 +669,9 @@ func (f *fold) fireFlow(c *Cart, fl *Flow, fired, now time.Time) {
 	if at.After(now) {
 		st := &fl.Steps[p.last]
 		f.deferrals = append(f.deferrals, deferral{cart: c.ID, flow: fl.Name, until: at})
+		if fl.Shadow {
+			return // pending like a live step's, and not published
+		}
 		f.eff.Deferred = append(f.eff.Deferred, Deferral{
 			ID:         DeferralID(f.key, c.ID, c.CreatedAt, fl.Name, st.Name, p.due),
 			DecisionID: DecisionID(f.key, c.ID, c.CreatedAt, fl.Name, st.Name, c.Version),
@@ -693,7 +708,7 @@ func (f *fold) fireFlow(c *Cart, fl *Flow, fired, now time.Time) {
 	// would have, finds its step decided, and moves on. Their wakes can
 	// only have moved later, and Fire keeps to moving the timer it runs
 	// (a runtime that fetched a batch of due timers may rely on it).
-	if fc := fl.Guards.FrequencyCap; fc != nil && !holdout {
+	if fc := fl.Guards.FrequencyCap; fc != nil && !holdout && !fl.Shadow {
 		f.s.noteSent(at, f.cfg.longestCap())
 	}
 }
@@ -759,25 +774,36 @@ func (f *fold) guard(c *Cart, fl *Flow, st *Step, t time.Time) (string, Checks) 
 // be different populations. Other flows count only what was sent: not
 // messaging the holdout is part of what fl's lift measures.
 
+// A shadow flow's own decisions count toward the caps for its own steps,
+// as if they had been sent (that is what would happen were it live), and
+// so do the live flows' messages; a shadow decision counts toward no
+// live flow's caps, so that it never stops a live message.
+
 // messages counts the messages of the cart's current life that the cart
 // cap counts for a step of fl. trimHistory keeps those records longest.
 func messages(c *Cart, fl *Flow) int {
 	n := 0
 	for i := range c.Decisions {
-		if r := &c.Decisions[i]; r.Counts() || r.Holdout && r.Sent() && r.Flow == fl.Name {
+		if r := &c.Decisions[i]; r.Counts() || r.Holdout && r.Sent() && r.Flow == fl.Name || fl.Shadow && r.ownShadow(fl) {
 			n++
 		}
 	}
 	return n
 }
 
+// ownShadow reports whether the record is a decision of the shadow flow fl.
+func (r *DecisionRecord) ownShadow(fl *Flow) bool {
+	return r.Shadow && r.decided() && r.Flow == fl.Name
+}
+
 // capTimes returns the message times the frequency cap counts for a step
-// of fl, sorted: the customer's sent messages and fl's holdout decisions.
+// of fl, sorted: the customer's sent messages and fl's holdout decisions
+// (for a shadow flow, its own decisions).
 func (f *fold) capTimes(fl *Flow) []time.Time {
 	var held []time.Time
 	for _, c := range f.s.Carts {
 		for i := range c.Decisions {
-			if r := &c.Decisions[i]; r.Holdout && r.Sent() && r.Flow == fl.Name {
+			if r := &c.Decisions[i]; r.Holdout && r.Sent() && r.Flow == fl.Name || fl.Shadow && r.ownShadow(fl) {
 				held = append(held, r.At)
 			}
 		}
@@ -823,7 +849,10 @@ func (f *fold) skipEarlier(p stepPlan, fl *Flow, holdout bool, into string) {
 	for i := p.first; i < p.last; i++ {
 		due := c.LastActivity.Add(fl.afterFor(f.key, i))
 		f.record(c, DecisionRecord{Flow: fl.Name, Step: fl.Steps[i].Name, StepIndex: i, Version: c.Version,
-			At: due, Skipped: true, Cause: c.Cause})
+			At: due, Skipped: true, Cause: c.Cause, Shadow: fl.Shadow})
+		if fl.Shadow {
+			continue
+		}
 		id := DecisionID(f.key, c.ID, c.CreatedAt, fl.Name, fl.Steps[i].Name, c.Version)
 		f.eff.Suppressed = append(f.eff.Suppressed, f.suppression(c, fl, i, id, ReasonSuperseded, into, due, due, holdout))
 	}
@@ -840,7 +869,7 @@ func (f *fold) decide(p stepPlan, fl *Flow, at time.Time, holdout bool) string {
 		validUntil = c.LastActivity.Add(fl.afterFor(f.key, p.last+1))
 	}
 	r := DecisionRecord{ID: id, Flow: fl.Name, Step: st.Name, StepIndex: p.last, Version: c.Version,
-		At: at, Holdout: holdout, Discount: st.Discount != nil, Cause: c.Cause, Checks: p.checks}
+		At: at, Holdout: holdout, Discount: st.Discount != nil, Cause: c.Cause, Checks: p.checks, Shadow: fl.Shadow}
 	if !p.due.Equal(at) {
 		r.Due = p.due
 	}
@@ -855,13 +884,19 @@ func (f *fold) decide(p stepPlan, fl *Flow, at time.Time, holdout bool) string {
 func (f *fold) emitDecision(c *Cart, fl *Flow, j int, id string, at, validUntil time.Time, holdout bool) {
 	st, variant := fl.StepFor(f.key, j)
 	pr := &f.s.Profile
-	f.eff.Decisions = append(f.eff.Decisions, events.Decision{
+	d := events.Decision{
 		ID: id, Flow: fl.Name, Step: st.Name, StepIndex: j, Action: st.Action, Template: st.Template,
 		Discount: st.Discount, Variant: variant, Holdout: holdout, Cart: c.Snapshot(),
 		Customer: events.CustomerSnapshot{Key: f.key, CustomerID: pr.CustomerID, Email: pr.Email, Name: pr.Name,
 			Locale: pr.Locale, TimeZone: pr.TimeZone, MarketingConsent: pr.MarketingConsent},
 		DecidedAt: at, ValidUntil: validUntil, Cause: c.Cause.Event(""),
-	})
+	}
+	if fl.Shadow {
+		d.Shadow, d.ShadowOf, d.AttributeUntil = true, fl.ShadowOf, at.Add(fl.AttributionWindow)
+		f.eff.Shadow = append(f.eff.Shadow, d)
+		return
+	}
+	f.eff.Decisions = append(f.eff.Decisions, d)
 }
 
 // suppress records a plan's step as suppressed for reason; into names the
@@ -871,11 +906,14 @@ func (f *fold) suppress(p stepPlan, fl *Flow, at time.Time, holdout bool, reason
 	f.skipEarlier(p, fl, holdout, "")
 	st := &fl.Steps[p.last]
 	r := DecisionRecord{ID: into, Flow: fl.Name, Step: st.Name, StepIndex: p.last, Version: c.Version,
-		At: at, Holdout: holdout, Suppressed: reason, Cause: c.Cause, Checks: p.checks}
+		At: at, Holdout: holdout, Suppressed: reason, Cause: c.Cause, Checks: p.checks, Shadow: fl.Shadow}
 	if !p.due.Equal(at) {
 		r.Due = p.due
 	}
 	f.record(c, r)
+	if fl.Shadow {
+		return // recorded, for the shadow flow's own steps; not published
+	}
 	f.eff.Suppressed = append(f.eff.Suppressed,
 		f.suppression(c, fl, p.last, DecisionID(f.key, c.ID, c.CreatedAt, fl.Name, st.Name, c.Version), reason, into, p.due, at, holdout))
 }
@@ -894,18 +932,35 @@ func (f *fold) record(c *Cart, r DecisionRecord) {
 	trimHistory(c)
 }
 
-// trimHistory bounds the cart's history to MaxDecisionHistory records. It
-// drops the oldest record that emitted nothing (skipped, suppressed) first,
-// so that the caps keep seeing every decision of the cart's life, holdout
-// decisions included (see messages).
+// trimHistory bounds the cart's history to MaxDecisionHistory records of
+// live flows and MaxShadowHistory of shadow flows, each apart: a shadow
+// record never pushes out a live one, so the live records are the same
+// with and without shadow flows. It drops the oldest record that decided
+// nothing (skipped, suppressed) first, so that the caps keep seeing every
+// decision of the cart's life, holdout decisions included (see messages).
 func trimHistory(c *Cart) {
-	for len(c.Decisions) > MaxDecisionHistory {
-		i := slices.IndexFunc(c.Decisions, func(r DecisionRecord) bool { return !r.Sent() })
-		if i < 0 {
-			i = 0
+	shadow := 0
+	for i := range c.Decisions {
+		if c.Decisions[i].Shadow {
+			shadow++
 		}
-		c.Decisions = slices.Delete(c.Decisions, i, i+1)
 	}
+	for ; shadow > MaxShadowHistory; shadow-- {
+		dropRecord(c, true)
+	}
+	for len(c.Decisions)-shadow > MaxDecisionHistory {
+		dropRecord(c, false)
+	}
+}
+
+// dropRecord drops the oldest record of a shadow (or live) flow that
+// decided nothing, or else the oldest one.
+func dropRecord(c *Cart, shadow bool) {
+	i := slices.IndexFunc(c.Decisions, func(r DecisionRecord) bool { return r.Shadow == shadow && !r.decided() })
+	if i < 0 {
+		i = slices.IndexFunc(c.Decisions, func(r DecisionRecord) bool { return r.Shadow == shadow })
+	}
+	c.Decisions = slices.Delete(c.Decisions, i, i+1)
 }
 
 // schedule sets the cart's WakeAt: for an open cart the earliest of its

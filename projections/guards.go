@@ -251,12 +251,14 @@ func (s *CustomerState) pruneSent(longest time.Duration) {
 	}
 }
 
-// longestCap is the longest frequency-cap window of any flow; 0 when no
-// flow is capped.
+// longestCap is the longest frequency-cap window of any live flow; 0 when
+// no live flow is capped. Shadow flows do not count: they must not keep
+// live state longer (a shadow flow's cap sees the live messages as far
+// back as the live flows' longest window).
 func (c *Config) longestCap() time.Duration {
 	var d time.Duration
 	for i := range c.Flows {
-		if fc := c.Flows[i].Guards.FrequencyCap; fc != nil {
+		if fc := c.Flows[i].Guards.FrequencyCap; fc != nil && !c.Flows[i].Shadow {
 			d = max(d, fc.Per)
 		}
 	}

@@ -143,6 +143,10 @@ type DecisionRecord struct {
 	// Checks is what the guards found when the step came due; zero for
 	// skipped records and records from before checks were recorded.
 	Checks Checks `json:"checks,omitzero"`
+	// Shadow marks a record of a shadow flow: kept apart from everything
+	// a live flow reads (it is not Sent, counts toward no live cap and is
+	// never attributed an outcome), and bounded by MaxShadowHistory.
+	Shadow bool `json:"shadow,omitempty"`
 }
 
 // Cause names the input event behind a cart's activity: its id, and the
@@ -215,8 +219,12 @@ const (
 )
 
 // Sent reports whether the record is an emitted decision (holdout
-// included).
-func (r *DecisionRecord) Sent() bool { return !r.Skipped && r.Suppressed == "" }
+// included) of a live flow.
+func (r *DecisionRecord) Sent() bool { return r.decided() && !r.Shadow }
+
+// decided reports whether the record is a decision, live or shadow: not
+// skipped, not suppressed.
+func (r *DecisionRecord) decided() bool { return !r.Skipped && r.Suppressed == "" }
 
 // Counts reports whether the record counts toward the caps: an emitted
 // decision that is not in the holdout group.

@@ -72,7 +72,9 @@ type analyticsConfig struct {
 	TopicOutcomes  string `env:"CARTLIFT_TOPIC_OUTCOMES, default=cart-outcomes"`
 	// TopicSuppressions holds the suppressed and deferred steps.
 	TopicSuppressions string `env:"CARTLIFT_TOPIC_SUPPRESSIONS, default=cart-suppressions"`
-	TopicDLQ          string `env:"CARTLIFT_TOPIC_ANALYTICS_DLQ, default=cart-analytics.dlq"`
+	// TopicShadowDecisions holds the shadow flows' decisions.
+	TopicShadowDecisions string `env:"CARTLIFT_TOPIC_SHADOW_DECISIONS, default=cart-decisions.shadow"`
+	TopicDLQ             string `env:"CARTLIFT_TOPIC_ANALYTICS_DLQ, default=cart-analytics.dlq"`
 	// A batch is inserted at BatchRows records or BatchInterval after its
 	// first record, whichever comes first.
 	BatchRows     int           `env:"CARTLIFT_ANALYTICS_BATCH_ROWS, default=50000"`
@@ -150,7 +152,7 @@ func (r *analyticsRole) run(ctx context.Context, cfg analyticsConfig, log *slog.
 	sink, err := analytics.NewSink(analytics.SinkConfig{
 		Brokers: cfg.Brokers, Group: cfg.Group,
 		TopicDecisions: cfg.TopicDecisions, TopicOutcomes: cfg.TopicOutcomes, TopicSuppressions: cfg.TopicSuppressions,
-		TopicDLQ: cfg.TopicDLQ, BatchRows: cfg.BatchRows, BatchInterval: cfg.BatchInterval, Logger: log,
+		TopicShadowDecisions: cfg.TopicShadowDecisions, TopicDLQ: cfg.TopicDLQ, BatchRows: cfg.BatchRows, BatchInterval: cfg.BatchInterval, Logger: log,
 	}, conn)
 	if err != nil {
 		return err
@@ -318,6 +320,7 @@ func runReport(ctx context.Context, args []string, stdout io.Writer) error {
 	since := fs.String("since", "30d", "start of the period: a duration back from now (30d, 12h, 90m), or a date or time (2026-11-01, RFC 3339)")
 	until := fs.String("until", "", "end of the period (exclusive), same forms (a duration also counts back from now); default now")
 	flow := fs.String("flow", "", "only this flow")
+	compareShadow := fs.Bool("compare-shadow", false, "add each shadow flow against its live flow: carts reached, overlap, the recoveries each would be credited with, revenue, discount cost")
 	format := fs.String("format", "table", "table, json or html")
 	out := fs.String("out", "", "write to this file instead of standard output")
 	chDir := fs.String("clickhouse-dir", "", "instead of CLICKHOUSE_ADDR: start a local clickhouse-server over this data directory (the demo's data/demo/clickhouse) for the report, and stop it after")
@@ -328,7 +331,7 @@ func runReport(ctx context.Context, args []string, stdout io.Writer) error {
 		return &exitError{2, fmt.Errorf("report: unexpected argument %q", fs.Arg(0))}
 	}
 	now := time.Now().UTC()
-	opt := analytics.ReportOptions{Flow: *flow, Until: now}
+	opt := analytics.ReportOptions{Flow: *flow, Until: now, CompareShadow: *compareShadow}
 	var err error
 	if opt.Since, err = parseReportTime(*since, now); err != nil {
 		return &exitError{2, fmt.Errorf("report: --since: %w", err)}

@@ -27,7 +27,7 @@ func startBroker(cfg brokerConfig) (*kfake.Cluster, error) {
 		// Kafka's default minimum is 6s; the embedded broker lets a
 		// development group try the short timeouts of fast failover.
 		kfake.GroupMinSessionTimeout(time.Second),
-		kfake.SeedTopics(cfg.Partitions, events.TopicEvents, events.TopicDecisions, events.TopicOutcomes, events.TopicDLQ, events.TopicSuppressions),
+		kfake.SeedTopics(cfg.Partitions, events.TopicEvents, events.TopicDecisions, events.TopicOutcomes, events.TopicDLQ, events.TopicSuppressions, events.TopicShadowDecisions),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("embedded broker on %s: %w (is another broker running there? set CARTLIFT_BROKER_ADDR)", cfg.Addr, err)

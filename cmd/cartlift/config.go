@@ -67,6 +67,10 @@ type runConfig struct {
 	// TopicSuppressions receives the steps that came due and were not sent
 	// (cart.step.suppressed) or were deferred (cart.step.deferred).
 	TopicSuppressions string `env:"CARTLIFT_TOPIC_SUPPRESSIONS, default=cart-suppressions"`
+	// TopicShadowDecisions receives the decisions of shadow flows
+	// (shadow: true in the flows file): never actioned, read by the
+	// analytics sink for cartlift report --compare-shadow.
+	TopicShadowDecisions string `env:"CARTLIFT_TOPIC_SHADOW_DECISIONS, default=cart-decisions.shadow"`
 	// TopicState is the changelog (compacted) the partitions' state lives in.
 	// Empty: cartlift-state for the default group, <group>-state otherwise.
 	TopicState string `env:"CARTLIFT_TOPIC_STATE"`
@@ -220,7 +224,7 @@ func (c *runConfig) validate() error {
 	}
 	topics := map[string]string{"CARTLIFT_TOPIC_EVENTS": c.TopicEvents, "CARTLIFT_TOPIC_DECISIONS": c.TopicDecisions,
 		"CARTLIFT_TOPIC_OUTCOMES": c.TopicOutcomes, "CARTLIFT_TOPIC_DLQ": c.TopicDLQ, "CARTLIFT_TOPIC_STATE": c.TopicState,
-		"CARTLIFT_TOPIC_SUPPRESSIONS": c.TopicSuppressions, "CARTLIFT_EMPORIX_TOPIC": c.Emporix.Topic}
+		"CARTLIFT_TOPIC_SUPPRESSIONS": c.TopicSuppressions, "CARTLIFT_TOPIC_SHADOW_DECISIONS": c.TopicShadowDecisions, "CARTLIFT_EMPORIX_TOPIC": c.Emporix.Topic}
 	seen := map[string]string{}
 	for env, t := range topics {
 		if t == "" {

@@ -141,7 +141,7 @@ func runDemo(ctx context.Context, args []string, stdout io.Writer) error {
 		defer stopClickHouse()
 		n.analytics = startAnalyticsRole(context.WithoutCancel(procCtx), analyticsConfig{Brokers: n.brokers, ClickHouse: chCfg,
 			Group: analytics.DefaultSinkGroup, TopicDecisions: cfg.TopicDecisions, TopicOutcomes: cfg.TopicOutcomes,
-			TopicSuppressions: cfg.TopicSuppressions, TopicDLQ: analytics.DefaultTopicDLQ, BatchRows: analytics.DefaultBatchRows, BatchInterval: time.Second}, log, n.metrics.reg)
+			TopicSuppressions: cfg.TopicSuppressions, TopicShadowDecisions: cfg.TopicShadowDecisions, TopicDLQ: analytics.DefaultTopicDLQ, BatchRows: analytics.DefaultBatchRows, BatchInterval: time.Second}, log, n.metrics.reg)
 		fmt.Fprintf(stdout, "  report   ClickHouse %s, database %s (analytics; the recovery report comes at the end)\n", strings.Join(chCfg.Addr, ","), chCfg.Database)
 	}
 	fmt.Fprintf(stdout, "  shoppers answer reminders: %s for treated carts over the holdout's %.0f%% (-effect), %.0f%% of the other emails clicked\n",
@@ -298,7 +298,7 @@ func demoClickHouse(ctx context.Context, dataDir string) (cfg clickhouseConfig, 
 func printDemoReport(ctx context.Context, w io.Writer, cfg clickhouseConfig, chDir string, start time.Time, dataDir string) error {
 	// Exactly the demo's period: from the second it started until now
 	// (the report rounds both up to whole seconds, and "Generated" too).
-	opt := analytics.ReportOptions{Since: start.UTC().Truncate(time.Second), Until: time.Now().UTC()}
+	opt := analytics.ReportOptions{Since: start.UTC().Truncate(time.Second), Until: time.Now().UTC(), CompareShadow: true}
 	rep, err := buildReport(ctx, cfg, opt)
 	if err != nil {
 		return err
@@ -334,6 +334,9 @@ func demoReportCommand(bin, chDir string, cfg clickhouseConfig, rep *analytics.R
 	b.WriteString(shellQuote(bin) + " report")
 	if chDir != "" {
 		b.WriteString(" --clickhouse-dir " + shellQuote(chDir))
+	}
+	if len(rep.ShadowComparisons) > 0 {
+		b.WriteString(" --compare-shadow")
 	}
 	fmt.Fprintf(&b, " --since %s --until %s --format html --out %s",
 		rep.Since.Format(time.RFC3339), rep.Until.Format(time.RFC3339), shellQuote(out))

@@ -90,7 +90,7 @@ func startNode(ctx context.Context, cfg runConfig, log *slog.Logger) (*node, err
 		InstanceID: cfg.instanceID(),
 		Topics: processor.Topics{Events: cfg.TopicEvents, Decisions: cfg.TopicDecisions,
 			Outcomes: cfg.TopicOutcomes, DLQ: cfg.TopicDLQ, State: cfg.TopicState,
-			Suppressions: cfg.TopicSuppressions},
+			Suppressions: cfg.TopicSuppressions, ShadowDecisions: cfg.TopicShadowDecisions},
 		Partitions:      cfg.Broker.Partitions,
 		DataDir:         filepath.Join(cfg.Broker.DataDir, "state"),
 		Flows:           flows,

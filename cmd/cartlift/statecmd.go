@@ -38,7 +38,7 @@ func runState(ctx context.Context, args []string, stdout io.Writer) error {
 	p, err := processor.OpenStore(processor.Config{Brokers: cfg.Brokers, Group: cfg.Group,
 		Topics: processor.Topics{Events: cfg.TopicEvents, Decisions: cfg.TopicDecisions,
 			Outcomes: cfg.TopicOutcomes, DLQ: cfg.TopicDLQ, State: cfg.TopicState,
-			Suppressions: cfg.TopicSuppressions},
+			Suppressions: cfg.TopicSuppressions, ShadowDecisions: cfg.TopicShadowDecisions},
 		DataDir: filepath.Join(cfg.Broker.DataDir, "state"), Flows: flows, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		return fmt.Errorf("opening the store (is the instance still running?): %w", err)
