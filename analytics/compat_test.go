@@ -287,11 +287,12 @@ func TestCompatMigrations(t *testing.T) {
 		}
 	}
 	a := sameOnBoth(t, es, "SELECT version, name FROM schema_migrations ORDER BY version")
-	wantAnswer(t, "schema_migrations", a, "1 | tables", "2 | suppressions", "3 | variants")
+	wantAnswer(t, "schema_migrations", a, "1 | tables", "2 | suppressions", "3 | variants", "4 | shadow_decisions")
 	a = sameOnBoth(t, es, "SELECT name, engine FROM system.tables WHERE database = currentDatabase() ORDER BY name")
 	wantAnswer(t, "tables", a,
 		"action_results | ReplacingMergeTree", "decisions | ReplacingMergeTree", "erasures | ReplacingMergeTree",
-		"outcomes | ReplacingMergeTree", "schema_migrations | ReplacingMergeTree", "suppressions | ReplacingMergeTree")
+		"outcomes | ReplacingMergeTree", "schema_migrations | ReplacingMergeTree", "shadow_decisions | ReplacingMergeTree",
+		"suppressions | ReplacingMergeTree")
 	a = sameOnBoth(t, es, `SELECT table, type, count() FROM system.columns WHERE database = currentDatabase()
 		GROUP BY table, type ORDER BY table, type`)
 	wantAnswer(t, "column types", a,
@@ -300,6 +301,7 @@ func TestCompatMigrations(t *testing.T) {
 		"erasures | DateTime | 2", "erasures | UInt64 | 1",
 		"outcomes | DateTime | 2", "outcomes | Int64 | 2", "outcomes | String | 12", "outcomes | UInt16 | 1", "outcomes | UInt8 | 1",
 		"schema_migrations | DateTime | 1", "schema_migrations | String | 1", "schema_migrations | UInt32 | 1",
+		"shadow_decisions | DateTime | 6", "shadow_decisions | Int64 | 6", "shadow_decisions | String | 15", "shadow_decisions | UInt16 | 1", "shadow_decisions | UInt8 | 2",
 		"suppressions | DateTime | 4", "suppressions | Int64 | 1", "suppressions | String | 15", "suppressions | UInt16 | 1", "suppressions | UInt8 | 1")
 	// The column order is the sink's insert order's business; compare it
 	// whole.
