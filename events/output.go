@@ -214,7 +214,8 @@ type Suppression struct {
 	Reason string `json:"reason"`
 	Stage  string `json:"stage"`
 	// Into names the decision a combined step went out with (reason
-	// combined only).
+	// combined), or the later step's decision that replaced a superseded
+	// one (empty if that step was suppressed too).
 	Into        string `json:"into,omitempty"`
 	Flow        string `json:"flow"`
 	Step        string `json:"step"`
