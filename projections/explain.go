@@ -178,7 +178,7 @@ func explainRecord(key string, c *Cart, r *DecisionRecord, cfg *Config, topic st
 		e.Result, e.Reason, e.DecidedAt = ResultSuppressed, r.Suppressed, r.At
 		would := DecisionID(key, c.ID, c.CreatedAt, r.Flow, r.Step, r.Version)
 		if scheduled {
-			would = DecisionID(key, c.ID, c.CreatedAt, r.Flow, "run@"+r.At.UTC().Format(time.RFC3339), r.Version)
+			would = DecisionID(key, c.ID, c.CreatedAt, r.Flow, runStep(r.At), r.Version)
 		}
 		e.SuppressionID = SuppressionID(would)
 		if r.Suppressed == ReasonCombined {

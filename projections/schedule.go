@@ -64,8 +64,12 @@ func FireSchedule(state *CustomerState, key, cartID string, fl *Flow, run time.T
 // RunDecisionID is the id of the decision of a scheduled flow's run at
 // run for the cart (in its current life and version).
 func RunDecisionID(key string, c *Cart, flow string, run time.Time) string {
-	return DecisionID(key, c.ID, c.CreatedAt, flow, "run@"+run.UTC().Format(time.RFC3339), c.Version)
+	return DecisionID(key, c.ID, c.CreatedAt, flow, runStep(run), c.Version)
 }
+
+// runStep names a scheduled run in its decision id, as the step name does
+// for an inactivity step.
+func runStep(run time.Time) string { return "run@" + run.UTC().Format(time.RFC3339) }
 
 // ranRun reports whether the cart's history has a record of the flow's run
 // at run (decided, holdout or suppressed).

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -275,33 +274,12 @@ func waitUntil(t *testing.T, what string, timeout time.Duration, cond func() boo
 }
 
 // startNodeWithAnalytics starts `cartlift run` with the analytics role, as
-// the environment env configures them; the test's cleanup stops both.
+// the environment env configures them; the test's cleanup stops both (see
+// startStoppableNode).
 func startNodeWithAnalytics(t *testing.T, ctx context.Context, env map[string]string) (*node, runConfig) {
 	t.Helper()
-	cfg, err := loadRunConfig(ctx, envconfig.MapLookuper(env))
-	if err != nil {
-		t.Fatal(err)
-	}
-	acfg, err := loadAnalyticsConfig(ctx, envconfig.MapLookuper(env))
-	if err != nil {
-		t.Fatal(err)
-	}
-	runCtx, cancel := context.WithCancel(ctx)
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	n, err := startNode(runCtx, cfg, log)
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	acfg.Brokers = n.brokers
-	n.analytics = startAnalyticsRole(runCtx, acfg, log, n.metrics.reg)
-	t.Cleanup(func() {
-		cancel()
-		if err := n.wait(); err != nil {
-			t.Errorf("node: %v", err)
-		}
-	})
-	return n, cfg
+	n, cfg := startStoppableNode(t, ctx, env)
+	return n.node, cfg
 }
 
 // testDatabase names a ClickHouse database of its own for the test (the

@@ -328,7 +328,8 @@ func (n *stoppableNode) stop(t *testing.T) {
 	n.stopOnce()
 }
 
-// startStoppableNode is startNodeWithAnalytics with a stop; the test's
+// startStoppableNode starts `cartlift run` with the analytics role, as the
+// environment env configures them, with a stop; the test's
 // cleanup stops the node if the test did not.
 func startStoppableNode(t *testing.T, ctx context.Context, env map[string]string) (*stoppableNode, runConfig) {
 	t.Helper()
