@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/cartlift/cartlift/cmd/cartlift/shopper"
@@ -36,12 +37,7 @@ func benchFoldPebble(b *testing.B, sync bool) {
 		b.Fatal(err)
 	}
 	cfg := projections.NewConfig(flows)
-	pr, err := newBenchProcessor(b.TempDir(), cfg, sync)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer pr.db.Close()
-	defer pr.consumer.Close()
+	pr := newBenchProcessor(b, b.TempDir(), cfg, sync)
 
 	// Pre-generate the input: 100k customers, event times 10ms apart.
 	const batch = 1000
@@ -67,23 +63,39 @@ func benchFoldPebble(b *testing.B, sync bool) {
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
 	w.b.Close()
+	w.relay.cl.Close()
 }
 
-func newBenchProcessor(dir string, flows *projections.Config, sync bool) (*Processor, error) {
-	cfg := Config{Brokers: []string{"127.0.0.1:1"}, DataDir: dir, Flows: flows, SyncWrites: sync,
+// newBenchProcessor opens a processor on an in-process broker (kfake)
+// without joining its group: the benchmark drives one worker directly,
+// whose takeover reads the changelog and fences the partition's producer
+// as in production. The relay never runs: nothing is produced.
+func newBenchProcessor(b *testing.B, dir string, flows *projections.Config, sync bool) *Processor {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(0))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(c.Close)
+	cfg := Config{Brokers: c.ListenAddrs(), DataDir: dir, Flows: flows, SyncWrites: sync,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	if err := cfg.fill(); err != nil {
-		return nil, err
-	}
-	db, err := openDB(dir, storeSizes{blockCache: cfg.BlockCacheBytes, memTable: cfg.MemTableBytes})
+	pr, err := open(cfg, false)
 	if err != nil {
-		return nil, err
+		b.Fatal(err)
 	}
-	// A client that never connects: the benchmark marks offsets on it.
-	cl, err := kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...))
+	b.Cleanup(func() { pr.admin.Close(); pr.db.Close() })
+	// A client that never joins: the benchmark marks offsets on it.
+	pr.consumer, err = kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...))
 	if err != nil {
-		return nil, err
+		b.Fatal(err)
 	}
-	return &Processor{cfg: cfg, flows: flows, log: cfg.Logger, db: db, consumer: cl,
-		workers: map[int32]*worker{}, errc: make(chan error, 1)}, nil
+	b.Cleanup(pr.consumer.Close)
+	pr.runCtx = b.Context()
+	pr.messageLimit = defaultMessageLimit
+	if err := EnsureTopicsWith(b.Context(), pr.admin, 1, changelogTopicConfig, pr.cfg.Topics.State); err != nil {
+		b.Fatal(err)
+	}
+	if err := EnsureTopics(b.Context(), pr.admin, 1, pr.cfg.Topics.Events); err != nil {
+		b.Fatal(err)
+	}
+	return pr
 }
