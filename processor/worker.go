@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/cockroachdb/pebble"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -20,8 +21,14 @@ import (
 	"github.com/cartlift/cartlift/projections"
 )
 
-// Bounds of a worker's work per Pebble batch.
-const maxFiresPerBatch = 20_000
+// Bounds of a worker's work per Pebble batch: fetched records (a batch
+// takes the fetches queued for the worker until it holds this many, or a
+// sixteenth of a memtable: Pebble handles a batch of half a memtable as a
+// memtable of its own, flushed at once), and timers fired.
+const (
+	maxRecordsPerBatch = 5_000
+	maxFiresPerBatch   = 20_000
+)
 
 // cacheEntryOverhead is what a state cache entry costs beyond its key and
 // encoded bytes: the map slot, the string and slice headers, and the
@@ -95,6 +102,17 @@ type worker struct {
 	scanFrom time.Time
 	// batchOutbox lists the batch's outbox entries, for an erasure's purge.
 	batchOutbox []batchOutboxEntry
+	// batchRecords and batchConsumed count the fetched and the folded
+	// records of the batch, batchStart is when its first fetch arrived,
+	// batchEnd the newest end offset its fetches saw.
+	batchRecords, batchConsumed int
+	batchStart                  time.Time
+	batchEnd                    int64
+	// index holds the batch's net changes to the timer and modification
+	// indexes, written when the batch commits: a cart's timer that moves
+	// several times in one batch costs one delete and one set, not a pair
+	// per move (see indexChanges).
+	index indexChanges
 	// win is the head of the timer index, batch included (see
 	// timerWindow).
 	win     timerWindow
@@ -254,6 +272,7 @@ func takeOver(ctx context.Context, pr *Processor, part int32) (*worker, error) {
 		done:  make(chan struct{}),
 		cache: make(map[string]cachedState), cacheBudget: pr.cfg.StateCacheBytes / int64(max(1, pr.cfg.Partitions)),
 		dirty:      make(map[string]*projections.CustomerState),
+		index:      make(indexChanges),
 		knownBuild: make(chan keyFilterBuild, 1),
 	}
 	w.next.Store(w.meta.NextOffset)
@@ -362,6 +381,21 @@ func (w *worker) run() {
 			return
 		case f := <-w.in:
 			err = w.process(f)
+			// While a backlog keeps fetches queued, they join the
+			// batch, up to maxRecordsPerBatch: fewer, larger commits
+			// write a customer's state once for several of its events.
+			for err == nil && w.batchRecords < maxRecordsPerBatch && int64(w.b.Len()) < w.pr.cfg.MemTableBytes/16 {
+				select {
+				case f = <-w.in:
+					err = w.process(f)
+					continue
+				default:
+				}
+				break
+			}
+			if err == nil {
+				err = w.endBatch()
+			}
 		case <-tick.C:
 			err = w.tick()
 		}
@@ -495,8 +529,12 @@ func (w *worker) Run(flow int, run time.Time) error {
 	return nil
 }
 
+// process folds one fetch into the batch; endBatch commits it.
 func (w *worker) process(f fetched) error {
-	start := time.Now()
+	if w.batchRecords == 0 {
+		w.batchStart = time.Now()
+	}
+	w.batchEnd = max(w.batchEnd, f.end)
 	consumed := 0
 	if now, live := w.wallNow(); live {
 		if err := projections.Advance(w.pr.flows, w, now, projections.Live); err != nil {
@@ -521,15 +559,24 @@ func (w *worker) process(f fetched) error {
 		consumed++
 	}
 	w.changed = w.changed || consumed > 0
+	w.batchRecords += len(f.records)
+	w.batchConsumed += consumed
+	return nil
+}
+
+// endBatch commits the fetches folded since the last endBatch.
+func (w *worker) endBatch() error {
 	w.logNeeded = w.logNeeded || w.changed && w.meta.NextOffset != w.next.Load()
 	if err := w.commit(); err != nil {
 		return err
 	}
+	consumed := w.batchConsumed
 	w.pr.stats.eventsConsumed.Add(int64(consumed))
 	if h := w.pr.cfg.Hooks.BatchCommitted; h != nil && consumed > 0 {
-		h(w.part, consumed, time.Since(start))
+		h(w.part, consumed, time.Since(w.batchStart))
 	}
-	w.setEnd(f.end)
+	w.setEnd(w.batchEnd)
+	w.batchRecords, w.batchConsumed = 0, 0
 	return nil
 }
 
@@ -668,15 +715,11 @@ func (w *worker) apply(key string, eff projections.Effects) error {
 	w.changed = true
 	for _, tc := range eff.Timers {
 		if !tc.Old.IsZero() {
-			if err := w.deleteTimer(timerKey(w.part, tc.Old, key, tc.CartID)); err != nil {
-				return err
-			}
+			w.deleteTimer(timerKey(w.part, tc.Old, key, tc.CartID))
 			w.meta.Timers--
 		}
 		if !tc.New.IsZero() {
-			if err := w.setTimer(timerKey(w.part, tc.New, key, tc.CartID)); err != nil {
-				return err
-			}
+			w.setTimer(timerKey(w.part, tc.New, key, tc.CartID))
 			w.meta.Timers++
 			if w.nextDueKnown && tc.New.Before(w.nextDue) {
 				w.nextDue = tc.New
@@ -688,14 +731,10 @@ func (w *worker) apply(key string, eff projections.Effects) error {
 	}
 	for _, mc := range eff.Modified {
 		if !mc.Old.IsZero() {
-			if err := w.b.Delete(modKey(w.part, mc.Old, key, mc.CartID), nil); err != nil {
-				return err
-			}
+			w.index.remove(modKey(w.part, mc.Old, key, mc.CartID))
 		}
 		if !mc.New.IsZero() {
-			if err := w.b.Set(modKey(w.part, mc.New, key, mc.CartID), nil, nil); err != nil {
-				return err
-			}
+			w.index.set(modKey(w.part, mc.New, key, mc.CartID))
 		}
 	}
 	w.meta.OpenCarts += int64(eff.OpenCartsDelta)
@@ -893,9 +932,7 @@ func (w *worker) fireDue(f projections.Firing) (int, error) {
 			eff := projections.Fire(st, customer, cart, f.At(due), w.pr.flows)
 			if !movesTimer(eff.Timers, cart, due) {
 				// A stale entry (its cart moved on or is gone): drop it.
-				if err := w.deleteTimer(k); err != nil {
-					return fired, err
-				}
+				w.deleteTimer(k)
 				w.meta.Timers--
 			}
 			if err := w.apply(customer, eff); err != nil {
@@ -927,12 +964,12 @@ func (w *worker) fireDue(f projections.Firing) (int, error) {
 }
 
 // fillTimerWindow reads the head of the partition's timer index, from
-// scanFrom on, into the timer window. It commits the batch first.
+// scanFrom on, into the timer window: the committed index with the
+// batch's changes to it (the batch goes on; a backlog's timers do not cut
+// it into small ones).
 func (w *worker) fillTimerWindow() error {
-	if err := w.commit(); err != nil { // the scan reads committed data
-		return err
-	}
-	keys, err := w.committedKeys(w.timerLower(), partPrefix(w.part, kindTimer+1), timerWindowSize+1)
+	lower, upper := w.timerLower(), partPrefix(w.part, kindTimer+1)
+	keys, err := w.committedKeysWith(lower, upper, timerWindowSize+1)
 	if err != nil {
 		return err
 	}
@@ -940,16 +977,95 @@ func (w *worker) fillTimerWindow() error {
 	return nil
 }
 
-// setTimer and deleteTimer change the timer index, in the batch and in
-// the timer window.
-func (w *worker) setTimer(k []byte) error {
-	w.win.set(k)
-	return w.b.Set(k, nil, nil)
+// committedKeysWith returns the first n keys in [lower, upper) of the
+// committed index with the batch's index changes applied, in order.
+func (w *worker) committedKeysWith(lower, upper []byte, n int) ([][]byte, error) {
+	it, err := w.pr.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return nil, err
+	}
+	var keys [][]byte
+	for ok := it.First(); ok && len(keys) < n; ok = it.Next() {
+		if set, changed := w.index[string(it.Key())]; changed && !set {
+			continue // deleted by the batch
+		}
+		keys = append(keys, append([]byte(nil), it.Key()...))
+	}
+	if err := it.Close(); err != nil {
+		return nil, err
+	}
+	// The batch's new keys up to the last committed key read (or to
+	// upper, when the committed ones ran out), then the first n in order.
+	end := upper
+	if len(keys) == n {
+		end = keys[n-1]
+	}
+	for k, set := range w.index {
+		if set && k >= string(lower) && k < string(end) {
+			keys = append(keys, []byte(k))
+		}
+	}
+	slices.SortFunc(keys, bytes.Compare)
+	keys = slices.CompactFunc(keys, bytes.Equal) // a set over a committed key
+	return keys[:min(n, len(keys))], nil
 }
 
-func (w *worker) deleteTimer(k []byte) error {
+// setTimer and deleteTimer change the timer index, in the batch and in
+// the timer window.
+func (w *worker) setTimer(k []byte) {
+	w.win.set(k)
+	w.index.set(k)
+}
+
+func (w *worker) deleteTimer(k []byte) {
 	w.win.remove(k)
-	return w.b.Delete(k, nil)
+	w.index.remove(k)
+}
+
+// indexChanges are a batch's net changes to the timer and modification
+// indexes: key → true to set it, false to delete a committed one. A key
+// set and then deleted in the same batch leaves no trace.
+//
+// It relies on what the fold guarantees of the indexes: each key deleted
+// is in the index (committed, or set earlier in the batch), and each key
+// set is new to it. (The one exception, a stale timer key whose cart's
+// timer comes back to the same instant, is harmless: the stale key is
+// dropped when it fires.)
+type indexChanges map[string]bool
+
+func (c indexChanges) set(k []byte) {
+	s := string(k)
+	if set, ok := c[s]; ok && !set {
+		delete(c, s) // deleted and set again: as committed
+		return
+	}
+	c[s] = true
+}
+
+func (c indexChanges) remove(k []byte) {
+	s := string(k)
+	if set, ok := c[s]; ok && set {
+		delete(c, s) // set by this batch: never written
+		return
+	}
+	c[s] = false
+}
+
+// writeTo writes the changes into the batch.
+func (c indexChanges) writeTo(b *pebble.Batch) error {
+	for k, set := range c {
+		var err error
+		kb := unsafe.Slice(unsafe.StringData(k), len(k)) // Set and Delete copy it
+		if set {
+			err = b.Set(kb, nil, nil)
+		} else {
+			err = b.Delete(kb, nil)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // timerLower is the lower bound for timer scans: scanFrom, or the start of
@@ -1041,6 +1157,10 @@ func (w *worker) commit() error {
 			return err
 		}
 	}
+	if err := w.index.writeTo(w.b); err != nil {
+		return err
+	}
+	clear(w.index)
 	if logging {
 		if err := w.enqueueChangelogMeta(); err != nil {
 			return err
@@ -1057,12 +1177,7 @@ func (w *worker) commit() error {
 	if err := w.b.Commit(opts); err != nil {
 		return err
 	}
-	// The next batch starts at this one's size: Pebble keeps a reset
-	// batch's buffer only up to 1 MB, and growing one by doubling copies
-	// it over and over.
-	size := len(w.b.Repr())
-	w.b.Close()
-	w.b = w.pr.db.NewBatchWithSize(size)
+	w.resetBatch()
 	for _, c := range w.toCache {
 		w.uncache(c.key)
 		w.addToCache(c)
@@ -1093,6 +1208,36 @@ func (w *worker) commit() error {
 	w.markCommit()
 	return nil
 }
+
+// resetBatch empties the committed batch for the next one, keeping its
+// buffer: Pebble's Reset keeps one only up to 1 MB, and a backlog's
+// batches are larger, so each would allocate (and grow by doubling) a new
+// one. A batch of an eighth of a memtable or more may have been committed
+// as a large batch, whose buffer Pebble goes on reading from its flush
+// queue: it is left to Pebble, and the next one starts at its size.
+func (w *worker) resetBatch() {
+	buf := w.b.Repr()
+	if int64(len(buf)) >= w.pr.cfg.MemTableBytes/8 {
+		w.b.Close()
+		w.b = w.pr.db.NewBatchWithSize(len(buf))
+		return
+	}
+	w.b.Reset()
+	if cap(buf) > pebbleBatchMaxRetained { // Reset let go of it: take it back
+		buf = buf[:batchHeaderLen]
+		clear(buf)
+		if err := w.b.SetRepr(buf); err != nil {
+			panic(err) // a header of zeros is a valid empty batch
+		}
+	}
+}
+
+// Pebble's batch format: the size of a batch's header (sequence number
+// and count), and the largest buffer its Reset keeps.
+const (
+	batchHeaderLen         = 12
+	pebbleBatchMaxRetained = 1 << 20
+)
 
 // markCommit marks the partition's next offset for the group's periodic
 // commit. The group offset is for monitoring only: the store's offset is
