@@ -68,7 +68,12 @@ func scheduleKey(p int32, flow string) []byte {
 }
 
 func modKey(p int32, at time.Time, customer, cart string) []byte {
-	k := encodeDue(partPrefix(p, kindModified), at)
+	return appendModKey(nil, p, at, customer, cart)
+}
+
+// appendModKey appends modKey's key to dst.
+func appendModKey(dst []byte, p int32, at time.Time, customer, cart string) []byte {
+	k := encodeDue(appendPartPrefix(dst, p, kindModified), at)
 	k = append(k, customer...)
 	k = append(k, 0)
 	return append(k, cart...)
@@ -100,10 +105,12 @@ func parseModKey(k []byte) (at time.Time, customer, cart string, err error) {
 }
 
 func partPrefix(p int32, kind byte) []byte {
-	k := make([]byte, 5, 64)
-	binary.BigEndian.PutUint32(k, uint32(p))
-	k[4] = kind
-	return k
+	return appendPartPrefix(make([]byte, 0, 64), p, kind)
+}
+
+// appendPartPrefix appends partPrefix's prefix to dst.
+func appendPartPrefix(dst []byte, p int32, kind byte) []byte {
+	return append(binary.BigEndian.AppendUint32(dst, uint32(p)), kind)
 }
 
 // partRange returns the bounds of all keys of one kind in a partition.
@@ -114,7 +121,12 @@ func partRange(p int32, kind byte) (lower, upper []byte) {
 func metaKey(p int32, m byte) []byte { return append(partPrefix(p, kindMeta), m) }
 
 func stateKey(p int32, customer string) []byte {
-	return append(partPrefix(p, kindState), customer...)
+	return appendStateKey(nil, p, customer)
+}
+
+// appendStateKey appends stateKey's key to dst.
+func appendStateKey(dst []byte, p int32, customer string) []byte {
+	return append(appendPartPrefix(dst, p, kindState), customer...)
 }
 
 // encodeDue maps a time to 8 bytes that sort like the time.
@@ -127,7 +139,12 @@ func decodeDue(b []byte) time.Time {
 }
 
 func timerKey(p int32, due time.Time, customer, cart string) []byte {
-	k := encodeDue(partPrefix(p, kindTimer), due)
+	return appendTimerKey(nil, p, due, customer, cart)
+}
+
+// appendTimerKey appends timerKey's key to dst.
+func appendTimerKey(dst []byte, p int32, due time.Time, customer, cart string) []byte {
+	k := encodeDue(appendPartPrefix(dst, p, kindTimer), due)
 	k = append(k, customer...)
 	k = append(k, 0)
 	return append(k, cart...)
@@ -370,7 +387,12 @@ func loadState(r pebble.Reader, p int32, customer string) (*projections.Customer
 // a copy that the state's strings share (see decodeSharedState); nil and
 // no error when the customer has no state.
 func loadStateBytes(r pebble.Reader, p int32, customer string) (*projections.CustomerState, []byte, error) {
-	v, closer, err := r.Get(stateKey(p, customer))
+	return loadStateBytesWith(r, p, customer, nil)
+}
+
+// loadStateBytesWith is loadStateBytes with scratch space for the key.
+func loadStateBytesWith(r pebble.Reader, p int32, customer string, scratch []byte) (*projections.CustomerState, []byte, error) {
+	v, closer, err := r.Get(appendStateKey(scratch[:0], p, customer))
 	if errors.Is(err, pebble.ErrNotFound) {
 		return nil, nil, nil
 	}

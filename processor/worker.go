@@ -135,8 +135,10 @@ type worker struct {
 	knownBuild chan keyFilterBuild
 	bg         sync.WaitGroup
 
-	keyBuf   []byte
-	stateBuf []byte
+	keyBuf     []byte
+	keyScratch []byte // a key for one call that copies it (Pebble's Get and Set, the index)
+	stateBuf   []byte
+	sorted   []string // scratch: the keys a commit writes, in order
 	// groupSynced is set once the group's offset follows the store's (a
 	// batch was marked for commit, or the poller committed the resumed
 	// offset of an idle partition).
@@ -690,7 +692,8 @@ func (w *worker) state(key string) (*projections.CustomerState, error) {
 	if w.known != nil && !w.known.mayContain(key) {
 		return nil, nil // certainly not stored: a new customer
 	}
-	st, enc, err := loadStateBytes(w.pr.db, w.part, key)
+	w.keyScratch = appendStateKey(w.keyScratch[:0], w.part, key)
+	st, enc, err := loadStateBytesWith(w.pr.db, w.part, key, w.keyScratch)
 	if st == nil || err != nil {
 		return nil, err
 	}
@@ -715,11 +718,13 @@ func (w *worker) apply(key string, eff projections.Effects) error {
 	w.changed = true
 	for _, tc := range eff.Timers {
 		if !tc.Old.IsZero() {
-			w.deleteTimer(timerKey(w.part, tc.Old, key, tc.CartID))
+			w.keyScratch = appendTimerKey(w.keyScratch[:0], w.part, tc.Old, key, tc.CartID)
+			w.deleteTimer(w.keyScratch)
 			w.meta.Timers--
 		}
 		if !tc.New.IsZero() {
-			w.setTimer(timerKey(w.part, tc.New, key, tc.CartID))
+			w.keyScratch = appendTimerKey(w.keyScratch[:0], w.part, tc.New, key, tc.CartID)
+			w.setTimer(w.keyScratch)
 			w.meta.Timers++
 			if w.nextDueKnown && tc.New.Before(w.nextDue) {
 				w.nextDue = tc.New
@@ -731,10 +736,12 @@ func (w *worker) apply(key string, eff projections.Effects) error {
 	}
 	for _, mc := range eff.Modified {
 		if !mc.Old.IsZero() {
-			w.index.remove(modKey(w.part, mc.Old, key, mc.CartID))
+			w.keyScratch = appendModKey(w.keyScratch[:0], w.part, mc.Old, key, mc.CartID)
+			w.index.remove(w.keyScratch)
 		}
 		if !mc.New.IsZero() {
-			w.index.set(modKey(w.part, mc.New, key, mc.CartID))
+			w.keyScratch = appendModKey(w.keyScratch[:0], w.part, mc.New, key, mc.CartID)
+			w.index.set(w.keyScratch)
 		}
 	}
 	w.meta.OpenCarts += int64(eff.OpenCartsDelta)
@@ -1011,10 +1018,9 @@ func (w *worker) committedKeysWith(lower, upper []byte, n int) ([][]byte, error)
 }
 
 // setTimer and deleteTimer change the timer index, in the batch and in
-// the timer window.
+// the timer window; neither keeps k.
 func (w *worker) setTimer(k []byte) {
-	w.win.set(k)
-	w.index.set(k)
+	w.win.set(w.index.set(k))
 }
 
 func (w *worker) deleteTimer(k []byte) {
@@ -1033,13 +1039,16 @@ func (w *worker) deleteTimer(k []byte) {
 // dropped when it fires.)
 type indexChanges map[string]bool
 
-func (c indexChanges) set(k []byte) {
+// set records that key k is set, and returns k's bytes in memory that
+// stays unchanged (the map's key; never to be written to).
+func (c indexChanges) set(k []byte) []byte {
 	s := string(k)
 	if set, ok := c[s]; ok && !set {
 		delete(c, s) // deleted and set again: as committed
-		return
+	} else {
+		c[s] = true
 	}
-	c[s] = true
+	return unsafe.Slice(unsafe.StringData(s), len(s))
 }
 
 func (c indexChanges) remove(k []byte) {
@@ -1051,9 +1060,16 @@ func (c indexChanges) remove(k []byte) {
 	c[s] = false
 }
 
-// writeTo writes the changes into the batch.
-func (c indexChanges) writeTo(b *pebble.Batch) error {
-	for k, set := range c {
+// writeTo writes the changes into the batch, in key order; sorted is
+// scratch space.
+func (c indexChanges) writeTo(b *pebble.Batch, sorted *[]string) error {
+	*sorted = (*sorted)[:0]
+	for k := range c {
+		*sorted = append(*sorted, k)
+	}
+	slices.Sort(*sorted)
+	for _, k := range *sorted {
+		set := c[k]
 		var err error
 		kb := unsafe.Slice(unsafe.StringData(k), len(k)) // Set and Delete copy it
 		if set {
@@ -1136,8 +1152,18 @@ func (w *worker) commit() error {
 	// for the changelog (a tombstone for a deleted one); the changelog's
 	// metadata record ends the batch.
 	logging := w.logNeeded || len(w.dirty) > 0
-	for key, st := range w.dirty {
-		k := stateKey(w.part, key)
+	// In key order: Pebble's memtable inserts a batch's keys one by one
+	// into a skiplist, and a key just after the previous one is found
+	// from where that one went.
+	w.sorted = w.sorted[:0]
+	for key := range w.dirty {
+		w.sorted = append(w.sorted, key)
+	}
+	slices.Sort(w.sorted)
+	for _, key := range w.sorted {
+		st := w.dirty[key]
+		w.keyScratch = appendStateKey(w.keyScratch[:0], w.part, key)
+		k := w.keyScratch
 		var v []byte
 		if st == nil {
 			if err := w.b.Delete(k, nil); err != nil {
@@ -1157,7 +1183,7 @@ func (w *worker) commit() error {
 			return err
 		}
 	}
-	if err := w.index.writeTo(w.b); err != nil {
+	if err := w.index.writeTo(w.b, &w.sorted); err != nil {
 		return err
 	}
 	clear(w.index)

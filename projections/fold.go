@@ -252,6 +252,13 @@ type fold struct {
 	deferrals []deferral
 	// cause is the input event Apply folds (see Cause).
 	cause Cause
+	// Room for the usual few carts, so that a fold allocates once: the
+	// backing arrays of wakes and mods, and of the effects' Timers and
+	// Modified (the effects share the fold's memory).
+	wakeBuf  [2]TimerChange
+	modBuf   [2]ModChange
+	timerBuf [2]TimerChange
+	modifBuf [2]ModChange
 }
 
 type deferral struct {
@@ -264,6 +271,8 @@ func begin(s *CustomerState, key string, cfg *Config) *fold {
 		s = &CustomerState{Key: key}
 	}
 	f := &fold{s: s, key: key, cfg: cfg, openBefore: s.OpenCarts()}
+	f.wakes, f.mods = f.wakeBuf[:0], f.modBuf[:0]
+	f.eff.Timers, f.eff.Modified = f.timerBuf[:0], f.modifBuf[:0]
 	for _, c := range s.Carts {
 		if !c.WakeAt.IsZero() {
 			f.wakes = append(f.wakes, TimerChange{CartID: c.ID, Old: c.WakeAt})
@@ -305,6 +314,12 @@ func (f *fold) end() Effects {
 		if c.IsOpen() && !c.ModifiedAt.IsZero() && !f.hadMod(c.ID) {
 			f.eff.Modified = append(f.eff.Modified, ModChange{CartID: c.ID, New: c.ModifiedAt})
 		}
+	}
+	if len(f.eff.Timers) == 0 {
+		f.eff.Timers = nil
+	}
+	if len(f.eff.Modified) == 0 {
+		f.eff.Modified = nil
 	}
 	f.eff.OpenCartsDelta = f.s.OpenCarts() - f.openBefore
 	if !f.s.empty() {
