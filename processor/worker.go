@@ -138,7 +138,7 @@ type worker struct {
 	keyBuf     []byte
 	keyScratch []byte // a key for one call that copies it (Pebble's Get and Set, the index)
 	stateBuf   []byte
-	sorted   []string // scratch: the keys a commit writes, in order
+	sorted     []string // scratch: the keys a commit writes, in order
 	// groupSynced is set once the group's offset follows the store's (a
 	// batch was marked for commit, or the poller committed the resumed
 	// offset of an idle partition).
