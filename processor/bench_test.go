@@ -68,6 +68,7 @@ func benchFoldPebble(b *testing.B, sync bool) {
 			// As if relayed (the relay does not run): an erasure's
 			// purge reads the outbox from the relay's head.
 			w.relay.head.Store(w.meta.OutboxSeq)
+			w.relay.dropRefs(w.meta.OutboxSeq)
 		}
 	}
 	b.StopTimer()
@@ -77,10 +78,10 @@ func benchFoldPebble(b *testing.B, sync bool) {
 }
 
 // newBenchProcessor opens a processor on an in-process broker (kfake)
-// without joining its group: the benchmark drives one worker directly,
+// without joining its group: the caller drives one worker directly,
 // whose takeover reads the changelog and fences the partition's producer
-// as in production. The relay never runs: nothing is produced.
-func newBenchProcessor(b *testing.B, dir string, flows *projections.Config, sync bool) *Processor {
+// as in production. Its relay does not run unless the caller drives it.
+func newBenchProcessor(b testing.TB, dir string, flows *projections.Config, sync bool) *Processor {
 	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(0))
 	if err != nil {
 		b.Fatal(err)
@@ -104,7 +105,8 @@ func newBenchProcessor(b *testing.B, dir string, flows *projections.Config, sync
 	if err := EnsureTopicsWith(b.Context(), pr.admin, 1, changelogTopicConfig, pr.cfg.Topics.State); err != nil {
 		b.Fatal(err)
 	}
-	if err := EnsureTopics(b.Context(), pr.admin, 1, pr.cfg.Topics.Events); err != nil {
+	tp := pr.cfg.Topics
+	if err := EnsureTopics(b.Context(), pr.admin, 1, tp.Events, tp.Decisions, tp.Outcomes, tp.DLQ, tp.Suppressions, tp.ShadowDecisions); err != nil {
 		b.Fatal(err)
 	}
 	return pr

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"sort"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -38,6 +40,65 @@ type relay struct {
 	// head is the sequence number of the oldest entry not yet committed to
 	// Kafka (the outbox's next sequence number when it is empty).
 	head atomic.Uint64
+
+	// refs holds the values of the state references (stateRefTopic) the
+	// worker committed and the relay has not produced yet, in sequence
+	// order; refsBytes is the size of their values. The worker adds a
+	// batch's before it commits the batch, so that the relay finds the
+	// value of every reference it reads, exactly as of its batch.
+	refsMu    sync.Mutex
+	refs      []stateRef
+	refsBytes int64
+}
+
+// stateRef is the value of the state an outbox entry at seq refers to:
+// the encoded state, shared with the worker's cache and never modified;
+// nil for a deleted customer (a tombstone).
+type stateRef struct {
+	seq   uint64
+	value []byte
+}
+
+// addRefs hands the relay the values of a batch's state references.
+func (r *relay) addRefs(refs []stateRef) {
+	r.refsMu.Lock()
+	defer r.refsMu.Unlock()
+	for _, ref := range refs {
+		r.refs = append(r.refs, ref)
+		r.refsBytes += int64(len(ref.value))
+	}
+}
+
+// heldRefBytes is the size of the reference values the relay holds.
+func (r *relay) heldRefBytes() int64 {
+	r.refsMu.Lock()
+	defer r.refsMu.Unlock()
+	return r.refsBytes
+}
+
+// ref returns the value of the state reference at seq.
+func (r *relay) ref(seq uint64) (stateRef, bool) {
+	r.refsMu.Lock()
+	defer r.refsMu.Unlock()
+	i := sort.Search(len(r.refs), func(i int) bool { return r.refs[i].seq >= seq })
+	if i == len(r.refs) || r.refs[i].seq != seq {
+		return stateRef{}, false
+	}
+	return r.refs[i], true
+}
+
+// dropRefs forgets the reference values below seq: produced, or purged
+// from the outbox by an erasure.
+func (r *relay) dropRefs(seq uint64) {
+	r.refsMu.Lock()
+	defer r.refsMu.Unlock()
+	n := 0
+	for n < len(r.refs) && r.refs[n].seq < seq {
+		r.refsBytes -= int64(len(r.refs[n].value))
+		r.refs[n] = stateRef{}
+		n++
+	}
+	r.refs = r.refs[n:]
 }
 
 func newRelay(pr *Processor, part int32, cl *kgo.Client) *relay {
@@ -151,6 +212,18 @@ func (r *relay) drainOnce() (int, error) {
 			it.Close()
 			return 0, err
 		}
+		if e.Topic == stateRefTopic {
+			seq := binary.BigEndian.Uint64(it.Key()[len(it.Key())-8:])
+			ref, ok := r.ref(seq)
+			if !ok {
+				// A takeover resolves the references it finds
+				// (resolveStateRefs); the worker hands the relay every
+				// later one before committing it.
+				it.Close()
+				return 0, fmt.Errorf("outbox entry %d refers to a state the relay was not handed", seq)
+			}
+			e.Topic, e.Value = r.pr.cfg.Topics.State, ref.value
+		}
 		keys = append(keys, append([]byte(nil), it.Key()...))
 		rec := &kgo.Record{Topic: e.Topic, Key: e.Key, Value: e.Value}
 		if e.Topic == r.pr.cfg.Topics.State {
@@ -204,6 +277,7 @@ func (r *relay) drainOnce() (int, error) {
 			return 0, err
 		}
 		r.head.Store(binary.BigEndian.Uint64(keys[len(keys)-1][len(keys[len(keys)-1])-8:]) + 1)
+		r.dropRefs(r.head.Load())
 		r.count(recs)
 		return len(recs), nil
 	}

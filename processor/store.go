@@ -185,6 +185,96 @@ func firstOutboxSeq(r pebble.Reader, p int32) (uint64, bool, error) {
 	return seq, ok, it.Close()
 }
 
+// stateRefTopic is the topic of an outbox entry that refers to a
+// customer's state (its key) instead of holding it: the changelog record
+// of a state the same batch writes to the store, which would otherwise be
+// written twice. The relay produces it to the changelog with the value
+// the worker handed it in memory (relay.addRefs). A Kafka topic name
+// cannot hold a NUL byte.
+const stateRefTopic = "\x00state-ref"
+
+// maxHeldRefBytes bounds the state values a partition's relay holds in
+// memory for references; past it (the relay lags, say while Kafka is
+// away), the worker writes changelog records into the outbox whole.
+const maxHeldRefBytes = 8 << 20
+
+// resolveStateRefs makes the outbox from head on hold whole changelog
+// records again, for a takeover: the relay that held the references'
+// values is gone. Each reference gets its state's value in the store
+// now, which is the value as of the outbox's last batch; for the
+// changelog to hold no state newer than its metadata record says, the
+// metadata records from the first reference's batch on, but the last,
+// are dropped, so that the relay produces those batches as one, in one
+// transaction (see drainOnce). It returns how many references it
+// resolved.
+func resolveStateRefs(db *pebble.DB, p int32, head uint64, stateTopic string) (int, error) {
+	lower, upper := outboxKey(p, head), partPrefix(p, kindOutbox+1)
+	it, err := db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return 0, err
+	}
+	type pending struct {
+		key  []byte
+		e    outboxEntry
+		meta bool
+	}
+	var entries []pending
+	first := -1 // the first reference
+	for ok := it.First(); ok; ok = it.Next() {
+		e, err := decodeOutboxEntry(append([]byte(nil), it.Value()...))
+		if err != nil {
+			it.Close()
+			return 0, err
+		}
+		if e.Topic == stateRefTopic && first < 0 {
+			first = len(entries)
+		}
+		entries = append(entries, pending{key: append([]byte(nil), it.Key()...), e: e,
+			meta: e.Topic == stateTopic && string(e.Key) == changelogMetaKey})
+	}
+	if err := it.Close(); err != nil {
+		return 0, err
+	}
+	if first < 0 {
+		return 0, nil
+	}
+	last := -1 // the last metadata record
+	for i := range entries {
+		if entries[i].meta {
+			last = i
+		}
+	}
+	b := db.NewBatch()
+	defer b.Close()
+	n := 0
+	for i := first; i < len(entries); i++ {
+		pe := &entries[i]
+		switch {
+		case pe.meta && i != last:
+			if err := b.Delete(pe.key, nil); err != nil {
+				return 0, err
+			}
+		case pe.e.Topic == stateRefTopic:
+			v, closer, err := db.Get(stateKey(p, string(pe.e.Key)))
+			var value []byte
+			switch {
+			case errors.Is(err, pebble.ErrNotFound): // deleted: a tombstone
+			case err != nil:
+				return 0, err
+			default:
+				value = bytes.Clone(v)
+				closer.Close()
+			}
+			e := outboxEntry{Topic: stateTopic, Key: pe.e.Key, Value: value}
+			if err := b.Set(pe.key, e.appendTo(nil), nil); err != nil {
+				return 0, err
+			}
+			n++
+		}
+	}
+	return n, b.Commit(pebble.Sync)
+}
+
 // outboxEntry is one record waiting to be produced by the relay.
 type outboxEntry struct {
 	Topic   string

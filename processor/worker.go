@@ -138,7 +138,8 @@ type worker struct {
 	keyBuf     []byte
 	keyScratch []byte // a key for one call that copies it (Pebble's Get and Set, the index)
 	stateBuf   []byte
-	sorted     []string // scratch: the keys a commit writes, in order
+	sorted     []string   // scratch: the keys a commit writes, in order
+	refs       []stateRef // scratch: the values of a commit's state references
 	// groupSynced is set once the group's offset follows the store's (a
 	// batch was marked for commit, or the poller committed the resumed
 	// offset of an idle partition).
@@ -181,6 +182,16 @@ func newWorker(pr *Processor, part int32) (*worker, error) {
 	}
 	if !pending {
 		head = w.meta.OutboxSeq
+	}
+	if pending {
+		n, err := resolveStateRefs(pr.db, part, head, pr.cfg.Topics.State)
+		if err != nil {
+			cl.Close()
+			return nil, fmt.Errorf("partition %d: resolving the outbox's state references: %w", part, err)
+		}
+		if n > 0 {
+			w.log.Info("the outbox's changelog records take their states from the store", "records", n)
+		}
 	}
 	w.relay = newRelay(pr, part, cl)
 	w.relay.head.Store(head)
@@ -1160,6 +1171,10 @@ func (w *worker) commit() error {
 		w.sorted = append(w.sorted, key)
 	}
 	slices.Sort(w.sorted)
+	// The changelog records refer to the states the batch writes, their
+	// values handed to the relay in memory, unless the relay holds too
+	// many already.
+	byRef := w.relay != nil && w.relay.heldRefBytes() < maxHeldRefBytes
 	for _, key := range w.sorted {
 		st := w.dirty[key]
 		w.keyScratch = appendStateKey(w.keyScratch[:0], w.part, key)
@@ -1172,14 +1187,19 @@ func (w *worker) commit() error {
 			w.uncache(key)
 		} else {
 			w.stateBuf = appendState(w.stateBuf[:0], st)
-			v = w.stateBuf
-			if err := w.b.Set(k, v, nil); err != nil {
+			if err := w.b.Set(k, w.stateBuf, nil); err != nil {
 				return err
 			}
-			w.toCache = append(w.toCache, cachedState{key: key, enc: bytes.Clone(v)})
+			v = bytes.Clone(w.stateBuf)
+			w.toCache = append(w.toCache, cachedState{key: key, enc: v})
 			w.rememberKey(key)
 		}
-		if err := w.enqueue(&outboxEntry{Topic: w.pr.cfg.Topics.State, Key: []byte(key), Value: v}); err != nil {
+		e := outboxEntry{Topic: w.pr.cfg.Topics.State, Key: []byte(key), Value: v}
+		if byRef {
+			w.refs = append(w.refs, stateRef{seq: w.meta.OutboxSeq, value: v})
+			e.Topic, e.Value = stateRefTopic, nil
+		}
+		if err := w.enqueue(&e); err != nil {
 			return err
 		}
 	}
@@ -1199,6 +1219,12 @@ func (w *worker) commit() error {
 	opts := pebble.NoSync
 	if w.pr.cfg.SyncWrites {
 		opts = pebble.Sync
+	}
+	// The relay may read the batch as soon as it commits.
+	if len(w.refs) > 0 {
+		w.relay.addRefs(w.refs)
+		clear(w.refs)
+		w.refs = w.refs[:0]
 	}
 	if err := w.b.Commit(opts); err != nil {
 		return err
