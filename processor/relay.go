@@ -49,6 +49,8 @@ type relay struct {
 	refsMu    sync.Mutex
 	refs      []stateRef
 	refsBytes int64
+	// maxHeld bounds refsBytes (maxHeldRefBytes; tests lower it).
+	maxHeld int64
 }
 
 // stateRef is the value of the state an outbox entry at seq refers to:
@@ -69,11 +71,12 @@ func (r *relay) addRefs(refs []stateRef) {
 	}
 }
 
-// heldRefBytes is the size of the reference values the relay holds.
-func (r *relay) heldRefBytes() int64 {
+// takesRefs reports whether the relay takes more reference values: it
+// holds fewer than maxHeld bytes of them.
+func (r *relay) takesRefs() bool {
 	r.refsMu.Lock()
 	defer r.refsMu.Unlock()
-	return r.refsBytes
+	return r.refsBytes < r.maxHeld
 }
 
 // ref returns the value of the state reference at seq.
@@ -104,7 +107,7 @@ func (r *relay) dropRefs(seq uint64) {
 func newRelay(pr *Processor, part int32, cl *kgo.Client) *relay {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &relay{pr: pr, part: part, cl: cl, wake: make(chan struct{}, 1), quit: make(chan struct{}),
-		done: make(chan struct{}), ctx: ctx, cancel: cancel}
+		done: make(chan struct{}), ctx: ctx, cancel: cancel, maxHeld: maxHeldRefBytes}
 }
 
 // notify tells the relay that new entries were committed. It never blocks.

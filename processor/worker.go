@@ -1174,7 +1174,7 @@ func (w *worker) commit() error {
 	// The changelog records refer to the states the batch writes, their
 	// values handed to the relay in memory, unless the relay holds too
 	// many already.
-	byRef := w.relay != nil && w.relay.heldRefBytes() < maxHeldRefBytes
+	byRef := w.relay != nil && w.relay.takesRefs()
 	for _, key := range w.sorted {
 		st := w.dirty[key]
 		w.keyScratch = appendStateKey(w.keyScratch[:0], w.part, key)
