@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math"
 	"time"
+	"unsafe"
 
 	"github.com/cockroachdb/pebble"
 	"github.com/cockroachdb/pebble/bloom"
@@ -148,6 +149,20 @@ func appendTimerKey(dst []byte, p int32, due time.Time, customer, cart string) [
 	k = append(k, customer...)
 	k = append(k, 0)
 	return append(k, cart...)
+}
+
+// timerKeyParts splits a timer key without copying: customer and cart
+// share k's memory, for lookups only.
+func timerKeyParts(k []byte) (due time.Time, customer, cart string, ok bool) {
+	if len(k) < 5+8+1 || k[4] != kindTimer {
+		return time.Time{}, "", "", false
+	}
+	rest := k[13:]
+	i := bytes.IndexByte(rest, 0)
+	if i < 0 {
+		return time.Time{}, "", "", false
+	}
+	return decodeDue(k[5:13]), unsafe.String(unsafe.SliceData(rest), i), unsafe.String(unsafe.SliceData(rest[i+1:]), len(rest)-i-1), true
 }
 
 // parseTimerKey splits a timer key of any partition.

@@ -43,7 +43,8 @@ func (t *timerWindow) covers(k []byte) bool {
 	return t.valid && (t.end == nil || bytes.Compare(k, t.end) < 0)
 }
 
-// set records that the timer key k now exists. k is kept, not copied.
+// set records that the timer key k now exists (a key inside the window is
+// copied).
 func (t *timerWindow) set(k []byte) {
 	if !t.covers(k) {
 		return
@@ -52,7 +53,7 @@ func (t *timerWindow) set(k []byte) {
 	if found {
 		return
 	}
-	t.keys = slices.Insert(t.keys, i, k)
+	t.keys = slices.Insert(t.keys, i, bytes.Clone(k))
 	if len(t.keys) > 2*timerWindowSize {
 		// Bounded: give the tail back to the index.
 		t.end = t.keys[timerWindowSize]

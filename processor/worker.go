@@ -109,9 +109,7 @@ type worker struct {
 	batchStart                  time.Time
 	batchEnd                    int64
 	// index holds the batch's net changes to the timer and modification
-	// indexes, written when the batch commits: a cart's timer that moves
-	// several times in one batch costs one delete and one set, not a pair
-	// per move (see indexChanges).
+	// indexes, written when the batch commits (see indexChanges).
 	index indexChanges
 	// win is the head of the timer index, batch included (see
 	// timerWindow).
@@ -285,7 +283,7 @@ func takeOver(ctx context.Context, pr *Processor, part int32) (*worker, error) {
 		done:  make(chan struct{}),
 		cache: make(map[string]cachedState), cacheBudget: pr.cfg.StateCacheBytes / int64(max(1, pr.cfg.Partitions)),
 		dirty:      make(map[string]*projections.CustomerState),
-		index:      make(indexChanges),
+		index:      newIndexChanges(),
 		knownBuild: make(chan keyFilterBuild, 1),
 	}
 	w.next.Store(w.meta.NextOffset)
@@ -728,14 +726,15 @@ func (w *worker) apply(key string, eff projections.Effects) error {
 	w.dirty[key] = eff.State
 	w.changed = true
 	for _, tc := range eff.Timers {
+		w.index.moveTimer(key, tc.CartID, tc.Old, tc.New)
 		if !tc.Old.IsZero() {
 			w.keyScratch = appendTimerKey(w.keyScratch[:0], w.part, tc.Old, key, tc.CartID)
-			w.deleteTimer(w.keyScratch)
+			w.win.remove(w.keyScratch)
 			w.meta.Timers--
 		}
 		if !tc.New.IsZero() {
 			w.keyScratch = appendTimerKey(w.keyScratch[:0], w.part, tc.New, key, tc.CartID)
-			w.setTimer(w.keyScratch)
+			w.win.set(w.keyScratch)
 			w.meta.Timers++
 			if w.nextDueKnown && tc.New.Before(w.nextDue) {
 				w.nextDue = tc.New
@@ -746,14 +745,7 @@ func (w *worker) apply(key string, eff projections.Effects) error {
 		}
 	}
 	for _, mc := range eff.Modified {
-		if !mc.Old.IsZero() {
-			w.keyScratch = appendModKey(w.keyScratch[:0], w.part, mc.Old, key, mc.CartID)
-			w.index.remove(w.keyScratch)
-		}
-		if !mc.New.IsZero() {
-			w.keyScratch = appendModKey(w.keyScratch[:0], w.part, mc.New, key, mc.CartID)
-			w.index.set(w.keyScratch)
-		}
+		w.index.moveMod(key, mc.CartID, mc.Old, mc.New)
 	}
 	w.meta.OpenCarts += int64(eff.OpenCartsDelta)
 	for i := range eff.Decisions {
@@ -950,7 +942,8 @@ func (w *worker) fireDue(f projections.Firing) (int, error) {
 			eff := projections.Fire(st, customer, cart, f.At(due), w.pr.flows)
 			if !movesTimer(eff.Timers, cart, due) {
 				// A stale entry (its cart moved on or is gone): drop it.
-				w.deleteTimer(k)
+				w.win.remove(k)
+				w.index.dropStale(k)
 				w.meta.Timers--
 			}
 			if err := w.apply(customer, eff); err != nil {
@@ -996,7 +989,7 @@ func (w *worker) fillTimerWindow() error {
 }
 
 // committedKeysWith returns the first n keys in [lower, upper) of the
-// committed index with the batch's index changes applied, in order.
+// committed timer index with the batch's changes to it applied, in order.
 func (w *worker) committedKeysWith(lower, upper []byte, n int) ([][]byte, error) {
 	it, err := w.pr.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
 	if err != nil {
@@ -1004,8 +997,8 @@ func (w *worker) committedKeysWith(lower, upper []byte, n int) ([][]byte, error)
 	}
 	var keys [][]byte
 	for ok := it.First(); ok && len(keys) < n; ok = it.Next() {
-		if set, changed := w.index[string(it.Key())]; changed && !set {
-			continue // deleted by the batch
+		if w.index.deletesTimer(it.Key()) {
+			continue
 		}
 		keys = append(keys, append([]byte(nil), it.Key()...))
 	}
@@ -1018,80 +1011,161 @@ func (w *worker) committedKeysWith(lower, upper []byte, n int) ([][]byte, error)
 	if len(keys) == n {
 		end = keys[n-1]
 	}
-	for k, set := range w.index {
-		if set && k >= string(lower) && k < string(end) {
-			keys = append(keys, []byte(k))
-		}
-	}
+	keys = w.index.appendNewTimers(keys, w.part, lower, end)
 	slices.SortFunc(keys, bytes.Compare)
 	keys = slices.CompactFunc(keys, bytes.Equal) // a set over a committed key
 	return keys[:min(n, len(keys))], nil
 }
 
-// setTimer and deleteTimer change the timer index, in the batch and in
-// the timer window; neither keeps k.
-func (w *worker) setTimer(k []byte) {
-	w.win.set(w.index.set(k))
-}
-
-func (w *worker) deleteTimer(k []byte) {
-	w.win.remove(k)
-	w.index.remove(k)
-}
-
 // indexChanges are a batch's net changes to the timer and modification
-// indexes: key → true to set it, false to delete a committed one. A key
-// set and then deleted in the same batch leaves no trace.
+// indexes, per cart: its due time and modification time as committed
+// (before the batch's first change) and as now. The keys are written when
+// the batch commits, so a cart's timer that moves several times in one
+// batch costs one delete and one set, and a move costs no key until then.
 //
-// It relies on what the fold guarantees of the indexes: each key deleted
-// is in the index (committed, or set earlier in the batch), and each key
-// set is new to it. (The one exception, a stale timer key whose cart's
-// timer comes back to the same instant, is harmless: the stale key is
-// dropped when it fires.)
-type indexChanges map[string]bool
-
-// set records that key k is set, and returns k's bytes in memory that
-// stays unchanged (the map's key; never to be written to).
-func (c indexChanges) set(k []byte) []byte {
-	s := string(k)
-	if set, ok := c[s]; ok && !set {
-		delete(c, s) // deleted and set again: as committed
-	} else {
-		c[s] = true
-	}
-	return unsafe.Slice(unsafe.StringData(s), len(s))
+// The fold reports each change with the value it replaces, which is what
+// the index holds (committed, or changed earlier in the batch). stale
+// holds the timer keys found to belong to no cart's timer, to delete.
+type indexChanges struct {
+	at    map[cartRef]int // index in moves
+	moves []indexMove
+	stale map[string]struct{}
 }
 
-func (c indexChanges) remove(k []byte) {
-	s := string(k)
-	if set, ok := c[s]; ok && set {
-		delete(c, s) // set by this batch: never written
-		return
-	}
-	c[s] = false
+// cartRef names a customer's cart.
+type cartRef struct{ customer, cart string }
+
+// indexMove is one cart's net change; wake and mod tell which of its two
+// index entries the batch changed.
+type indexMove struct {
+	ref              cartRef
+	wake, mod        bool
+	oldWake, newWake time.Time
+	oldMod, newMod   time.Time
 }
 
-// writeTo writes the changes into the batch, in key order; sorted is
-// scratch space.
-func (c indexChanges) writeTo(b *pebble.Batch, sorted *[]string) error {
-	*sorted = (*sorted)[:0]
-	for k := range c {
-		*sorted = append(*sorted, k)
+func newIndexChanges() indexChanges {
+	return indexChanges{at: map[cartRef]int{}, stale: map[string]struct{}{}}
+}
+
+func (c *indexChanges) move(customer, cart string) *indexMove {
+	ref := cartRef{customer, cart}
+	i, ok := c.at[ref]
+	if !ok {
+		i = len(c.moves)
+		c.at[ref] = i
+		c.moves = append(c.moves, indexMove{ref: ref})
 	}
-	slices.Sort(*sorted)
-	for _, k := range *sorted {
-		set := c[k]
-		var err error
-		kb := unsafe.Slice(unsafe.StringData(k), len(k)) // Set and Delete copy it
-		if set {
-			err = b.Set(kb, nil, nil)
-		} else {
-			err = b.Delete(kb, nil)
+	return &c.moves[i]
+}
+
+// moveTimer records that the cart's timer moved from old to new (zero:
+// none).
+func (c *indexChanges) moveTimer(customer, cart string, old, new time.Time) {
+	m := c.move(customer, cart)
+	if !m.wake {
+		m.wake, m.oldWake = true, old
+	}
+	m.newWake = new
+}
+
+// moveMod records that the cart's modification index entry moved from old
+// to new (zero: none).
+func (c *indexChanges) moveMod(customer, cart string, old, new time.Time) {
+	m := c.move(customer, cart)
+	if !m.mod {
+		m.mod, m.oldMod = true, old
+	}
+	m.newMod = new
+}
+
+// dropStale records that the committed timer key k belongs to no cart's
+// timer.
+func (c *indexChanges) dropStale(k []byte) { c.stale[string(k)] = struct{}{} }
+
+// deletesTimer reports whether the batch deletes the committed timer key k.
+func (c *indexChanges) deletesTimer(k []byte) bool {
+	if _, ok := c.stale[string(k)]; ok {
+		return true
+	}
+	due, customer, cart, ok := timerKeyParts(k)
+	if !ok {
+		return false
+	}
+	i, ok := c.at[cartRef{customer, cart}]
+	if !ok {
+		return false
+	}
+	m := &c.moves[i]
+	return m.wake && m.oldWake.Equal(due) && !m.newWake.Equal(due)
+}
+
+// appendNewTimers appends the timer keys in [lower, end) the batch sets.
+func (c *indexChanges) appendNewTimers(keys [][]byte, part int32, lower, end []byte) [][]byte {
+	for i := range c.moves {
+		m := &c.moves[i]
+		if !m.wake || m.newWake.IsZero() || m.newWake.Equal(m.oldWake) {
+			continue
 		}
-		if err != nil {
+		k := appendTimerKey(nil, part, m.newWake, m.ref.customer, m.ref.cart)
+		if bytes.Compare(k, lower) >= 0 && bytes.Compare(k, end) < 0 {
+			keys = append(keys, k)
+		}
+	}
+	return keys
+}
+
+// writeTo writes the changes into the batch (stale keys first: a cart's
+// timer may have come back to a stale key's instant), and forgets them;
+// scratch is space for the keys.
+func (c *indexChanges) writeTo(b *pebble.Batch, part int32, scratch *[]byte) error {
+	for k := range c.stale {
+		if err := b.Delete(unsafe.Slice(unsafe.StringData(k), len(k)), nil); err != nil {
 			return err
 		}
 	}
+	put := func(k []byte, set bool) error {
+		if set {
+			return b.Set(k, nil, nil)
+		}
+		return b.Delete(k, nil)
+	}
+	for i := range c.moves {
+		m := &c.moves[i]
+		customer, cart := m.ref.customer, m.ref.cart
+		if m.wake && !m.oldWake.Equal(m.newWake) {
+			if !m.oldWake.IsZero() {
+				*scratch = appendTimerKey((*scratch)[:0], part, m.oldWake, customer, cart)
+				if err := put(*scratch, false); err != nil {
+					return err
+				}
+			}
+			if !m.newWake.IsZero() {
+				*scratch = appendTimerKey((*scratch)[:0], part, m.newWake, customer, cart)
+				if err := put(*scratch, true); err != nil {
+					return err
+				}
+			}
+		}
+		if m.mod && !m.oldMod.Equal(m.newMod) {
+			if !m.oldMod.IsZero() {
+				*scratch = appendModKey((*scratch)[:0], part, m.oldMod, customer, cart)
+				if err := put(*scratch, false); err != nil {
+					return err
+				}
+			}
+			if !m.newMod.IsZero() {
+				*scratch = appendModKey((*scratch)[:0], part, m.newMod, customer, cart)
+				if err := put(*scratch, true); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	clear(c.at)
+	clear(c.moves)
+	c.moves = c.moves[:0]
+	clear(c.stale)
 	return nil
 }
 
@@ -1203,10 +1277,9 @@ func (w *worker) commit() error {
 			return err
 		}
 	}
-	if err := w.index.writeTo(w.b, &w.sorted); err != nil {
+	if err := w.index.writeTo(w.b, w.part, &w.keyScratch); err != nil {
 		return err
 	}
-	clear(w.index)
 	if logging {
 		if err := w.enqueueChangelogMeta(); err != nil {
 			return err
