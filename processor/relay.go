@@ -138,6 +138,11 @@ func (r *relay) run() {
 		if errors.Is(err, errRetryNow) {
 			continue
 		}
+		if errors.Is(err, errUnknownRef) {
+			r.pr.log.Error("outbox relay: stopping the processor; a restart resolves the reference from the store", "partition", r.part, "err", err)
+			r.pr.fail(fmt.Errorf("partition %d: %w", r.part, err))
+			return
+		}
 		if errors.Is(err, ErrFenced) {
 			r.pr.log.Error("outbox relay: fenced; another instance owns the partition", "partition", r.part, "err", err)
 			r.pr.fail(fmt.Errorf("partition %d: %w", r.part, err))
@@ -223,7 +228,7 @@ func (r *relay) drainOnce() (int, error) {
 				// (resolveStateRefs); the worker hands the relay every
 				// later one before committing it.
 				it.Close()
-				return 0, fmt.Errorf("outbox entry %d refers to a state the relay was not handed", seq)
+				return 0, fmt.Errorf("outbox entry %d: %w", seq, errUnknownRef)
 			}
 			e.Topic, e.Value = r.pr.cfg.Topics.State, ref.value
 		}
@@ -326,6 +331,11 @@ func (r *relay) drainOnce() (int, error) {
 	}
 	return 0, transient
 }
+
+// errUnknownRef: an outbox entry refers to a state whose value the relay
+// was not handed. Retrying cannot help; a restart resolves the reference
+// from the store (resolveStateRefs).
+var errUnknownRef = errors.New("refers to a state the relay was not handed")
 
 // errRetryNow: a round changed failed entries and should be retried at once.
 var errRetryNow = errors.New("retry the round with the failed entries replaced")

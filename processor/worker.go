@@ -1237,9 +1237,8 @@ func (w *worker) commit() error {
 	// for the changelog (a tombstone for a deleted one); the changelog's
 	// metadata record ends the batch.
 	logging := w.logNeeded || len(w.dirty) > 0
-	// In key order: Pebble's memtable inserts a batch's keys one by one
-	// into a skiplist, and a key just after the previous one is found
-	// from where that one went.
+	// In key order, so that the changelog records of a batch come in an
+	// order that does not depend on the map's.
 	w.sorted = w.sorted[:0]
 	for key := range w.dirty {
 		w.sorted = append(w.sorted, key)
