@@ -1124,42 +1124,30 @@ func (c *indexChanges) writeTo(b *pebble.Batch, part int32, scratch *[]byte) err
 			return err
 		}
 	}
-	put := func(k []byte, set bool) error {
-		if set {
-			return b.Set(k, nil, nil)
+	// write replaces one index entry of a cart: old's key by new's.
+	write := func(changed bool, old, new time.Time, key func([]byte, int32, time.Time, string, string) []byte, ref cartRef) error {
+		if !changed || old.Equal(new) {
+			return nil
 		}
-		return b.Delete(k, nil)
+		if !old.IsZero() {
+			*scratch = key((*scratch)[:0], part, old, ref.customer, ref.cart)
+			if err := b.Delete(*scratch, nil); err != nil {
+				return err
+			}
+		}
+		if !new.IsZero() {
+			*scratch = key((*scratch)[:0], part, new, ref.customer, ref.cart)
+			return b.Set(*scratch, nil, nil)
+		}
+		return nil
 	}
 	for i := range c.moves {
 		m := &c.moves[i]
-		customer, cart := m.ref.customer, m.ref.cart
-		if m.wake && !m.oldWake.Equal(m.newWake) {
-			if !m.oldWake.IsZero() {
-				*scratch = appendTimerKey((*scratch)[:0], part, m.oldWake, customer, cart)
-				if err := put(*scratch, false); err != nil {
-					return err
-				}
-			}
-			if !m.newWake.IsZero() {
-				*scratch = appendTimerKey((*scratch)[:0], part, m.newWake, customer, cart)
-				if err := put(*scratch, true); err != nil {
-					return err
-				}
-			}
+		if err := write(m.wake, m.oldWake, m.newWake, appendTimerKey, m.ref); err != nil {
+			return err
 		}
-		if m.mod && !m.oldMod.Equal(m.newMod) {
-			if !m.oldMod.IsZero() {
-				*scratch = appendModKey((*scratch)[:0], part, m.oldMod, customer, cart)
-				if err := put(*scratch, false); err != nil {
-					return err
-				}
-			}
-			if !m.newMod.IsZero() {
-				*scratch = appendModKey((*scratch)[:0], part, m.newMod, customer, cart)
-				if err := put(*scratch, true); err != nil {
-					return err
-				}
-			}
+		if err := write(m.mod, m.oldMod, m.newMod, appendModKey, m.ref); err != nil {
+			return err
 		}
 	}
 	clear(c.at)
