@@ -1322,9 +1322,9 @@ func (w *worker) commit() error {
 }
 
 // resetBatch empties the committed batch for the next one, keeping its
-// buffer: Pebble's Reset keeps one only up to 1 MB, and a backlog's
-// batches are larger, so each would allocate (and grow by doubling) a new
-// one. A batch of an eighth of a memtable or more may have been committed
+// buffer while a backlog fills it: Pebble's Reset keeps one only up to
+// 1 MB, and a backlog's batches are larger, so each would allocate (and
+// grow by doubling) a new one. A batch of an eighth of a memtable or more may have been committed
 // as a large batch, whose buffer Pebble goes on reading from its flush
 // queue: it is left to Pebble, and the next one starts at its size.
 func (w *worker) resetBatch() {
@@ -1335,7 +1335,9 @@ func (w *worker) resetBatch() {
 		return
 	}
 	w.b.Reset()
-	if cap(buf) > pebbleBatchMaxRetained { // Reset let go of it: take it back
+	// Reset let go of a large buffer: take it back while the batches fill
+	// a quarter of it (a backlog), not once they are small (caught up).
+	if cap(buf) > pebbleBatchMaxRetained && len(buf) >= cap(buf)/4 {
 		buf = buf[:batchHeaderLen]
 		clear(buf)
 		if err := w.b.SetRepr(buf); err != nil {
