@@ -38,7 +38,7 @@ func benchFoldPebble(b *testing.B, sync bool) {
 		b.Fatal(err)
 	}
 	cfg := projections.NewConfig(flows)
-	pr := newBenchProcessor(b, b.TempDir(), cfg, sync)
+	pr := newDirectProcessor(b, b.TempDir(), cfg, sync)
 
 	// Pre-generate the input: 100k customers, event times 10ms apart.
 	const batch = 1000
@@ -77,11 +77,11 @@ func benchFoldPebble(b *testing.B, sync bool) {
 	w.relay.cl.Close()
 }
 
-// newBenchProcessor opens a processor on an in-process broker (kfake)
+// newDirectProcessor opens a processor on an in-process broker (kfake)
 // without joining its group: the caller drives one worker directly,
 // whose takeover reads the changelog and fences the partition's producer
 // as in production. Its relay does not run unless the caller drives it.
-func newBenchProcessor(b testing.TB, dir string, flows *projections.Config, sync bool) *Processor {
+func newDirectProcessor(b testing.TB, dir string, flows *projections.Config, sync bool) *Processor {
 	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(0))
 	if err != nil {
 		b.Fatal(err)

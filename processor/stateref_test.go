@@ -38,7 +38,7 @@ func testCrashWithStateReferences(t *testing.T, fill bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pr := newBenchProcessor(t, t.TempDir(), projections.NewConfig(flows), false)
+	pr := newDirectProcessor(t, t.TempDir(), projections.NewConfig(flows), false)
 
 	const batch = 1500
 	sim := shopper.New(shopper.Options{Seed: 7, Customers: 300})

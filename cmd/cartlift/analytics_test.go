@@ -131,21 +131,7 @@ func TestRunStoresDecisionsAndReports(t *testing.T) {
 	}
 	n, cfg := startNodeWithAnalytics(t, ctx, env)
 
-	producer, err := kgo.NewClient(kgo.SeedBrokers(n.brokers...), kgo.DefaultProduceTopic(cfg.TopicEvents))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer producer.Close()
-	send := func(id, typ string, data any, customer string) {
-		t.Helper()
-		v, err := events.Encode(id, "shop", typ, time.Now(), "", data)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := producer.ProduceSync(ctx, &kgo.Record{Key: []byte(customer), Value: v}).FirstErr(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	send := eventSender(t, ctx, n.brokers, cfg.TopicEvents)
 	for i := 1; i <= 4; i++ {
 		c := fmt.Sprintf("c-%d", i)
 		send("add-"+c, events.TypeItemAdded, events.ItemAdded{CartRef: events.CartRef{CustomerID: c, CartID: "k", Currency: "EUR"},
@@ -294,4 +280,25 @@ func testDatabase(t *testing.T, chAddr, prefix string) string {
 		}
 	})
 	return database
+}
+
+// eventSender returns a function that produces one event, enveloped as
+// a shop would send it (now, source "shop"), keyed by customer, to topic.
+func eventSender(t *testing.T, ctx context.Context, brokers []string, topic string) func(id, typ string, data any, customer string) {
+	t.Helper()
+	producer, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.DefaultProduceTopic(topic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(producer.Close)
+	return func(id, typ string, data any, customer string) {
+		t.Helper()
+		v, err := events.Encode(id, "shop", typ, time.Now(), "", data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := producer.ProduceSync(ctx, &kgo.Record{Key: []byte(customer), Value: v}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
 }

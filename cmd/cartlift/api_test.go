@@ -99,28 +99,13 @@ func TestAdvertiseAddr(t *testing.T) {
 func TestRunServesAPI(t *testing.T) {
 	chdirRoot(t)
 	const reader, writer = "reader-0123456789abcdef", "writer-0123456789abcdef"
-	cfg, err := loadRunConfig(context.Background(), envconfig.MapLookuper(map[string]string{
+	n, _ := startRunNode(t, map[string]string{
 		"CARTLIFT_BROKER_ADDR": "127.0.0.1:0",
 		"CARTLIFT_DATA_DIR":    t.TempDir(),
 		"CARTLIFT_HTTP_ADDR":   "127.0.0.1:0",
 		"CARTLIFT_PARTITIONS":  "2",
 		"CARTLIFT_API_TOKENS":  reader + ":read," + writer + ":write",
-	}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	n, err := startNode(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	defer func() {
-		cancel()
-		if err := n.wait(); err != nil {
-			t.Errorf("node: %v", err)
-		}
-	}()
+	})
 	base := "http://" + n.httpLn.Addr().String()
 	do := func(method, path, token, body string) (int, string) {
 		t.Helper()
@@ -195,4 +180,27 @@ func TestRunServesAPI(t *testing.T) {
 	if strings.Contains(metrics, "c-1") {
 		t.Error("metrics name a customer")
 	}
+}
+
+// startRunNode starts `cartlift run`'s node with the configuration env
+// (read as the environment), stopped when the test ends.
+func startRunNode(t *testing.T, env map[string]string) (*node, runConfig) {
+	t.Helper()
+	cfg, err := loadRunConfig(context.Background(), envconfig.MapLookuper(env))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	n, err := startNode(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		if err := n.wait(); err != nil {
+			t.Errorf("node: %v", err)
+		}
+	})
+	return n, cfg
 }

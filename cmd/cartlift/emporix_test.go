@@ -59,22 +59,7 @@ func emporixNode(t *testing.T, env map[string]string) (*node, string) {
 	for k, v := range env {
 		base[k] = v
 	}
-	cfg, err := loadRunConfig(context.Background(), envconfig.MapLookuper(base))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	n, err := startNode(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cancel()
-		if err := n.wait(); err != nil {
-			t.Errorf("node: %v", err)
-		}
-	})
+	n, _ := startRunNode(t, base)
 	return n, "http://" + n.httpLn.Addr().String()
 }
 

@@ -2,11 +2,9 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -14,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sethvargo/go-envconfig"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -57,29 +54,15 @@ flows:
 `, from, (from+1)%24)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := loadRunConfig(context.Background(), envconfig.MapLookuper(map[string]string{
+	n, cfg := startRunNode(t, map[string]string{
 		"KAFKA_BROKERS":       brokers,
 		"CARTLIFT_DATA_DIR":   t.TempDir(),
 		"CARTLIFT_HTTP_ADDR":  "127.0.0.1:0",
 		"CARTLIFT_PARTITIONS": "2",
 		"CARTLIFT_FLOWS":      flowsFile,
 		"CARTLIFT_TIMER_TICK": "20ms",
-	}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	n, err := startNode(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	defer func() {
-		cancel()
-		if err := n.wait(); err != nil {
-			t.Errorf("node: %v", err)
-		}
-	}()
+	})
+	ctx := t.Context()
 	api := "http://" + n.httpLn.Addr().String()
 	get := func(path string) (int, []byte) {
 		t.Helper()

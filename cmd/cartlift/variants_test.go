@@ -86,21 +86,7 @@ func TestVariantsThroughThePipeline(t *testing.T) {
 	start := time.Now()
 	first, cfg := startStoppableNode(t, ctx, env)
 
-	producer, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.DefaultProduceTopic(cfg.TopicEvents))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer producer.Close()
-	send := func(id, typ string, data any, customer string) {
-		t.Helper()
-		v, err := events.Encode(id, "shop", typ, time.Now(), "", data)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := producer.ProduceSync(ctx, &kgo.Record{Key: []byte(customer), Value: v}).FirstErr(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	send := eventSender(t, ctx, brokers, cfg.TopicEvents)
 	const customers = 150
 	abandon := func(cart string) {
 		for i := range customers {
