@@ -136,7 +136,7 @@ type worker struct {
 	keyBuf     []byte
 	keyScratch []byte // a key for one call that copies it (Pebble's Get and Set, the index)
 	stateBuf   []byte
-	sorted     []string   // scratch: the keys a commit writes, in order
+	sorted     []string   // scratch: the customers a commit writes, in key order
 	refs       []stateRef // scratch: the values of a commit's state references
 	// groupSynced is set once the group's offset follows the store's (a
 	// batch was marked for commit, or the poller committed the resumed
