@@ -92,8 +92,9 @@ type runConfig struct {
 	BlockCacheMiB int64 `env:"CARTLIFT_BLOCK_CACHE_MIB, default=256"`
 	// MemTableMiB is the size of one of Pebble's memtables.
 	MemTableMiB int64 `env:"CARTLIFT_MEMTABLE_MIB, default=64"`
-	// FetchMaxMiB bounds one fetch of the input topic.
-	FetchMaxMiB int64 `env:"CARTLIFT_FETCH_MAX_MIB, default=32"`
+	// FetchMaxMiB bounds one fetch of the input topic (compressed bytes;
+	// the decoded records take several times this in memory).
+	FetchMaxMiB int64 `env:"CARTLIFT_FETCH_MAX_MIB, default=4"`
 
 	// SyncWrites fsyncs every state batch (survives machine crashes, not
 	// only process crashes).

@@ -26,13 +26,18 @@ func TestLoadReportsRatesAndRatios(t *testing.T) {
 		regexp.MustCompile(`(?m)^processed 3000 events in `),
 		regexp.MustCompile(`(?m)^ratio to the bare consumer \(mean of 2 rounds, \d+ events/s\): [\d.]+$`),
 		regexp.MustCompile(`(?m)^CPU per event: [\d.]+ µs, the bare consumer [\d.]+ µs: ratio [\d.]+ `),
-		regexp.MustCompile(`allocated after close \(du\) [\d.]+ MiB \(\d+ B per open cart\); Go heap [\d.]+ MiB, peak RSS \d+ MiB`),
+		regexp.MustCompile(`(?m)allocated after close \(du\) [\d.]+ MiB \(\d+ B per open cart\)$`),
+		regexp.MustCompile(`(?m)^memory: live Go heap at most \d+ MiB while processing .*, peak RSS \d+ MiB `),
+		regexp.MustCompile(`(?m)^store writes: write-ahead log [\d.]+ MiB \([1-9]\d* B per event\), flushes [\d.]+ MiB, compactions [\d.]+ MiB$`),
 	} {
 		if !want.MatchString(out.String()) {
 			t.Errorf("the output lacks %s:\n%s", want, out.String())
 		}
 	}
-	if strings.Contains(out.String(), "allocated after close (du) 0.0 MiB") {
+	if m := regexp.MustCompile(`processed 3000 events in \S+: (\d+) events/s`).FindStringSubmatch(out.String()); m == nil || len(m[1]) > 7 {
+		t.Errorf("the processor's rate is not a plausible one (under 10M events/s):\n%s", out.String())
+	}
+	if strings.Contains(out.String(), "allocated after close (du) 0.0 MiB") || strings.Contains(out.String(), "peak RSS 0 MiB") {
 		t.Errorf("the store's allocated size is 0:\n%s", out.String())
 	}
 }
