@@ -58,6 +58,9 @@ type worker struct {
 
 	// pos is the position of the record being folded (events.Event.Pos).
 	pos events.Position
+	// folder holds the folds' memory: each fold's Effects are applied
+	// before the next fold starts.
+	folder projections.Folder
 
 	// end is the newest known end offset of the partition (set by fetches
 	// and by the lag poller); caughtUp is whether next >= end.
@@ -526,7 +529,7 @@ func (w *worker) Run(flow int, run time.Time) error {
 		if st == nil {
 			continue
 		}
-		eff := projections.FireSchedule(st, customer, cart, fl, run, flows)
+		eff := w.folder.FireSchedule(st, customer, cart, fl, run, flows)
 		if len(eff.Decisions) == 0 && len(eff.Shadow) == 0 && len(eff.Suppressed) == 0 && len(eff.Modified) == 0 && len(eff.Timers) == 0 {
 			continue // nothing changed
 		}
@@ -641,7 +644,7 @@ func (w *worker) processRecord(r *kgo.Record) error {
 	// (The fold copies it and keeps no pointer: one Position per worker.)
 	w.pos = events.Position{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset}
 	ev.Pos = &w.pos
-	eff := projections.Apply(st, key, ev, w.pr.flows)
+	eff := w.folder.Apply(st, key, ev, w.pr.flows)
 	if eff.Duplicate {
 		w.pr.stats.eventsDuplicate.Add(1)
 		if h := w.pr.cfg.Hooks.EventDuplicate; h != nil {
@@ -939,7 +942,7 @@ func (w *worker) fireDue(f projections.Firing) (int, error) {
 			if err != nil {
 				return fired, err
 			}
-			eff := projections.Fire(st, customer, cart, f.At(due), w.pr.flows)
+			eff := w.folder.Fire(st, customer, cart, f.At(due), w.pr.flows)
 			if !movesTimer(eff.Timers, cart, due) {
 				// A stale entry (its cart moved on or is gone): drop it.
 				w.win.remove(k)

@@ -102,7 +102,20 @@ type Emit struct {
 // need the old state must copy it first. It is pure: the same state, event
 // and config always give the same effects.
 func Apply(state *CustomerState, key string, ev *events.Event, cfg *Config) Effects {
-	f := begin(state, key, cfg)
+	return new(Folder).Apply(state, key, ev, cfg)
+}
+
+// A Folder runs folds (Apply, Fire, FireSchedule) in memory it keeps from
+// one to the next, so that a runtime folding a stream allocates no fold
+// per event. The Effects of a Folder's call share that memory: they are
+// valid until its next call. A Folder is not safe for concurrent use; its
+// zero value is ready. Its folds are the package functions', which use a
+// new Folder each.
+type Folder struct{ f fold }
+
+// Apply is the package's Apply, with the Folder's memory.
+func (fo *Folder) Apply(state *CustomerState, key string, ev *events.Event, cfg *Config) Effects {
+	f := fo.begin(state, key, cfg)
 	f.cause = causeOf(ev)
 	t := ev.Time
 	if !f.s.ErasedAt.IsZero() && !t.After(f.s.ErasedAt) {
@@ -206,7 +219,12 @@ func Apply(state *CustomerState, key string, ev *events.Event, cfg *Config) Effe
 // now is the partition's effective time, chosen by the runtime; Fire never
 // reads the clock. Ownership of state is as for Apply.
 func Fire(state *CustomerState, key, cartID string, now time.Time, cfg *Config) Effects {
-	f := begin(state, key, cfg)
+	return new(Folder).Fire(state, key, cartID, now, cfg)
+}
+
+// Fire is the package's Fire, with the Folder's memory.
+func (fo *Folder) Fire(state *CustomerState, key, cartID string, now time.Time, cfg *Config) Effects {
+	f := fo.begin(state, key, cfg)
 	c := f.s.Cart(cartID)
 	if c == nil || c.WakeAt.IsZero() || c.WakeAt.After(now) {
 		return f.end()
@@ -266,11 +284,15 @@ type deferral struct {
 	until      time.Time
 }
 
-func begin(s *CustomerState, key string, cfg *Config) *fold {
+// begin starts a fold in the Folder's memory, keeping only the capacity
+// of its deferrals, which no Effects share.
+func (fo *Folder) begin(s *CustomerState, key string, cfg *Config) *fold {
 	if s == nil {
 		s = &CustomerState{Key: key}
 	}
-	f := &fold{s: s, key: key, cfg: cfg, openBefore: s.OpenCarts()}
+	f := &fo.f
+	deferrals := f.deferrals[:0]
+	*f = fold{s: s, key: key, cfg: cfg, openBefore: s.OpenCarts(), deferrals: deferrals}
 	f.wakes, f.mods = f.wakeBuf[:0], f.modBuf[:0]
 	f.eff.Timers, f.eff.Modified = f.timerBuf[:0], f.modifBuf[:0]
 	for _, c := range s.Carts {

@@ -26,7 +26,12 @@ import (
 //
 // FireSchedule reads no clock; ownership of state is as for Apply.
 func FireSchedule(state *CustomerState, key, cartID string, fl *Flow, run time.Time, cfg *Config) Effects {
-	f := begin(state, key, cfg)
+	return new(Folder).FireSchedule(state, key, cartID, fl, run, cfg)
+}
+
+// FireSchedule is the package's FireSchedule, with the Folder's memory.
+func (fo *Folder) FireSchedule(state *CustomerState, key, cartID string, fl *Flow, run time.Time, cfg *Config) Effects {
+	f := fo.begin(state, key, cfg)
 	sc := fl.Schedule
 	c := f.s.Cart(cartID)
 	if sc == nil || len(fl.Steps) == 0 || c == nil || !c.IsOpen() || len(c.Items) == 0 ||
