@@ -277,3 +277,21 @@ func mustJSON(t *testing.T, v any) string {
 	}
 	return string(b)
 }
+
+// TestOutboxEntryAddress reads the topic and key of encoded entries, as
+// the erasure's purge does, and refuses every truncation of one.
+func TestOutboxEntryAddress(t *testing.T) {
+	e := outboxEntry{Topic: "cart-decisions", Key: []byte("c-1"), Value: []byte(`{"id":"d-1"}`),
+		Headers: [][2]string{{"ce_id", "d-1"}}}
+	b := e.appendTo(nil)
+	topic, key, ok := outboxEntryAddress(b)
+	if !ok || string(topic) != e.Topic || string(key) != string(e.Key) {
+		t.Fatalf("got %q %q %v, want %q %q", topic, key, ok, e.Topic, e.Key)
+	}
+	addressLen := 1 + len(e.Topic) + 1 + len(e.Key)
+	for n := range addressLen {
+		if _, _, ok := outboxEntryAddress(b[:n]); ok {
+			t.Errorf("a %d-byte truncation read as an address", n)
+		}
+	}
+}

@@ -317,6 +317,25 @@ func appendBytes(b, v []byte) []byte {
 
 var errCorrupt = errors.New("corrupt outbox entry")
 
+// outboxEntryAddress returns the topic and key of an encoded outbox entry
+// without decoding (or copying) the rest; ok is false for a corrupt one.
+func outboxEntryAddress(b []byte) (topic, key []byte, ok bool) {
+	field := func() []byte {
+		n, w := binary.Uvarint(b)
+		if w <= 0 || uint64(len(b)-w) < n {
+			ok = false
+			return nil
+		}
+		v := b[w : w+int(n)]
+		b = b[w+int(n):]
+		return v
+	}
+	ok = true
+	topic = field()
+	key = field()
+	return topic, key, ok
+}
+
 func decodeOutboxEntry(b []byte) (outboxEntry, error) {
 	var e outboxEntry
 	next := func() ([]byte, error) {

@@ -884,8 +884,8 @@ func (w *worker) purgeOutbox(key string) error {
 	}
 	var drop [][]byte
 	for ok := it.First(); ok; ok = it.Next() {
-		e, err := decodeOutboxEntry(it.Value())
-		if err == nil && string(e.Key) == key && e.Topic != w.pr.cfg.Topics.DLQ {
+		topic, k, ok := outboxEntryAddress(it.Value())
+		if ok && string(k) == key && string(topic) != w.pr.cfg.Topics.DLQ {
 			drop = append(drop, append([]byte(nil), it.Key()...))
 		}
 	}
