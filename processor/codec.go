@@ -26,10 +26,16 @@ import (
 // precedes them (a record's cause is mostly its cart's or the previous
 // record's, its consent source the profile's). V1 and V2 records decode
 // with none of it.
+//
+// V4 is V3 with every time written as its distance from the record's
+// previous non-zero time (see enc.time), in 2–4 bytes where V3 took 9 or
+// 10: times are most of a state's bytes after its strings, and a state is
+// written once per batch in which its customer has an event.
 const (
 	stateFormatV1 byte = 1
 	stateFormatV2 byte = 2
 	stateFormatV3 byte = 3
+	stateFormatV4 byte = 4
 )
 
 var errCorruptState = errors.New("corrupt state record")
@@ -37,7 +43,13 @@ var errCorruptState = errors.New("corrupt state record")
 // zeroTime encodes time.Time{}.
 const zeroTime = math.MinInt64
 
-type enc struct{ b []byte }
+type enc struct {
+	b []byte
+	// delta writes times as distances (V4); prev is the last non-zero
+	// time written, in Unix nanoseconds.
+	delta bool
+	prev  int64
+}
 
 func (e *enc) str(s string) {
 	e.b = binary.AppendUvarint(e.b, uint64(len(s)))
@@ -52,7 +64,32 @@ func (e *enc) bool(v bool) {
 		e.b = append(e.b, 0)
 	}
 }
+
+// Distance tags of V4 times: the low two bits of the uvarint, above them
+// the zigzag-encoded distance in the tag's unit. timeZero with a payload
+// of 1 is an escape: the absolute time follows as a varint (for a
+// distance of 73 years or more in nanoseconds, which leaves no room for
+// the tag).
+const (
+	timeZero    = 0
+	timeSeconds = 1
+	timeMillis  = 2
+	timeNanos   = 3
+	timeEscape  = 1<<2 | timeZero
+)
+
+func zigzag(v int64) uint64   { return uint64(v<<1) ^ uint64(v>>63) }
+func unzigzag(u uint64) int64 { return int64(u>>1) ^ -int64(u&1) }
+
+// time writes t: in V4 as a distance from the previous non-zero time of
+// the record (the first from the Unix epoch), in whole seconds or
+// milliseconds where that is exact, else in nanoseconds; before V4 as Unix
+// nanoseconds, zeroTime for the zero time.
 func (e *enc) time(t time.Time) {
+	if e.delta {
+		e.deltaTime(t)
+		return
+	}
 	if t.IsZero() {
 		e.int(zeroTime)
 		return
@@ -60,15 +97,42 @@ func (e *enc) time(t time.Time) {
 	e.int(t.UnixNano())
 }
 
-// appendState appends the binary form of s to dst.
-func appendState(dst []byte, s *projections.CustomerState) []byte {
-	return appendStateFormat(dst, s, stateFormatV3)
+func (e *enc) deltaTime(t time.Time) {
+	if t.IsZero() {
+		e.b = append(e.b, timeZero)
+		return
+	}
+	n := t.UnixNano()
+	// The distance may wrap around; the decoder's sum wraps back, so it is
+	// exact in any case.
+	d := n - e.prev
+	e.prev = n
+	var u, tag uint64
+	switch {
+	case d%int64(time.Second) == 0:
+		u, tag = zigzag(d/int64(time.Second)), timeSeconds
+	case d%int64(time.Millisecond) == 0:
+		u, tag = zigzag(d/int64(time.Millisecond)), timeMillis
+	default:
+		u, tag = zigzag(d), timeNanos
+	}
+	if u >= 1<<62 { // no room for the tag
+		e.b = append(e.b, timeEscape)
+		e.int(n)
+		return
+	}
+	e.b = binary.AppendUvarint(e.b, u<<2|tag)
 }
 
-// appendStateFormat writes format V2 or V3 (the tests write V2 records as
-// older builds did).
+// appendState appends the binary form of s to dst.
+func appendState(dst []byte, s *projections.CustomerState) []byte {
+	return appendStateFormat(dst, s, stateFormatV4)
+}
+
+// appendStateFormat writes format V2, V3 or V4 (the tests write older
+// records as older builds did).
 func appendStateFormat(dst []byte, s *projections.CustomerState, version byte) []byte {
-	e := enc{b: append(dst, version)}
+	e := enc{b: append(dst, version), delta: version >= stateFormatV4}
 	e.str(s.Key)
 	p := &s.Profile
 	for _, v := range []string{p.CustomerID, p.Email, p.Name, p.Locale, p.TimeZone, p.Segment} {
@@ -384,6 +448,10 @@ type dec struct {
 	// shared decodes all of it, with strings that share b's memory
 	// (decodeSharedState).
 	shared bool
+	// delta reads times as distances (V4, see enc.time); prev is the last
+	// non-zero time read.
+	delta bool
+	prev  int64
 }
 
 func (d *dec) uvarint() uint64 {
@@ -449,10 +517,41 @@ func (d *dec) byte() byte {
 }
 
 func (d *dec) time() time.Time {
+	if d.delta {
+		return d.deltaTime()
+	}
 	n := d.int()
 	if n == zeroTime {
 		return time.Time{}
 	}
+	return time.Unix(0, n).UTC()
+}
+
+func (d *dec) deltaTime() time.Time {
+	v := d.uvarint()
+	if d.err != nil {
+		return time.Time{}
+	}
+	u, n := v>>2, int64(0)
+	switch v & 3 {
+	case timeZero:
+		switch u {
+		case 0:
+			return time.Time{}
+		case timeEscape >> 2:
+			n = d.int()
+		default:
+			d.err = errCorruptState
+			return time.Time{}
+		}
+	case timeSeconds:
+		n = d.prev + unzigzag(u)*int64(time.Second)
+	case timeMillis:
+		n = d.prev + unzigzag(u)*int64(time.Millisecond)
+	default:
+		n = d.prev + unzigzag(u)
+	}
+	d.prev = n
 	return time.Unix(0, n).UTC()
 }
 
@@ -482,9 +581,10 @@ func decodeSharedState(b []byte) (*projections.CustomerState, error) {
 // decodeIndex says).
 func decodeStateWith(d dec, s *projections.CustomerState) (*projections.CustomerState, error) {
 	version := d.byte()
-	if version < stateFormatV1 || version > stateFormatV3 {
+	if version < stateFormatV1 || version > stateFormatV4 {
 		return nil, errCorruptState
 	}
+	d.delta = version >= stateFormatV4
 	s.Key = d.str()
 	p := &s.Profile
 	p.CustomerID, p.Email, p.Name, p.Locale, p.TimeZone, p.Segment = d.str(), d.str(), d.str(), d.str(), d.str(), d.str()

@@ -153,6 +153,12 @@ func indexOf(st *projections.CustomerState) string {
 
 func FuzzDecodeState(f *testing.F) {
 	f.Add(appendState(nil, &projections.CustomerState{Key: "c"}))
+	at := time.Date(2026, 11, 26, 8, 0, 0, 0, time.UTC)
+	timed := &projections.CustomerState{Key: "c", Carts: []*projections.Cart{{ID: "k", Status: "open", CreatedAt: at,
+		ModifiedAt: at.Add(1500 * time.Millisecond), WakeAt: at.Add(-7)}},
+		Seen: []projections.SeenEvent{{Hash: 1, At: at}, {Hash: 2, At: time.Date(1900, 1, 1, 0, 0, 0, 3, time.UTC)}}}
+	f.Add(appendState(nil, timed))
+	f.Add(appendStateFormat(nil, timed, stateFormatV3))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		s, err := decodeState(b)
 		if err != nil {
@@ -266,7 +272,77 @@ func TestStateCodecExplainFieldsAndV2(t *testing.T) {
 	if a, g := mustJSON(t, s), mustJSON(t, old); a != g {
 		t.Fatalf("V2 decoded as\n%s\nwant\n%s", g, a)
 	}
-	t.Logf("V3 %d bytes, V2 %d bytes", len(b), len(v2))
+	t.Logf("V4 %d bytes, V2 %d bytes", len(b), len(v2))
+}
+
+// V4 writes times as distances in the unit that is exact: every kind of
+// distance survives (seconds, milliseconds, nanoseconds, backwards, zero
+// times between, distances too large for the tag, far past and future),
+// the index decode reads the same times, every truncation fails, and a V3
+// record (absolute times) of the same state decodes the same.
+func TestStateCodecTimes(t *testing.T) {
+	at := time.Date(2026, 11, 26, 8, 0, 0, 0, time.UTC)
+	times := []time.Time{
+		at, at.Add(time.Second), at.Add(-3 * time.Hour), at.Add(1500 * time.Millisecond), at.Add(7),
+		{}, at.Add(-time.Nanosecond), time.Date(1900, 1, 1, 0, 0, 0, 3, time.UTC), time.Date(1700, 1, 1, 0, 0, 0, 1, time.UTC), time.Date(2260, 12, 31, 23, 59, 59, 999, time.UTC),
+		time.Unix(0, 0).UTC(), time.Unix(0, 1).UTC(), time.Unix(-1, 0).UTC(),
+	}
+	var seen []projections.SeenEvent
+	for i, ti := range times {
+		seen = append(seen, projections.SeenEvent{Hash: uint64(i), At: ti})
+	}
+	s := &projections.CustomerState{Key: "c-1", Profile: projections.Profile{LastLoginAt: at.Add(12 * time.Millisecond)},
+		Carts: []*projections.Cart{{ID: "k", Currency: "EUR", Status: "open", CreatedAt: at, ModifiedAt: at.Add(time.Minute),
+			LastActivity: at.Add(time.Minute + 3), WakeAt: at.Add(-time.Hour)}},
+		Seen: seen}
+	v4 := appendState(nil, s)
+	if v4[0] != stateFormatV4 {
+		t.Fatalf("version %d, want V4", v4[0])
+	}
+	got, err := decodeState(v4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, se := range got.Seen {
+		if !se.At.Equal(times[i]) || se.At.IsZero() != times[i].IsZero() {
+			t.Errorf("time %d: got %v, want %v", i, se.At, times[i])
+		}
+	}
+	if a, b := mustJSON(t, s), mustJSON(t, got); a != b {
+		t.Fatalf("round trip:\n%s\n%s", a, b)
+	}
+	var scratch projections.CustomerState
+	if err := decodeIndex(v4, &scratch); err != nil || indexOf(&scratch) != indexOf(s) {
+		t.Fatalf("decodeIndex: %v", err)
+	}
+	for i := range v4 {
+		if _, err := decodeState(v4[:i]); err == nil {
+			t.Fatalf("truncated to %d bytes: no error", i)
+		}
+	}
+	v3 := appendStateFormat(nil, s, stateFormatV3)
+	old, err := decodeState(v3)
+	if err != nil {
+		t.Fatalf("a V3 record: %v", err)
+	}
+	if a, b := mustJSON(t, s), mustJSON(t, old); a != b {
+		t.Fatalf("V3 decoded as\n%s\nwant\n%s", b, a)
+	}
+	if len(v4) >= len(v3) {
+		t.Errorf("V4 takes %d bytes, V3 %d", len(v4), len(v3))
+	}
+	t.Logf("V4 %d bytes, V3 %d bytes", len(v4), len(v3))
+	// A zero tag with a payload other than the escape's is corrupt.
+	bad := enc{b: []byte{stateFormatV4}}
+	bad.str("c-1")
+	for range 6 {
+		bad.str("")
+	}
+	bad.bool(false)
+	bad.b = append(bad.b, 2<<2|timeZero)
+	if _, err := decodeState(bad.b); err == nil {
+		t.Fatal("a zero tag with payload 2 accepted")
+	}
 }
 
 func mustJSON(t *testing.T, v any) string {

@@ -155,6 +155,11 @@ type Config struct {
 	// neither owned nor a standby here is kept (in case it comes back)
 	// before it is dropped; default 10m.
 	CleanupDelay time.Duration
+	// StateFormat is the format of the state records the workers write
+	// to the store and the changelog: 4 (the default, see codec.go) or 3,
+	// which builds before format 4 read, for the first phase of a rolling
+	// upgrade from them. Every format is read.
+	StateFormat byte
 }
 
 func (c *Config) fill() error {
@@ -206,6 +211,13 @@ func (c *Config) fill() error {
 	}
 	if c.FetchMaxBytes == 0 {
 		c.FetchMaxBytes = 4 << 20
+	}
+	switch c.StateFormat {
+	case 0:
+		c.StateFormat = stateFormatV4
+	case stateFormatV3, stateFormatV4:
+	default:
+		return fmt.Errorf("processor: StateFormat %d is not 3 or 4", c.StateFormat)
 	}
 	if c.CleanupDelay == 0 {
 		c.CleanupDelay = 10 * time.Minute

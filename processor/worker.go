@@ -1250,7 +1250,7 @@ func (w *worker) commit() error {
 			}
 			w.uncache(key)
 		} else {
-			w.stateBuf = appendState(w.stateBuf[:0], st)
+			w.stateBuf = appendStateFormat(w.stateBuf[:0], st, w.pr.cfg.StateFormat)
 			if err := w.b.Set(k, w.stateBuf, nil); err != nil {
 				return err
 			}

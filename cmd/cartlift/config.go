@@ -86,6 +86,9 @@ type runConfig struct {
 	// CleanupDelay is how long the local copy of a partition that this
 	// instance neither owns nor keeps as a standby stays on disk.
 	CleanupDelay time.Duration `env:"CARTLIFT_STATE_CLEANUP_DELAY, default=10m"`
+	// StateFormat is the state record format written (3 or 4): 3 while
+	// a rolling upgrade from a build that reads no format 4 is under way.
+	StateFormat int `env:"CARTLIFT_STATE_FORMAT, default=4"`
 	// StateCacheMiB bounds the customer states kept in memory (encoded).
 	StateCacheMiB int64 `env:"CARTLIFT_STATE_CACHE_MIB, default=256"`
 	// BlockCacheMiB is Pebble's block cache.
@@ -256,6 +259,9 @@ func (c *runConfig) validate() error {
 	}
 	if c.FetchMaxMiB < 1 || c.FetchMaxMiB > 1024 {
 		return configError("CARTLIFT_FETCH_MAX_MIB", "must be between 1 and 1024, got %d", c.FetchMaxMiB)
+	}
+	if c.StateFormat != 3 && c.StateFormat != 4 {
+		return configError("CARTLIFT_STATE_FORMAT", "must be 3 or 4, got %d", c.StateFormat)
 	}
 	if c.CleanupDelay < time.Second {
 		return configError("CARTLIFT_STATE_CLEANUP_DELAY", "must be at least 1s, got %s", c.CleanupDelay)

@@ -54,6 +54,7 @@ func TestRunConfigErrorsNameTheVariable(t *testing.T) {
 		"CARTLIFT_BLOCK_CACHE_MIB": {"CARTLIFT_BLOCK_CACHE_MIB": "0"},
 		"CARTLIFT_MEMTABLE_MIB":    {"CARTLIFT_MEMTABLE_MIB": "5000"},
 		"CARTLIFT_FETCH_MAX_MIB":   {"CARTLIFT_FETCH_MAX_MIB": "-1"},
+		"CARTLIFT_STATE_FORMAT":    {"CARTLIFT_STATE_FORMAT": "5"},
 	}
 	for want, env := range cases {
 		t.Run(want, func(t *testing.T) {

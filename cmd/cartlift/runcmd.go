@@ -99,6 +99,7 @@ func startNode(ctx context.Context, cfg runConfig, log *slog.Logger) (*node, err
 		StandbyReplicas: cfg.StandbyReplicas,
 		SessionTimeout:  cfg.SessionTimeout,
 		CleanupDelay:    cfg.CleanupDelay,
+		StateFormat:     byte(cfg.StateFormat),
 		StateCacheBytes: cfg.StateCacheMiB << 20,
 		BlockCacheBytes: cfg.BlockCacheMiB << 20,
 		MemTableBytes:   cfg.MemTableMiB << 20,
