@@ -211,19 +211,7 @@ func TestVerifyAndRebuildAgainstTheChangelog(t *testing.T) {
 	waitCaughtUp(t, a, int64(len(evs)), 20*time.Second)
 	waitDrained(t, a, 10*time.Second)
 	a.stop(t)
-	verify := func(dir string) []processor.PartitionCheck {
-		t.Helper()
-		p, err := processor.OpenStore(processor.Config{Brokers: brokers, DataDir: dir, Flows: mustFlows(t, testFlows), Topics: tp, Group: group})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer p.Close()
-		checks, err := p.Verify(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		return checks
-	}
+	verify := func(dir string) []processor.PartitionCheck { return verifyStore(t, brokers, dir, tp, group) }
 	customers := 0
 	for _, c := range verify(dirA) {
 		if !c.OK() {
@@ -363,7 +351,18 @@ func TestStateFormatRollingUpgrade(t *testing.T) {
 	if s.OpenCarts != want || want != customers {
 		t.Fatalf("restored %d open carts, the upgraded instance had %d, want %d", s.OpenCarts, want, customers)
 	}
-	p, err := processor.OpenStore(processor.Config{Brokers: brokers, DataDir: dir, Flows: flows, Topics: tp, Group: group})
+	for _, c := range verifyStore(t, brokers, dir, tp, group) {
+		if !c.OK() {
+			t.Fatalf("the upgraded store differs from the changelog: %+v", c)
+		}
+	}
+}
+
+// verifyStore opens the stopped instance's store in dir and compares it
+// with the changelog (`cartlift state verify`).
+func verifyStore(t *testing.T, brokers []string, dir string, tp processor.Topics, group string) []processor.PartitionCheck {
+	t.Helper()
+	p, err := processor.OpenStore(processor.Config{Brokers: brokers, DataDir: dir, Flows: mustFlows(t, testFlows), Topics: tp, Group: group})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -372,9 +371,5 @@ func TestStateFormatRollingUpgrade(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, c := range checks {
-		if !c.OK() {
-			t.Fatalf("the upgraded store differs from the changelog: %+v", c)
-		}
-	}
+	return checks
 }

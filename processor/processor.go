@@ -149,7 +149,9 @@ type Config struct {
 	// partition. The client decodes a whole fetch into records before
 	// the workers take them, so memory holds several times this: at
 	// 32 MiB the records waiting for the workers took 0.45 GiB of the
-	// heap in a catch-up, at 4 MiB about 0.05 GiB, at no cost in CPU.
+	// heap in a catch-up (a heap profile of `cartlift load`), and 4 MiB
+	// brought its peak RSS from 1.8-2.0 GiB to under 1 GiB at no cost in
+	// CPU per event.
 	FetchMaxBytes int32
 	// CleanupDelay is how long the local copy of a partition that is
 	// neither owned nor a standby here is kept (in case it comes back)

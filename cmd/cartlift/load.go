@@ -54,10 +54,13 @@ func runLoad(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	for name, v := range map[string]int64{"-state-cache-mib": *stateCache, "-block-cache-mib": *blockCache, "-memtable-mib": *memTable, "-fetch-max-mib": *fetchMax} {
+	for name, v := range map[string]int64{"-state-cache-mib": *stateCache, "-block-cache-mib": *blockCache, "-memtable-mib": *memTable} {
 		if v < 1 || v > 1<<20 {
 			return fmt.Errorf("%s must be between 1 and 1048576, got %d", name, v)
 		}
+	}
+	if *fetchMax < 1 || *fetchMax > 1024 { // as CARTLIFT_FETCH_MAX_MIB
+		return fmt.Errorf("-fetch-max-mib must be between 1 and 1024, got %d", *fetchMax)
 	}
 	flows, err := loadFlows(*flowsFile)
 	if err != nil {
@@ -149,7 +152,7 @@ func runLoad(ctx context.Context, args []string, stdout io.Writer) error {
 		Brokers: addrs, Group: "cartlift-load" + suffix, Topics: topics, Partitions: int32(*partitions),
 		DataDir: filepath.Join(dataDir, "state"), Flows: flows, SyncWrites: *sync,
 		StateCacheBytes: *stateCache << 20, BlockCacheBytes: *blockCache << 20, MemTableBytes: *memTable << 20,
-		FetchMaxBytes: int32(min(*fetchMax, 1024) << 20),
+		FetchMaxBytes: int32(*fetchMax << 20),
 		Logger:        slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})
 	if err != nil {

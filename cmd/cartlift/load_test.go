@@ -47,4 +47,8 @@ func TestLoadRefusesBadSizes(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "-memtable-mib") {
 		t.Fatalf("got %v, want an error naming -memtable-mib", err)
 	}
+	err = runLoad(context.Background(), []string{"-fetch-max-mib", "2048"}, &bytes.Buffer{})
+	if err == nil || !strings.Contains(err.Error(), "-fetch-max-mib") {
+		t.Fatalf("got %v, want an error naming -fetch-max-mib", err)
+	}
 }
