@@ -269,7 +269,9 @@ func (t *standbyTask) follow() error {
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.KeepControlRecords(),
 		kgo.FetchMaxWait(500*time.Millisecond),
-		kgo.FetchMaxBytes(32<<20), kgo.FetchMaxPartitionBytes(16<<20),
+		// Fetches of the input's size: a lagging copy's decoded records
+		// wait in memory as the input's do (see Config.FetchMaxBytes).
+		kgo.FetchMaxBytes(pr.cfg.FetchMaxBytes), kgo.FetchMaxPartitionBytes(pr.cfg.FetchMaxBytes),
 	)...)...)
 	if err != nil {
 		return err
