@@ -227,7 +227,10 @@ type restoreProgress func(read, end int64)
 // deletes every local key of the partition, reads the changelog (the last
 // record of each key wins), derives the timer and modification index
 // entries and the gauges from the states, and ingests all of it into
-// Pebble as sorted tables, bypassing the memtable. It returns the
+// Pebble as sorted tables, bypassing the memtable. Records beyond
+// Config.RestoreMemoryBytes are not held: the restore then reads the
+// changelog a second time (ingestLast; progress reports the first pass
+// only). It returns the
 // metadata to resume from, with ChangelogNext the changelog offset it read
 // up to, and false when the changelog holds nothing for the partition
 // (the metadata then has NextOffset -1). It stores no metadata.
@@ -240,7 +243,11 @@ func (p *Processor) restore(ctx context.Context, part int32, progress restorePro
 		return partitionMeta{}, false, err
 	}
 	end := ends[part]
-	states := make([]stateRecord, 0, min(end, 1<<26)) // about one record per offset
+	states := make([]stateRecord, 0, min(end, 1<<20))
+	var held int64 // the bytes states holds
+	// last is the changelog offset of each key's last record, kept
+	// instead of the records once they outgrow Config.RestoreMemoryBytes.
+	var last map[string]int64
 	var cm changelogMeta
 	found := false
 	step, next := max(end/10, 1), max(end/10, 1)
@@ -252,8 +259,19 @@ func (p *Processor) restore(ctx context.Context, part int32, progress restorePro
 				return fmt.Errorf("changelog %s/%d offset %d: %w", p.cfg.Topics.State, part, r.Offset, err)
 			}
 			cm, found = m, true
+		case last != nil:
+			last[string(r.Key)] = r.Offset
 		default:
 			states = append(states, stateRecord{key: unsafe.String(unsafe.SliceData(r.Key), len(r.Key)), value: r.Value, offset: r.Offset})
+			held += stateRecordBytes(r)
+			if held > p.cfg.RestoreMemoryBytes {
+				last = make(map[string]int64, 2*len(states))
+				for _, s := range states {
+					last[strings.Clone(s.key)] = s.offset
+				}
+				clear(states)
+				states, held = states[:0], 0
+			}
 		}
 		if r.Offset+1 >= next {
 			progress(r.Offset+1, end)
@@ -267,7 +285,12 @@ func (p *Processor) restore(ctx context.Context, part int32, progress restorePro
 	if !found {
 		return partitionMeta{NextOffset: -1, Runs: map[string]time.Time{}, ChangelogNext: end}, false, nil
 	}
-	m, err := p.ingestStates(part, states)
+	var m partitionMeta
+	if last == nil {
+		m, err = p.ingestStates(part, states)
+	} else {
+		m, err = p.ingestLast(ctx, part, end, last)
+	}
 	if err != nil {
 		return partitionMeta{}, false, err
 	}
@@ -281,6 +304,48 @@ func (p *Processor) restore(ctx context.Context, part int32, progress restorePro
 	}
 	m.ChangelogNext = end
 	return m, true, nil
+}
+
+// stateRecordBytes is what a fetched state record holds in memory: its
+// key and value and the client's record around them.
+func stateRecordBytes(r *kgo.Record) int64 {
+	return int64(len(r.Key)+len(r.Value)) + int64(unsafe.Sizeof(*r)) + int64(unsafe.Sizeof(stateRecord{}))
+}
+
+// ingestLast is the second pass of a restore whose records outgrew
+// Config.RestoreMemoryBytes: it reads the changelog up to end again and ingests the
+// record at each key's last offset (none for a tombstone), in chunks of
+// at most that many bytes. Each key is ingested once, so the chunks'
+// tables never disagree. It returns the gauges, summed over the chunks.
+func (p *Processor) ingestLast(ctx context.Context, part int32, end int64, last map[string]int64) (partitionMeta, error) {
+	var total partitionMeta
+	var chunk []stateRecord
+	var held int64
+	ingest := func() error {
+		m, err := p.ingestStates(part, chunk)
+		total.OpenCarts += m.OpenCarts
+		total.Timers += m.Timers
+		clear(chunk)
+		chunk, held = chunk[:0], 0
+		return err
+	}
+	err := p.readChangelog(ctx, part, 0, func(r *kgo.Record) error {
+		if r.Offset >= end || r.Value == nil {
+			return nil
+		}
+		if o, ok := last[string(r.Key)]; !ok || o != r.Offset {
+			return nil // the meta record, or a key's earlier record
+		}
+		chunk = append(chunk, stateRecord{key: unsafe.String(unsafe.SliceData(r.Key), len(r.Key)), value: r.Value, offset: r.Offset})
+		if held += stateRecordBytes(r); held > p.cfg.RestoreMemoryBytes {
+			return ingest()
+		}
+		return nil
+	})
+	if err == nil && len(chunk) > 0 {
+		err = ingest()
+	}
+	return total, err
 }
 
 // stateRecord is a changelog record of a customer: a state, or a

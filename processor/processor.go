@@ -157,6 +157,13 @@ type Config struct {
 	// neither owned nor a standby here is kept (in case it comes back)
 	// before it is dropped; default 10m.
 	CleanupDelay time.Duration
+	// RestoreMemoryBytes bounds the state records a restore from the
+	// changelog holds in memory at once; default 1 GiB. A partition whose
+	// changelog holds more is restored in two passes, at about half the
+	// speed: the first keeps only each key's last offset, the second
+	// reads the changelog again and ingests the last record of each key in
+	// chunks of this size.
+	RestoreMemoryBytes int64
 	// StateFormat is the format of the state records the workers write
 	// to the store and the changelog: 4 (the default, see codec.go) or 3,
 	// which builds before format 4 read, for the first phase of a rolling
@@ -213,6 +220,9 @@ func (c *Config) fill() error {
 	}
 	if c.FetchMaxBytes == 0 {
 		c.FetchMaxBytes = 4 << 20
+	}
+	if c.RestoreMemoryBytes == 0 {
+		c.RestoreMemoryBytes = 1 << 30
 	}
 	switch c.StateFormat {
 	case 0:

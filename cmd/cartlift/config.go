@@ -86,6 +86,8 @@ type runConfig struct {
 	// CleanupDelay is how long the local copy of a partition that this
 	// instance neither owns nor keeps as a standby stays on disk.
 	CleanupDelay time.Duration `env:"CARTLIFT_STATE_CLEANUP_DELAY, default=10m"`
+	// RestoreMemoryMiB bounds the state records a restore holds at once.
+	RestoreMemoryMiB int64 `env:"CARTLIFT_RESTORE_MEMORY_MIB, default=1024"`
 	// StateFormat is the state record format written (3 or 4): 3 while
 	// a rolling upgrade from a build that reads no format 4 is under way.
 	StateFormat int `env:"CARTLIFT_STATE_FORMAT, default=4"`
@@ -259,6 +261,9 @@ func (c *runConfig) validate() error {
 	}
 	if c.FetchMaxMiB < 1 || c.FetchMaxMiB > 1024 {
 		return configError("CARTLIFT_FETCH_MAX_MIB", "must be between 1 and 1024, got %d", c.FetchMaxMiB)
+	}
+	if c.RestoreMemoryMiB < 16 || c.RestoreMemoryMiB > 1<<20 {
+		return configError("CARTLIFT_RESTORE_MEMORY_MIB", "must be between 16 and 1048576, got %d", c.RestoreMemoryMiB)
 	}
 	if c.StateFormat != 3 && c.StateFormat != 4 {
 		return configError("CARTLIFT_STATE_FORMAT", "must be 3 or 4, got %d", c.StateFormat)
