@@ -289,7 +289,7 @@ func (p *Processor) restore(ctx context.Context, part int32, progress restorePro
 	if last == nil {
 		m, err = p.ingestStates(part, states)
 	} else {
-		m, err = p.ingestLast(ctx, part, end, last)
+		m, err = p.ingestLast(ctx, part, last)
 	}
 	if err != nil {
 		return partitionMeta{}, false, err
@@ -313,11 +313,13 @@ func stateRecordBytes(r *kgo.Record) int64 {
 }
 
 // ingestLast is the second pass of a restore whose records outgrew
-// Config.RestoreMemoryBytes: it reads the changelog up to end again and ingests the
-// record at each key's last offset (none for a tombstone), in chunks of
-// at most that many bytes. Each key is ingested once, so the chunks'
-// tables never disagree. It returns the gauges, summed over the chunks.
-func (p *Processor) ingestLast(ctx context.Context, part int32, end int64, last map[string]int64) (partitionMeta, error) {
+// Config.RestoreMemoryBytes: it reads the changelog again and ingests the
+// record at each key's last offset of the first pass (none for a
+// tombstone), in chunks of at most that many bytes, so that it restores
+// what the first pass read, however far a live owner has written the
+// changelog since. Each key is ingested once, so the chunks' tables never
+// disagree. It returns the gauges, summed over the chunks.
+func (p *Processor) ingestLast(ctx context.Context, part int32, last map[string]int64) (partitionMeta, error) {
 	var total partitionMeta
 	var chunk []stateRecord
 	var held int64
@@ -330,7 +332,7 @@ func (p *Processor) ingestLast(ctx context.Context, part int32, end int64, last 
 		return err
 	}
 	err := p.readChangelog(ctx, part, 0, func(r *kgo.Record) error {
-		if r.Offset >= end || r.Value == nil {
+		if r.Value == nil {
 			return nil
 		}
 		if o, ok := last[string(r.Key)]; !ok || o != r.Offset {

@@ -164,7 +164,9 @@ func TestRunServesAPI(t *testing.T) {
 	for _, want := range []string{
 		`cartlift_http_request_duration_seconds_count{code="2xx",method="GET",route="GET /v1/customers/{id}/carts"}`,
 		`cartlift_http_request_duration_seconds_count{code="4xx",method="POST",route="POST /v1/events"} 1`,
-		`cartlift_http_request_duration_seconds_count{code="4xx",method="GET",route="unmatched"} 1`,
+		// Not "1": the client may send an idempotent GET again on a new
+		// connection when the server closed the one it used.
+		`cartlift_http_request_duration_seconds_count{code="4xx",method="GET",route="unmatched"} `,
 		"cartlift_store_bytes ",
 		`cartlift_store_memory_bytes{kind="block_cache"} `,
 		"go_memstats_heap_alloc_bytes ",
