@@ -225,6 +225,7 @@ func runProcessor(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	log := newLogger(cfg.LogLevel, cfg.LogFormat)
 	slog.SetDefault(log)
+	setGoMemoryLimit(log, cfg, "/sys/fs/cgroup")
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	n, err := startNode(ctx, cfg, log)
