@@ -211,9 +211,8 @@ func TestVerifyAndRebuildAgainstTheChangelog(t *testing.T) {
 	waitCaughtUp(t, a, int64(len(evs)), 20*time.Second)
 	waitDrained(t, a, 10*time.Second)
 	a.stop(t)
-	verify := func(dir string) []processor.PartitionCheck { return verifyStore(t, brokers, dir, tp, group) }
 	customers := 0
-	for _, c := range verify(dirA) {
+	for _, c := range verifyStore(t, brokers, dirA, tp, group) {
 		if !c.OK() {
 			t.Fatalf("a store just stopped differs from its changelog: %+v", c)
 		}
@@ -231,7 +230,7 @@ func TestVerifyAndRebuildAgainstTheChangelog(t *testing.T) {
 	waitDrained(t, b, 10*time.Second)
 	b.stop(t)
 	differ := 0
-	for _, c := range verify(dirA) {
+	for _, c := range verifyStore(t, brokers, dirA, tp, group) {
 		if !c.OK() {
 			differ++
 		}
@@ -248,7 +247,7 @@ func TestVerifyAndRebuildAgainstTheChangelog(t *testing.T) {
 		t.Fatal(err)
 	}
 	p.Close()
-	for _, c := range verify(dirA) {
+	for _, c := range verifyStore(t, brokers, dirA, tp, group) {
 		// A rebuild draws a new lineage, so only the content is compared.
 		if c.LocalOffset != c.ChangelogOffset || c.OnlyLocal+c.OnlyChangelog+c.Differ != 0 {
 			t.Fatalf("after the rebuild: %+v", c)

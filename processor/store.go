@@ -320,31 +320,31 @@ var errCorrupt = errors.New("corrupt outbox entry")
 // outboxEntryAddress returns the topic and key of an encoded outbox entry
 // without decoding (or copying) the rest; ok is false for a corrupt one.
 func outboxEntryAddress(b []byte) (topic, key []byte, ok bool) {
-	field := func() []byte {
-		n, w := binary.Uvarint(b)
-		if w <= 0 || uint64(len(b)-w) < n {
-			ok = false
-			return nil
-		}
-		v := b[w : w+int(n)]
-		b = b[w+int(n):]
-		return v
+	if topic, b, ok = cutBytes(b); !ok {
+		return nil, nil, false
 	}
-	ok = true
-	topic = field()
-	key = field()
+	key, _, ok = cutBytes(b)
 	return topic, key, ok
+}
+
+// cutBytes reads one appendBytes field off the front of b: the field and
+// what follows it; ok is false for a truncated or corrupt one.
+func cutBytes(b []byte) (field, rest []byte, ok bool) {
+	n, w := binary.Uvarint(b)
+	if w <= 0 || uint64(len(b)-w) < n {
+		return nil, nil, false
+	}
+	return b[w : w+int(n)], b[w+int(n):], true
 }
 
 func decodeOutboxEntry(b []byte) (outboxEntry, error) {
 	var e outboxEntry
 	next := func() ([]byte, error) {
-		n, w := binary.Uvarint(b)
-		if w <= 0 || uint64(len(b)-w) < n {
+		v, rest, ok := cutBytes(b)
+		if !ok {
 			return nil, errCorrupt
 		}
-		v := b[w : w+int(n)]
-		b = b[w+int(n):]
+		b = rest
 		return v, nil
 	}
 	topic, err := next()

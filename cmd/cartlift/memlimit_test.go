@@ -63,8 +63,7 @@ func TestSetGoMemoryLimit(t *testing.T) {
 	cfg := runConfig{BlockCacheMiB: 256, MemTableMiB: 64}
 	var logs bytes.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
-	t.Setenv("GOMEMLIMIT", "")
-	os.Unsetenv("GOMEMLIMIT")
+	t.Setenv("GOMEMLIMIT", "") // unset for setGoMemoryLimit, restored after the test
 	setGoMemoryLimit(log, cfg, root)
 	want, _ := goMemoryLimit(2<<30, 256<<20, 64<<20)
 	if got := debug.SetMemoryLimit(-1); got != want {
