@@ -139,6 +139,16 @@ func decodeDue(b []byte) time.Time {
 	return time.Unix(0, int64(binary.BigEndian.Uint64(b)^(1<<63))).UTC()
 }
 
+// keyDue is the due time, in Unix nanoseconds, that a timer key or a
+// bound made by encodeDue after a timer prefix starts with; ok is false
+// for a shorter key (a bare prefix, or the next kind's).
+func keyDue(k []byte) (nanos int64, ok bool) {
+	if len(k) < 5+8 || k[4] != kindTimer {
+		return 0, false
+	}
+	return int64(binary.BigEndian.Uint64(k[5:13]) ^ (1 << 63)), true
+}
+
 func timerKey(p int32, due time.Time, customer, cart string) []byte {
 	return appendTimerKey(nil, p, due, customer, cart)
 }

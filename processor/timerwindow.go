@@ -67,7 +67,12 @@ func (t *timerWindow) remove(k []byte) {
 	if !t.covers(k) {
 		return
 	}
-	if i, found := slices.BinarySearchFunc(t.keys, k, bytes.Compare); found {
+	switch i, found := slices.BinarySearchFunc(t.keys, k, bytes.Compare); {
+	case !found:
+	case i == 0: // a fired timer: the window's head
+		t.keys[0] = nil
+		t.keys = t.keys[1:]
+	default:
 		t.keys = slices.Delete(t.keys, i, i+1)
 	}
 }

@@ -7,6 +7,9 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/cockroachdb/pebble"
+	"github.com/cockroachdb/pebble/vfs"
 )
 
 // TestTimerWindowMirrorsTheIndex applies random timer changes to a
@@ -63,6 +66,69 @@ func TestTimerWindowMirrorsTheIndex(t *testing.T) {
 		}
 		if len(w.keys) > 2*timerWindowSize {
 			t.Fatalf("step %d: the window grew to %d keys", step, len(w.keys))
+		}
+	}
+}
+
+// TestNewTimersInRangeMatchesEveryMove moves random carts' timers
+// through a batch's index changes, some several times and some back to
+// where they were, and checks after every move that the new timer keys
+// appendNewTimers finds in a random range are the first n of those that a
+// look at every move finds.
+func TestNewTimersInRangeMatchesEveryMove(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	base := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	due := func() time.Time { return base.Add(time.Duration(rng.IntN(500)) * time.Second) }
+	db, err := pebble.Open("", &pebble.Options{FS: vfs.NewMem()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	c := newIndexChanges()
+	for step := range 20_000 {
+		customer, cart := fmt.Sprintf("c-%d", rng.IntN(400)), "cart"
+		var old time.Time
+		if i, ok := c.at[cartRef{customer, cart}]; ok && c.moves[i].wake {
+			old = c.moves[i].newWake
+		}
+		switch r := rng.IntN(10); {
+		case r == 0:
+			c.moveTimer(customer, cart, old, time.Time{}) // the timer is gone
+		case r == 1 && !old.IsZero():
+			c.moveTimer(customer, cart, old, c.moves[c.at[cartRef{customer, cart}]].oldWake) // back to the committed one
+		default:
+			c.moveTimer(customer, cart, old, due())
+		}
+		lower, end := timerKey(3, due(), "", ""), timerKey(3, due(), "", "")
+		if bytes.Compare(lower, end) > 0 {
+			lower, end = end, lower
+		}
+		if rng.IntN(4) == 0 {
+			end = partPrefix(3, kindTimer+1) // no upper bound
+		}
+		var want [][]byte
+		for _, m := range c.moves {
+			if !m.wake || m.newWake.IsZero() || m.newWake.Equal(m.oldWake) {
+				continue
+			}
+			if k := timerKey(3, m.newWake, m.ref.customer, m.ref.cart); bytes.Compare(k, lower) >= 0 && bytes.Compare(k, end) < 0 {
+				want = append(want, k)
+			}
+		}
+		n := 1 + rng.IntN(40)
+		got := c.appendNewTimers(nil, 3, lower, end, n)
+		for _, g := range [][][]byte{want, got} {
+			slices.SortFunc(g, bytes.Compare)
+		}
+		got = slices.CompactFunc(got, bytes.Equal)
+		want, got = want[:min(n, len(want))], got[:min(n, len(got))]
+		if !slices.EqualFunc(got, want, bytes.Equal) {
+			t.Fatalf("step %d: found %d keys, every move has %d in range (first %d)", step, len(got), len(want), n)
+		}
+		if step%5000 == 4999 { // a commit starts the next batch's changes
+			if err := c.writeTo(db.NewBatch(), 3, new([]byte)); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 }

@@ -2,6 +2,7 @@ package processor
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -1014,7 +1015,7 @@ func (w *worker) committedKeysWith(lower, upper []byte, n int) ([][]byte, error)
 	if len(keys) == n {
 		end = keys[n-1]
 	}
-	keys = w.index.appendNewTimers(keys, w.part, lower, end)
+	keys = w.index.appendNewTimers(keys, w.part, lower, end, n)
 	slices.SortFunc(keys, bytes.Compare)
 	keys = slices.CompactFunc(keys, bytes.Equal) // a set over a committed key
 	return keys[:min(n, len(keys))], nil
@@ -1033,6 +1034,19 @@ type indexChanges struct {
 	at    map[cartRef]int // index in moves
 	moves []indexMove
 	stale map[string]struct{}
+	// wakes finds the moves whose new timer falls in a range without
+	// looking at every move: a (due, move) pair for each timer change,
+	// sorted up to sorted, the later ones appended since, each pair once.
+	// A pair is current while its move's newWake is still its due; the
+	// others are skipped, and dropped at a sort.
+	wakes, wakesSpare []wakeRef
+	sorted            int
+}
+
+// wakeRef says that moves[move] set its timer at due (Unix nanoseconds).
+type wakeRef struct {
+	due  int64
+	move int
 }
 
 // cartRef names a customer's cart.
@@ -1051,7 +1065,8 @@ func newIndexChanges() indexChanges {
 	return indexChanges{at: map[cartRef]int{}, stale: map[string]struct{}{}}
 }
 
-func (c *indexChanges) move(customer, cart string) *indexMove {
+// move returns the cart's move and its index in moves.
+func (c *indexChanges) move(customer, cart string) (*indexMove, int) {
 	ref := cartRef{customer, cart}
 	i, ok := c.at[ref]
 	if !ok {
@@ -1059,23 +1074,60 @@ func (c *indexChanges) move(customer, cart string) *indexMove {
 		c.at[ref] = i
 		c.moves = append(c.moves, indexMove{ref: ref})
 	}
-	return &c.moves[i]
+	return &c.moves[i], i
 }
 
 // moveTimer records that the cart's timer moved from old to new (zero:
 // none).
 func (c *indexChanges) moveTimer(customer, cart string, old, new time.Time) {
-	m := c.move(customer, cart)
+	m, i := c.move(customer, cart)
 	if !m.wake {
 		m.wake, m.oldWake = true, old
 	}
 	m.newWake = new
+	if !new.IsZero() {
+		c.wakes = append(c.wakes, wakeRef{new.UnixNano(), i})
+	}
+}
+
+// current reports whether the pair still names its move's new timer.
+func (c *indexChanges) current(r wakeRef) bool {
+	m := &c.moves[r.move]
+	return m.wake && !m.newWake.IsZero() && !m.newWake.Equal(m.oldWake) && m.newWake.UnixNano() == r.due
+}
+
+// sortWakes sorts the pairs appended since the last call and merges them
+// into the sorted ones. The pairs no longer current are dropped when they
+// could be most of them.
+func (c *indexChanges) sortWakes() {
+	if c.sorted == len(c.wakes) {
+		return
+	}
+	// By move as well as due, so that a move's repeated pairs meet.
+	order := func(a, b wakeRef) int { return cmp.Or(cmp.Compare(a.due, b.due), cmp.Compare(a.move, b.move)) }
+	head, tail := c.wakes[:c.sorted], c.wakes[c.sorted:]
+	slices.SortFunc(tail, order)
+	prune := len(c.wakes) > 2*len(c.moves)
+	merged := c.wakesSpare[:0]
+	for len(head) > 0 || len(tail) > 0 {
+		var r wakeRef
+		if len(tail) == 0 || len(head) > 0 && order(head[0], tail[0]) <= 0 {
+			r, head = head[0], head[1:]
+		} else {
+			r, tail = tail[0], tail[1:]
+		}
+		if (!prune || c.current(r)) && (len(merged) == 0 || merged[len(merged)-1] != r) {
+			merged = append(merged, r)
+		}
+	}
+	c.wakes, c.wakesSpare = merged, c.wakes[:0]
+	c.sorted = len(c.wakes)
 }
 
 // moveMod records that the cart's modification index entry moved from old
 // to new (zero: none).
 func (c *indexChanges) moveMod(customer, cart string, old, new time.Time) {
-	m := c.move(customer, cart)
+	m, _ := c.move(customer, cart)
 	if !m.mod {
 		m.mod, m.oldMod = true, old
 	}
@@ -1103,16 +1155,35 @@ func (c *indexChanges) deletesTimer(k []byte) bool {
 	return m.wake && m.oldWake.Equal(due) && !m.newWake.Equal(due)
 }
 
-// appendNewTimers appends the timer keys in [lower, end) the batch sets.
-func (c *indexChanges) appendNewTimers(keys [][]byte, part int32, lower, end []byte) [][]byte {
-	for i := range c.moves {
-		m := &c.moves[i]
-		if !m.wake || m.newWake.IsZero() || m.newWake.Equal(m.oldWake) {
+// appendNewTimers appends the first n timer keys in [lower, end) the
+// batch sets (more when several share the n-th's due time), unordered.
+// It builds no key outside that: a window refill would otherwise build
+// the key of every move of the batch, and a backlog's batch has
+// thousands.
+func (c *indexChanges) appendNewTimers(keys [][]byte, part int32, lower, end []byte, n int) [][]byte {
+	lo, hi := int64(math.MinInt64), int64(math.MaxInt64)
+	if d, ok := keyDue(lower); ok {
+		lo = d
+	}
+	if d, ok := keyDue(end); ok {
+		hi = d
+	}
+	// Keys order by due time first, after the partition prefix.
+	c.sortWakes()
+	from, _ := slices.BinarySearchFunc(c.wakes, lo, func(r wakeRef, due int64) int { return cmp.Compare(r.due, due) })
+	found, last := 0, int64(0)
+	for _, r := range c.wakes[from:] {
+		if r.due > hi || found >= n && r.due > last {
+			break
+		}
+		if !c.current(r) {
 			continue
 		}
+		m := &c.moves[r.move]
 		k := appendTimerKey(nil, part, m.newWake, m.ref.customer, m.ref.cart)
 		if bytes.Compare(k, lower) >= 0 && bytes.Compare(k, end) < 0 {
 			keys = append(keys, k)
+			found, last = found+1, r.due
 		}
 	}
 	return keys
@@ -1157,6 +1228,7 @@ func (c *indexChanges) writeTo(b *pebble.Batch, part int32, scratch *[]byte) err
 	clear(c.moves)
 	c.moves = c.moves[:0]
 	clear(c.stale)
+	c.wakes, c.sorted = c.wakes[:0], 0
 	return nil
 }
 

@@ -50,6 +50,7 @@ func runLoad(ctx context.Context, args []string, stdout io.Writer) error {
 	blockCache := fs.Int64("block-cache-mib", 256, "CARTLIFT_BLOCK_CACHE_MIB of the processor")
 	memTable := fs.Int64("memtable-mib", 64, "CARTLIFT_MEMTABLE_MIB of the processor")
 	fetchMax := fs.Int64("fetch-max-mib", 4, "CARTLIFT_FETCH_MAX_MIB of the processor")
+	openCarts := fs.Bool("open-carts", false, "instead of simulated shoppers, each event is a different customer adding one item and leaving: -events open carts, to measure a large store")
 	baseline := fs.Bool("baseline", true, "also time a bare group consumer that decodes only the envelope, over the same topic before and after the processor, and print the ratio")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -90,7 +91,11 @@ func runLoad(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 
 	// 1. The backlog.
-	sim := shopper.New(shopper.Options{Seed: 42, Customers: *customers})
+	next := shopper.New(shopper.Options{Seed: 42, Customers: *customers}).Next
+	if *openCarts {
+		*customers = *n
+		next = openCartEvents()
+	}
 	end := daytimeEnd(time.Now().Add(-time.Minute))
 	start := end.Add(-*span)
 	step := *span / time.Duration(*n)
@@ -101,7 +106,7 @@ func runLoad(ctx context.Context, args []string, stdout io.Writer) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		r := sim.Next(start.Add(time.Duration(i) * step))
+		r := next(start.Add(time.Duration(i) * step))
 		prod.Produce(ctx, &kgo.Record{Key: []byte(r.Key), Value: r.Value}, func(_ *kgo.Record, err error) {
 			if err != nil {
 				produceErrs.Add(1)
@@ -266,6 +271,26 @@ func runLoad(ctx context.Context, args []string, stdout io.Writer) error {
 	fmt.Fprintf(stdout, "store writes: write-ahead log %.1f MiB (%.0f B per event), flushes %.1f MiB, compactions %.1f MiB\n",
 		float64(writes.WAL)/(1<<20), float64(writes.WAL)/float64(*n), float64(writes.Flushed)/(1<<20), float64(writes.Compacted)/(1<<20))
 	return nil
+}
+
+// openCartEvents returns the generator of the -open-carts backlog: its
+// n-th call is customer c-<n> adding one item to a new cart, so n calls
+// leave n open carts.
+func openCartEvents() func(time.Time) shopper.Record {
+	var n int
+	return func(t time.Time) shopper.Record {
+		n++
+		customer := fmt.Sprintf("c-%08d", n)
+		data := events.ItemAdded{
+			CartRef: events.CartRef{CustomerID: customer, CartID: fmt.Sprintf("k-open-%d", n), CartType: "shopping", Channel: "b2c", Site: "shop-de", Currency: "EUR"},
+			Item:    events.Item{SKU: fmt.Sprintf("sku-%04d", n%5000), Name: "Trail running shoe", Quantity: 1, UnitPriceMinor: 8999, Category: "shoes"},
+		}
+		v, err := events.Encode(fmt.Sprintf("e-open-%d", n), "https://shop.example/de", events.TypeItemAdded, t, customer, data)
+		if err != nil {
+			panic(err) // a fixed struct always encodes
+		}
+		return shopper.Record{Key: customer, Value: v}
+	}
 }
 
 // liveHeap is the Go heap the last collection found live (runtime/metrics

@@ -42,6 +42,23 @@ func TestLoadReportsRatesAndRatios(t *testing.T) {
 	}
 }
 
+// TestLoadOpenCarts runs the -open-carts backlog: every event is a new
+// customer's cart, so the store ends with as many open carts (and
+// pending timers) as events, and no event is rejected.
+func TestLoadOpenCarts(t *testing.T) {
+	chdirRoot(t)
+	var out bytes.Buffer
+	err := runLoad(context.Background(), []string{"-events", "2000", "-open-carts", "-partitions", "2", "-baseline=false",
+		"-state-cache-mib", "8", "-block-cache-mib", "16", "-memtable-mib", "4"}, &out)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	if !regexp.MustCompile(`(?m)^producing a backlog of 2000 events \(2000 customers, 2 partitions\)`).MatchString(out.String()) ||
+		!regexp.MustCompile(`rejected 0, open carts 2000, pending timers 2000,`).MatchString(out.String()) {
+		t.Errorf("the backlog did not leave 2000 open carts of 2000 customers:\n%s", out.String())
+	}
+}
+
 func TestLoadRefusesBadSizes(t *testing.T) {
 	err := runLoad(context.Background(), []string{"-memtable-mib", "0"}, &bytes.Buffer{})
 	if err == nil || !strings.Contains(err.Error(), "-memtable-mib") {
