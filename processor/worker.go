@@ -85,6 +85,12 @@ type worker struct {
 	cache       map[string]cachedState
 	cacheBytes  int64
 	cacheBudget int64
+	// cacheDeletes counts deletions from cache since it was last copied:
+	// a Go map does not give back the room that deletions in bursts
+	// leave (measured: 74 MiB for 100k entries after 20M churned through
+	// in bursts of 20k, 25 MiB when copied), so the cache is copied into
+	// a new map when its deletions reach four times its size.
+	cacheDeletes int
 	// toCache holds the batch's new states until the batch commits.
 	toCache []cachedState
 	// Per Pebble batch: the batch and the states it changes; a nil state
@@ -1287,7 +1293,21 @@ func (w *worker) uncache(key string) {
 	if c, ok := w.cache[key]; ok {
 		w.cacheBytes -= c.size()
 		delete(w.cache, key)
+		w.cacheDeletes++
 	}
+}
+
+// compactCache copies the cache into a new map once deletions have left
+// the old one mostly empty room (see cacheDeletes).
+func (w *worker) compactCache() {
+	if w.cacheDeletes < 4*len(w.cache)+1024 {
+		return
+	}
+	m := make(map[string]cachedState, len(w.cache))
+	for k, c := range w.cache {
+		m[k] = c
+	}
+	w.cache, w.cacheDeletes = m, 0
 }
 
 // commit writes the batch's state changes and the partition's metadata in
@@ -1378,7 +1398,9 @@ func (w *worker) commit() error {
 		}
 		delete(w.cache, key)
 		w.cacheBytes -= c.size()
+		w.cacheDeletes++
 	}
+	w.compactCache()
 	clear(w.dirty)
 	if w.known != nil && w.known.full() && !w.building {
 		w.buildKeyFilter() // a larger one
