@@ -145,8 +145,12 @@ type Config struct {
 	// at a time while flushes run behind. Default 64 MiB.
 	MemTableBytes int64
 	// FetchMaxBytes bounds one fetch of the input (all partitions), in
-	// the records' compressed bytes; default 4 MiB, at most 4 MiB per
-	// partition. The client decodes a whole fetch into records before
+	// the records' compressed bytes; default 4 MiB. Each partition's
+	// share is an equal part of it (at least 256 KiB), so that one fetch
+	// feeds every worker: when one partition could take all of it, the
+	// poll loop waited on that partition's worker while the others had
+	// nothing (2 cores: 13-31% more events/s in 4 alternated pairs with
+	// the equal parts, at 0.1-0.2 GiB more peak RSS). The client decodes a whole fetch into records before
 	// the workers take them, so memory holds several times this: at
 	// 32 MiB the records waiting for the workers took 0.45 GiB of the
 	// heap in a catch-up (a heap profile of `cartlift load`), and 4 MiB
@@ -364,7 +368,7 @@ func open(cfg Config, join bool) (*Processor, error) {
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.FetchMaxBytes(cfg.FetchMaxBytes),
-		kgo.FetchMaxPartitionBytes(min(cfg.FetchMaxBytes, 4<<20)),
+		kgo.FetchMaxPartitionBytes(max(cfg.FetchMaxBytes/max(1, cfg.Partitions), 256<<10)),
 		// Transaction markers (of the API's ingest, or of any
 		// transactional producer) take an offset each: the workers see
 		// them, so that their next offset moves past them to the end.
