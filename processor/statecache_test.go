@@ -18,14 +18,7 @@ func TestStateCacheCopiesItselfAfterChurn(t *testing.T) {
 			w.uncache(key)
 			w.addToCache(cachedState{key: key, enc: make([]byte, 100)})
 		}
-		for key, c := range w.cache {
-			if w.cacheBytes <= w.cacheBudget {
-				break
-			}
-			delete(w.cache, key)
-			w.cacheBytes -= c.size()
-			w.cacheDeletes++
-		}
+		w.evictCache()
 		want := map[string]int{}
 		var bytes int64
 		for k, c := range w.cache {

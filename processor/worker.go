@@ -1299,6 +1299,19 @@ func (w *worker) uncache(key string) {
 	}
 }
 
+// evictCache evicts arbitrary entries (map order) down to the budget: a
+// cache of the active customers, without the bookkeeping of an LRU.
+func (w *worker) evictCache() {
+	for key, c := range w.cache {
+		if w.cacheBytes <= w.cacheBudget {
+			break
+		}
+		delete(w.cache, key)
+		w.cacheBytes -= c.size()
+		w.cacheDeletes++
+	}
+}
+
 // compactCache copies the cache into a new map once deletions have left
 // the old one mostly empty room (see cacheDeletes).
 func (w *worker) compactCache() {
@@ -1392,16 +1405,7 @@ func (w *worker) commit() error {
 		w.addToCache(c)
 	}
 	w.toCache = w.toCache[:0]
-	// Evict arbitrary entries (map order) down to the budget: a cache of
-	// the active customers, without the bookkeeping of an LRU.
-	for key, c := range w.cache {
-		if w.cacheBytes <= w.cacheBudget {
-			break
-		}
-		delete(w.cache, key)
-		w.cacheBytes -= c.size()
-		w.cacheDeletes++
-	}
+	w.evictCache()
 	w.compactCache()
 	clear(w.dirty)
 	if w.known != nil && w.known.full() && !w.building {
