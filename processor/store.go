@@ -146,7 +146,7 @@ func keyDue(k []byte) (nanos int64, ok bool) {
 	if len(k) < 5+8 || k[4] != kindTimer {
 		return 0, false
 	}
-	return int64(binary.BigEndian.Uint64(k[5:13]) ^ (1 << 63)), true
+	return decodeDue(k[5:13]).UnixNano(), true
 }
 
 func timerKey(p int32, due time.Time, customer, cart string) []byte {
